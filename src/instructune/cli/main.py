@@ -1,0 +1,68 @@
+"""`instructune <command> config.yaml [key.path=value ...]`: parse, load config, call run_<command>.
+
+Each command module exposes `add_arguments(parser)` and `main(args, cfg)`; the work itself lives in
+the library (`run_prepare`, `run_train`, `run_eval`) so that tests and Python users call the same
+functions the CLI does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from instructune import __version__
+from instructune.config import ConfigError, load_config
+
+# command → (module, help, required config sections)
+COMMANDS: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "validate": ("instructune.cli.validate", "check a config without running anything", ()),
+    "prepare": ("instructune.cli.prepare", "load, template, tokenize, audit and pack data", ("data",)),
+    "train": ("instructune.cli.train", "fine-tune (full, LoRA, QLoRA) on prepared data", ("data",)),
+    "eval": ("instructune.cli.eval", "evaluate a model (and its base) on tasks", ("eval",)),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="instructune", description="Instruction fine-tuning: data → train → eval → ship."
+    )
+    parser.add_argument("--version", action="version", version=f"instructune {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="<command>", required=True)
+    for name, (module, help_text, _) in COMMANDS.items():
+        cmd = sub.add_parser(name, help=help_text, description=help_text)
+        cmd.add_argument("config", help="YAML config file")
+        cmd.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.max_length=1024")
+        _command_module(module).add_arguments(cmd)
+    return parser
+
+
+def _command_module(module: str):  # type: ignore[no-untyped-def]
+    return importlib.import_module(module)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    module, _, required = COMMANDS[args.command]
+    try:
+        cfg = load_config(args.config, args.overrides, require=required)
+        result = _command_module(module).main(args, cfg)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except (ValueError, FileNotFoundError) as err:
+        # Bad input (rows, files, templates, audits) raises these with messages naming the file,
+        # line and field; a traceback adds nothing for the user. INSTRUCTUNE_DEBUG=1 shows it.
+        if os.environ.get("INSTRUCTUNE_DEBUG"):
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

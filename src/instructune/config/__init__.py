@@ -1,0 +1,29 @@
+"""Typed configuration: schema (pydantic) and YAML loading with dotted overrides."""
+
+from instructune.config.loading import ConfigError, dump_config, load_config
+from instructune.config.schema import (
+    Config,
+    DataConfig,
+    DataSource,
+    EvalConfig,
+    EvalTaskConfig,
+    LoraConfig,
+    ModelConfig,
+    QuantizationConfig,
+    TrainConfig,
+)
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "DataConfig",
+    "DataSource",
+    "EvalConfig",
+    "EvalTaskConfig",
+    "LoraConfig",
+    "ModelConfig",
+    "QuantizationConfig",
+    "TrainConfig",
+    "dump_config",
+    "load_config",
+]

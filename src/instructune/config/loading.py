@@ -1,0 +1,138 @@
+"""YAML → Config, with dotted command-line overrides and errors that name the key.
+
+`load_config("cfg.yaml", ["data.max_length=1024"])` reads the file, applies each override (the value
+is parsed as YAML, so `true`, `3e-4` and `[a, b]` get their natural types), and validates once.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from instructune.config.schema import Config
+
+
+class ConfigError(ValueError):
+    """A config that can't be used; the message names the file, key path, value and the fix."""
+
+
+def load_config(
+    path: str | Path | None,
+    overrides: Sequence[str] = (),
+    require: Iterable[str] = (),
+) -> Config:
+    """Load, override and validate a config. `require` names sections a command needs (e.g. data)."""
+    source = str(path) if path is not None else "<defaults>"
+    raw = _read_yaml(Path(path)) if path is not None else {}
+    for item in overrides:
+        _apply_override(raw, item)
+    try:
+        cfg = Config.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, source, raw)) from None
+    for section in require:
+        if getattr(cfg, section) is None:
+            raise ConfigError(f"{source}: this command needs a `{section}:` section")
+    return cfg
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping, got {type(raw).__name__}")
+    return raw
+
+
+def _apply_override(raw: dict[str, Any], item: str) -> None:
+    """Set `a.b.c=value` into the nested dict; numeric parts index lists (`data.train.0.path=x`)."""
+    key, sep, text = item.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"override {item!r} must look like key.path=value")
+    value = yaml.safe_load(text) if text else None
+    parts = key.split(".")
+    node: Any = raw
+    for i, part in enumerate(parts[:-1]):
+        nxt = parts[i + 1]
+        if isinstance(node, list):
+            node = node[_list_index(node, part, key)]
+            continue
+        if node.get(part) is None:
+            node[part] = [] if nxt.isdigit() else {}
+        node = node[part]
+    last = parts[-1]
+    if isinstance(node, list):
+        index = int(last)
+        if index == len(node):
+            node.append(value)
+        else:
+            node[_list_index(node, last, key)] = value
+    else:
+        node[last] = value
+
+
+def _list_index(node: list[Any], part: str, key: str) -> int:
+    if not part.isdigit() or int(part) >= len(node):
+        raise ConfigError(f"override {key!r}: {part!r} is not an index of a list of {len(node)}")
+    return int(part)
+
+
+def format_validation_error(err: ValidationError, source: str, raw: dict[str, Any]) -> str:
+    """One line per problem: `key.path: message (got value)` plus close matches for typos."""
+    lines = [f"invalid config {source}:"]
+    for problem in err.errors():
+        loc = ".".join(str(p) for p in problem["loc"]) or "<top level>"
+        msg = problem["msg"]
+        if problem["type"] == "extra_forbidden":
+            parent_loc, name = problem["loc"][:-1], str(problem["loc"][-1])
+            allowed = _allowed_keys(parent_loc)
+            guess = difflib.get_close_matches(name, allowed, n=1)
+            hint = f"; did you mean {guess[0]!r}?" if guess else ""
+            lines.append(f"  {loc}: unknown key{hint} (allowed: {', '.join(allowed)})")
+            continue
+        got = problem.get("input")
+        shown = "" if isinstance(got, dict) else f" (got {got!r})"
+        lines.append(f"  {loc}: {msg}{shown}")
+    return "\n".join(lines)
+
+
+def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
+    """The field names of the model found by walking `loc` from Config (list indices skipped)."""
+    model: type[BaseModel] = Config
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return []
+        inner = _model_of(field.annotation)
+        if inner is None:
+            return []
+        model = inner
+    return sorted(model.model_fields)
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()) or ():
+        found = _model_of(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def dump_config(cfg: Config) -> str:
+    """The resolved config as YAML, as written into every run's output directory."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

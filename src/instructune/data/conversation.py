@@ -1,0 +1,50 @@
+"""The one internal schema every row format is normalized to."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+Role = Literal["system", "user", "assistant"]
+ROLES: tuple[Role, ...] = ("system", "user", "assistant")
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    role: Role
+    content: str
+
+
+@dataclass(slots=True)
+class Conversation:
+    """A normalized row: turns plus where it came from (for errors and lineage).
+
+    `source` is `file:line` (or `file:row N` for tabular files) so every later error can point
+    back at the input. `label` is the class label when the data has one (used to stratify the
+    split and by classification evaluation).
+    """
+
+    messages: list[Message]
+    source: str
+    label: str | None = None
+    meta: dict[str, str] = field(default_factory=dict)
+
+    def assistant_indices(self) -> list[int]:
+        return [i for i, m in enumerate(self.messages) if m.role == "assistant"]
+
+    def text_key(self) -> str:
+        """Normalized text used for exact dedup (whitespace folded, case kept)."""
+        return "\x1e".join(f"{m.role}\x1f{' '.join(m.content.split())}" for m in self.messages)
+
+
+class RowError(ValueError):
+    """A malformed input row; the message names file, line and field."""
+
+    def __init__(self, source: str, problem: str) -> None:
+        super().__init__(f"{source}: {problem}")
+        self.source = source
+        self.problem = problem
+
+
+class DataError(ValueError):
+    """A data source that can't be used at all (missing file, unknown shape, unreadable)."""

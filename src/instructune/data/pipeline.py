@@ -1,0 +1,156 @@
+"""The data stage end to end: sources → conversations → split → tokens+labels → audit → packs.
+
+`prepare_dataset(data_cfg, tokenizer)` is what `prepare`, `train` and `eval` all call, so the
+examples a model is trained on are exactly the ones `instructune prepare --dump` shows.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from instructune.config import DataConfig, DataSource
+from instructune.data.audit import audit
+from instructune.data.conversation import Conversation
+from instructune.data.formats import load_conversations
+from instructune.data.lineage import dataset_hash
+from instructune.data.packing import Packed, pack, packing_efficiency
+from instructune.data.split import dedup, train_eval_split
+from instructune.data.templates import Template, load_template
+from instructune.data.tokenize import EncodeResult, Example, encode_conversations
+
+
+@dataclass
+class SourceReport:
+    path: str
+    format: str
+    detected: bool
+    reason: str
+    rows_read: int
+    kept: int
+    dropped: dict[str, int]
+    errors: list[str]
+    sha256: str
+
+
+@dataclass
+class SplitStats:
+    """Token statistics of one split (train or eval) after tokenization."""
+
+    examples: int
+    tokens: int
+    trained_tokens: int
+    lengths: list[int]
+    packed_rows: int | None = None
+    packing_efficiency: float | None = None
+
+    @property
+    def trained_fraction(self) -> float:
+        return self.trained_tokens / self.tokens if self.tokens else 0.0
+
+
+@dataclass
+class PreparedData:
+    template: Template
+    train: list[Example]
+    eval: list[Example]
+    train_packed: list[Packed] | None
+    eval_packed: list[Packed] | None
+    sources: list[SourceReport]
+    dropped: Counter[str] = field(default_factory=Counter)
+    truncated: int = 0
+    stats: dict[str, SplitStats] = field(default_factory=dict)
+    hashes: dict[str, str] = field(default_factory=dict)
+    eval_conversations: list[Conversation] = field(default_factory=list)
+
+
+def load_sources(
+    sources: list[DataSource], cfg: DataConfig
+) -> tuple[list[Conversation], list[SourceReport]]:
+    """Read every source (format detected when omitted) into conversations, with a report each."""
+    conversations: list[Conversation] = []
+    reports: list[SourceReport] = []
+    for source in sources:
+        result = load_conversations(source, cfg.on_error, cfg.system_prompt)
+        conversations.extend(result.conversations)
+        reports.append(
+            SourceReport(
+                path=source.path,
+                format=result.format,
+                detected=result.detected,
+                reason=result.reason,
+                rows_read=result.rows_read,
+                kept=len(result.conversations),
+                dropped=dict(result.dropped),
+                errors=list(result.errors),
+                sha256=result.file_hash,
+            )
+        )
+    return conversations, reports
+
+
+def prepare_dataset(cfg: DataConfig, tokenizer: Any) -> PreparedData:
+    """Run the whole data stage; every dropped row is counted in `dropped` by reason."""
+    template = load_template(cfg.template, tokenizer)
+    train_convs, reports = load_sources(cfg.train, cfg)
+    dropped: Counter[str] = Counter()
+    for report in reports:
+        dropped.update(report.dropped)
+    if cfg.dedup:
+        train_convs, n_dup = dedup(train_convs)
+        dropped["duplicate"] += n_dup
+    if cfg.eval:
+        eval_convs, eval_reports = load_sources(cfg.eval, cfg)
+        reports.extend(eval_reports)
+        for report in eval_reports:
+            dropped.update({f"eval_{k}": v for k, v in report.dropped.items()})
+    else:
+        train_convs, eval_convs = train_eval_split(train_convs, cfg.eval_fraction, cfg.seed)
+    train_enc = encode_conversations(train_convs, template, tokenizer, cfg)
+    eval_enc = encode_conversations(eval_convs, template, tokenizer, cfg)
+    dropped.update(train_enc.dropped)
+    dropped.update({f"eval_{k}": v for k, v in eval_enc.dropped.items()})
+    if cfg.audit:
+        audit(train_enc.examples, tokenizer, template)
+        audit(eval_enc.examples, tokenizer, template)
+    prepared = PreparedData(
+        template=template,
+        train=train_enc.examples,
+        eval=eval_enc.examples,
+        train_packed=pack(train_enc.examples, cfg.max_length) if cfg.packing else None,
+        eval_packed=pack(eval_enc.examples, cfg.max_length) if cfg.packing else None,
+        sources=reports,
+        dropped=+dropped,
+        truncated=train_enc.truncated + eval_enc.truncated,
+        eval_conversations=_kept_conversations(eval_convs, eval_enc),
+    )
+    prepared.stats = {
+        "train": split_stats(prepared.train, prepared.train_packed, cfg.max_length),
+        "eval": split_stats(prepared.eval, prepared.eval_packed, cfg.max_length),
+    }
+    prepared.hashes = {
+        "train": dataset_hash((e.input_ids, e.labels) for e in prepared.train),
+        "eval": dataset_hash((e.input_ids, e.labels) for e in prepared.eval),
+    }
+    return prepared
+
+
+def _kept_conversations(convs: list[Conversation], enc: EncodeResult) -> list[Conversation]:
+    """The conversations whose encoding survived (matched by source), for generation-style eval."""
+    kept = {e.source for e in enc.examples}
+    return [c for c in convs if c.source in kept]
+
+
+def split_stats(examples: list[Example], packed: list[Packed] | None, max_length: int) -> SplitStats:
+    lengths = [len(e.input_ids) for e in examples]
+    trained = int(sum(int(np.count_nonzero(e.labels != -100)) for e in examples))
+    stats = SplitStats(
+        examples=len(examples), tokens=int(sum(lengths)), trained_tokens=trained, lengths=lengths
+    )
+    if packed is not None:
+        stats.packed_rows = len(packed)
+        stats.packing_efficiency = packing_efficiency(packed, max_length) if packed else 0.0
+    return stats

@@ -1,0 +1,62 @@
+"""`run_prepare(cfg)`: the public API behind `instructune prepare`."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from instructune.config import Config, ConfigError
+from instructune.data.audit import render_example
+from instructune.data.pipeline import PreparedData, prepare_dataset
+from instructune.data.report import summary_dict, summary_text
+from instructune.manifest import write_manifest
+
+
+@dataclass
+class PrepareResult:
+    prepared: PreparedData
+    summary: dict[str, Any]
+    text: str
+    out_dir: Path
+
+
+def run_prepare(cfg: Config, dump: bool = False, tokenizer: Any = None) -> PrepareResult:
+    """Prepare `cfg.data`, write summary/lineage (and the tokenized examples with `dump`)."""
+    if cfg.data is None:
+        raise ConfigError("prepare needs a `data:` section")
+    if tokenizer is None:
+        from instructune.models import load_tokenizer
+
+        tokenizer = load_tokenizer(cfg.model)
+    prepared = prepare_dataset(cfg.data, tokenizer)
+    out_dir = cfg.output_path / "prepared"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary = summary_dict(prepared)
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    write_manifest(
+        cfg.output_path,
+        cfg,
+        "prepare",
+        {"data_hashes": prepared.hashes, "inputs": {s.path: s.sha256 for s in prepared.sources}},
+    )
+    if dump:
+        dump_examples(prepared, out_dir)
+    parts = [summary_text(prepared, cfg.data.max_length)]
+    for example in prepared.train[: cfg.data.show_examples]:
+        parts.append(f"== Example {example.source} (trained spans in [[ ]]) ==")
+        parts.append(render_example(example, tokenizer))
+    return PrepareResult(prepared, summary, "\n".join(parts), out_dir)
+
+
+def dump_examples(prepared: PreparedData, out_dir: Path) -> None:
+    """One JSON row per tokenized example (before packing): aligned, unshifted input_ids/labels."""
+    for split, examples in (("train", prepared.train), ("eval", prepared.eval)):
+        if not examples:
+            continue
+        with (out_dir / f"{split}.jsonl").open("w", encoding="utf-8") as fh:
+            for e in examples:
+                row = {"source": e.source, "input_ids": e.input_ids.tolist()}
+                row["labels"] = e.labels.tolist()
+                fh.write(json.dumps(row) + "\n")

@@ -1,0 +1,1 @@
+"""Tiny in-process models and tokenizers for tests, benchmarks and examples (no downloads)."""

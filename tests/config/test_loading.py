@@ -1,0 +1,118 @@
+"""Config loading: overrides, pointed errors, and every shipped YAML validates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from instructune.config import ConfigError, load_config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "cfg.yaml"
+    path.write_text(text)
+    return path
+
+
+BASE = """
+model: {path: smollm2-135m-instruct}
+data:
+  train: [{path: data/train.jsonl, format: alpaca}]
+  max_length: 512
+output_dir: runs/x
+"""
+
+
+def test_defaults_and_types(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, BASE))
+    assert cfg.data is not None
+    assert cfg.data.max_length == 512
+    assert cfg.data.packing is True
+    assert cfg.data.template == "chat"
+    assert cfg.data.train[0].format == "alpaca"
+    assert cfg.method == "lora"
+    assert cfg.lora.target_modules == ["q_proj", "k_proj", "v_proj", "o_proj"]
+
+
+def test_dotted_overrides_parse_yaml_values(tmp_path: Path) -> None:
+    cfg = load_config(
+        write(tmp_path, BASE),
+        [
+            "data.max_length=1024",
+            "data.packing=false",
+            "train.learning_rate=3e-4",
+            "lora.target_modules=all-linear",
+            "data.train.0.path=other.jsonl",
+            "eval.tasks=[]",
+        ],
+    )
+    assert cfg.data is not None
+    assert cfg.data.max_length == 1024
+    assert cfg.data.packing is False
+    assert cfg.train.learning_rate == pytest.approx(3e-4)
+    assert cfg.lora.target_modules == "all-linear"
+    assert cfg.data.train[0].path == "other.jsonl"
+    assert cfg.eval is not None and cfg.eval.tasks == []
+
+
+def test_unknown_key_names_path_and_suggests(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, BASE), ["data.max_lenght=5"])
+    msg = str(err.value)
+    assert "data.max_lenght: unknown key" in msg
+    assert "did you mean 'max_length'" in msg
+    assert "packing" in msg  # the allowed keys are listed
+
+
+def test_bad_literal_names_key_value_and_choices(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, BASE), ["train.lr_scheduler=cosine_annealing"])
+    msg = str(err.value)
+    assert "train.lr_scheduler" in msg
+    assert "'cosine_annealing'" in msg
+    assert "cosine_with_restarts" in msg
+
+
+def test_bad_number_names_key(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, BASE), ["data.max_length=-3"])
+    assert "data.max_length" in str(err.value)
+    assert "-3" in str(err.value)
+
+
+def test_unknown_template_and_format_list_choices(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, BASE), ["data.template=vicuna"])
+    assert "data.template" in str(err.value) and "alpaca" in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, BASE), ["data.train.0.format=csvish"])
+    assert "data.train.0.format" in str(err.value) and "sharegpt" in str(err.value)
+
+
+def test_conflicting_options_named_together(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, BASE), ["train.warmup_ratio=0.1", "train.warmup_steps=10"])
+    assert "warmup_ratio" in str(err.value) and "warmup_steps" in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        load_config(
+            write(tmp_path, BASE), ["data.eval_fraction=0.1", "data.eval=[{path: e.jsonl}]"]
+        )
+    assert "data.eval" in str(err.value) and "eval_fraction" in str(err.value)
+
+
+def test_required_section_and_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="needs a `data:` section"):
+        load_config(write(tmp_path, "output_dir: x\n"), require=["data"])
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match="key.path=value"):
+        load_config(write(tmp_path, BASE), ["data.max_length"])
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_configs_load(path: Path) -> None:
+    cfg = load_config(path)
+    assert cfg.output_dir
