@@ -38,12 +38,22 @@ class Conversation:
 
 
 class RowError(ValueError):
-    """A malformed input row; the message names file, line and field."""
+    """A malformed input row; the message names file, line and field.
 
-    def __init__(self, source: str, problem: str) -> None:
+    `reason` is the short form (no row specifics) that rows dropped with `on_error: skip` are
+    counted by; it defaults to the whole `problem`.
+    """
+
+    def __init__(self, source: str, problem: str, reason: str | None = None) -> None:
         super().__init__(f"{source}: {problem}")
         self.source = source
         self.problem = problem
+        self.reason = reason or problem
+
+
+def row_error(source: str, reason: str, detail: str) -> RowError:
+    """A RowError counted under the short `reason`, with the row's specifics in `detail`."""
+    return RowError(source, f"{reason}: {detail}", reason=reason)
 
 
 class DataError(ValueError):

@@ -15,8 +15,8 @@ import numpy as np
 from instructune.config import DataConfig, DataSource
 from instructune.data.audit import audit
 from instructune.data.conversation import Conversation
-from instructune.data.formats import load_conversations
 from instructune.data.lineage import dataset_hash
+from instructune.data.loading import load_conversations
 from instructune.data.packing import Packed, pack, packing_efficiency
 from instructune.data.split import dedup, train_eval_split
 from instructune.data.templates import Template, load_template
@@ -144,7 +144,9 @@ def _kept_conversations(convs: list[Conversation], enc: EncodeResult) -> list[Co
     return [c for c in convs if c.source in kept]
 
 
-def split_stats(examples: list[Example], packed: list[Packed] | None, max_length: int) -> SplitStats:
+def split_stats(
+    examples: list[Example], packed: list[Packed] | None, max_length: int
+) -> SplitStats:
     lengths = [len(e.input_ids) for e in examples]
     trained = int(sum(int(np.count_nonzero(e.labels != -100)) for e in examples))
     stats = SplitStats(

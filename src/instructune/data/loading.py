@@ -1,0 +1,115 @@
+"""Load one data source into checked `Conversation`s: read rows, pick the format, convert.
+
+Row-level problems are counted by reason with `on_error: skip` or raised with `on_error: fail`;
+a source with no usable rows at all is a `DataError`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from instructune.config.schema import DataSource
+from instructune.data.conversation import Conversation, DataError, Message, RowError
+from instructune.data.formats import COLUMNS_EXAMPLE, FORMATS, Columns, RowFormat, detect_format
+from instructune.data.lineage import file_sha256
+from instructune.data.readers import iter_rows
+
+__all__ = ["MAX_ERRORS", "LoadResult", "load_conversations"]
+
+
+@dataclass
+class LoadResult:
+    conversations: list[Conversation]
+    format: str
+    detected: bool
+    reason: str
+    rows_read: int = 0
+    """Rows seen (after expanding file-level records), kept or dropped."""
+    dropped: Counter[str] = field(default_factory=Counter)
+    """Reason → count of rows dropped with `on_error: skip`."""
+    errors: list[str] = field(default_factory=list)
+    """The first `MAX_ERRORS` messages, for the report."""
+    file_hash: str = ""
+
+
+MAX_ERRORS = 20
+
+
+def load_conversations(
+    source: DataSource,
+    on_error: Literal["fail", "skip"] = "fail",
+    system_prompt: str | None = None,
+) -> LoadResult:
+    """Read, convert and check every row of one source (at most `source.max_rows` rows).
+
+    `on_error="fail"` raises the first RowError; `"skip"` counts each bad row by reason and goes
+    on. A source with no usable rows is a DataError either way.
+    """
+    if on_error not in ("fail", "skip"):
+        raise ValueError(f"on_error must be 'fail' or 'skip', got {on_error!r}")
+    result = LoadResult([], source.format or "", source.format is None, "")
+    if source.format is not None:
+        result.reason = "set by data.format"
+    elif source.columns:
+        result.format, result.reason = "columns", "data.columns is set"
+    digest = None if Path(source.path).expanduser().exists() else hashlib.sha256()
+    units = itertools.islice(_units(source, result, digest), source.max_rows)
+    for item in units:
+        result.rows_read += 1
+        if isinstance(item, RowError):
+            if on_error == "fail":
+                raise item
+            result.dropped[item.reason] += 1
+            if len(result.errors) < MAX_ERRORS:
+                result.errors.append(str(item))
+            continue
+        if system_prompt and item.messages[0].role == "user":
+            item.messages.insert(0, Message("system", system_prompt))
+        result.conversations.append(item)
+    if not result.conversations:
+        reasons = ", ".join(f"{r}: {n}" for r, n in result.dropped.most_common(3))
+        detail = f"all {result.rows_read} rows were dropped ({reasons})" if reasons else "no rows"
+        raise DataError(f"{source.path}: no usable rows: {detail}")
+    result.file_hash = digest.hexdigest() if digest else file_sha256(source.path)
+    return result
+
+
+def _units(
+    source: DataSource, result: LoadResult, digest: Any
+) -> Iterator[Conversation | RowError]:
+    """Conversations and row errors in file order; detects the format on the first good row."""
+    columns = source.columns or {}
+    row_format: RowFormat | None = None
+    if result.format:
+        row_format = FORMATS[result.format]
+        _check_mapping(row_format, columns, source.path)
+    for location, row in iter_rows(source):
+        if isinstance(row, RowError):
+            yield row
+            continue
+        if digest is not None:  # a Hub dataset: hash what was read, there's no file to hash
+            digest.update(json.dumps(row, sort_keys=True, default=str).encode())
+        if row_format is None:
+            result.format, result.reason = detect_format(set(row), location)
+            row_format = FORMATS[result.format]
+            _check_mapping(row_format, columns, source.path)
+        yield from row_format.expand(row, location, columns)
+
+
+def _check_mapping(row_format: RowFormat, columns: Columns, path: str) -> None:
+    if row_format.name == "columns" and not columns:
+        raise DataError(f"{path}: format 'columns' needs data.columns (e.g. {COLUMNS_EXAMPLE})")
+    known = {*row_format.required, *row_format.optional, "label"}
+    unknown = sorted(set(columns) - known)
+    if unknown:
+        raise DataError(
+            f"{path}: data.columns maps {unknown}, which format {row_format.name!r} doesn't "
+            f"use; valid names: {sorted(known)} (set data.format to the format you map for)"
+        )

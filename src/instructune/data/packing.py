@@ -1,0 +1,138 @@
+"""Packing examples into rows of at most `max_length` tokens, and length grouping for padding.
+
+Packed rows carry `position_ids` that restart at 0 for every example: transformers derives a
+block-causal mask from them (attention never crosses examples), and since every example's first
+label is -100 no token is trained to predict the next example's start.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+
+class _Tokenized(Protocol):
+    input_ids: np.ndarray
+    labels: np.ndarray
+
+
+@dataclass(slots=True)
+class Packed:
+    """One packed row. `lengths` are the examples' lengths in order, `indices` their input index."""
+
+    input_ids: np.ndarray
+    labels: np.ndarray
+    position_ids: np.ndarray
+    lengths: np.ndarray
+    indices: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+class _FreeSpace:
+    """Bins by remaining capacity; finds the fullest bin that still fits in O(log max_length).
+
+    A Fenwick tree counts bins per remaining capacity, so "smallest capacity >= need" is a prefix
+    count plus a binary descent, instead of a scan over all open bins.
+    """
+
+    def __init__(self, max_length: int) -> None:
+        self.size = max_length + 1  # capacities 0..max_length
+        self.tree = np.zeros(self.size + 1, dtype=np.int64).tolist()
+        self.bins: list[list[int]] = [[] for _ in range(self.size)]
+        self.top = 1 << (self.size.bit_length())
+
+    def _add(self, cap: int, delta: int) -> None:
+        i = cap + 1
+        while i <= self.size:
+            self.tree[i] += delta
+            i += i & -i
+
+    def _count_below(self, cap: int) -> int:  # bins with capacity < cap
+        i, total = cap, 0
+        while i > 0:
+            total += self.tree[i]
+            i -= i & -i
+        return int(total)
+
+    def push(self, cap: int, bin_id: int) -> None:
+        self.bins[cap].append(bin_id)
+        self._add(cap, 1)
+
+    def pop_fitting(self, need: int) -> tuple[int, int] | None:
+        """Remove and return (capacity, bin) of the bin with the least capacity >= need."""
+        rank = self._count_below(need)  # the answer is the (rank+1)-th bin by capacity
+        pos, step = 0, self.top
+        while step:
+            nxt = pos + step
+            if nxt <= self.size and self.tree[nxt] <= rank:
+                pos = nxt
+                rank -= self.tree[nxt]
+            step >>= 1
+        if pos >= self.size:
+            return None
+        cap = pos  # tree index pos+1 holds capacity pos
+        self._add(cap, -1)
+        return cap, self.bins[cap].pop()
+
+
+def pack(examples: Sequence[_Tokenized], max_length: int) -> list[Packed]:
+    """Best-fit-decreasing: longest first, each into the open bin with least room that fits."""
+    lengths = np.fromiter((len(e.input_ids) for e in examples), dtype=np.int64, count=len(examples))
+    if len(lengths) and lengths.max() > max_length:
+        raise ValueError(
+            f"an example has {int(lengths.max())} tokens, more than max_length={max_length}; "
+            "encode with the same max_length (truncation drops or cuts long examples)"
+        )
+    order = np.argsort(-lengths, kind="stable")
+    free = _FreeSpace(max_length)
+    bins: list[list[int]] = []
+    for i in order.tolist():
+        need = int(lengths[i])
+        found = free.pop_fitting(need)
+        if found is None:
+            cap, b = max_length, len(bins)
+            bins.append([])
+        else:
+            cap, b = found
+        bins[b].append(i)
+        free.push(cap - need, b)
+    arange = np.arange(max_length, dtype=np.int32)
+    return [_concat(examples, members, lengths, arange) for members in bins]
+
+
+def _concat(
+    examples: Sequence[_Tokenized], members: list[int], lengths: np.ndarray, arange: np.ndarray
+) -> Packed:
+    parts = [examples[i] for i in members]
+    sizes = lengths[members]
+    return Packed(
+        input_ids=np.concatenate([p.input_ids for p in parts]).astype(np.int32, copy=False),
+        labels=np.concatenate([p.labels for p in parts]).astype(np.int32, copy=False),
+        position_ids=np.concatenate([arange[:n] for n in sizes.tolist()]),
+        lengths=sizes.astype(np.int32),
+        indices=np.array(members, dtype=np.int32),
+    )
+
+
+def packing_efficiency(packed: Sequence[Packed], max_length: int) -> float:
+    """Real tokens / (rows × max_length): the share of each step's compute spent on data."""
+    if not packed:
+        return 0.0
+    return float(sum(int(p.lengths.sum()) for p in packed)) / (len(packed) * max_length)
+
+
+def group_by_length(lengths: Sequence[int], batch_size: int, seed: int) -> list[list[int]]:
+    """Batches of indices with similar lengths (less padding), in a seeded random batch order.
+
+    Ties are broken by a seeded permutation so equal-length examples don't always batch together.
+    """
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(len(lengths))
+    order = perm[np.argsort(-np.asarray(lengths)[perm], kind="stable")]
+    batches = [order[i : i + batch_size].tolist() for i in range(0, len(order), batch_size)]
+    return [batches[j] for j in rng.permutation(len(batches))]

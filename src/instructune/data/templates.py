@@ -1,0 +1,225 @@
+"""Prompt templates: a conversation's messages → the exact text the model is trained on.
+
+Three kinds, all Jinja rendered in an immutable sandbox the way `apply_chat_template` does
+(trim_blocks, lstrip_blocks, `raise_exception`, special tokens in the context):
+
+- `chat`: the tokenizer's own `chat_template`, so training text matches what serving sends.
+- `alpaca`: the Stanford Alpaca recipe, character for character (see `ALPACA_TEMPLATE`).
+- a path to a `.jinja`/`.j2` file rendering `messages` like a chat template.
+
+A `{% generation %}` block is accepted and rendered as plain text: trained spans come from rendering
+prefixes (see `instructune.data.tokenize`), never from markers a template may or may not have.
+
+This module is imported lazily by config validation, so it imports jinja2 only when a template is
+compiled.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import jinja2
+
+    from instructune.data.conversation import Message
+
+_PREAMBLE_INPUT = (
+    "Below is an instruction that describes a task, paired with an input that provides further "
+    "context. Write a response that appropriately completes the request."
+)
+_PREAMBLE_NO_INPUT = (
+    "Below is an instruction that describes a task. Write a response that appropriately completes "
+    "the request."
+)
+
+# How instruction/input are recovered: alpaca-format rows carry `meta["instruction"]` and
+# `meta["input"]` (the user message joins them, which would not be the recipe's text), so the first
+# user turn renders from meta when meta has an instruction; any other user turn renders its content
+# as the instruction, without an input block. A system message replaces the preamble sentence.
+# Multi-turn conversations repeat the Instruction/Response block. The response is the output
+# followed directly by eos, exactly as Stanford Alpaca's `target = f"{output}{eos_token}"`.
+ALPACA_TEMPLATE = (
+    "{%- set ns = namespace(first_user=true) -%}"
+    "{%- set from_meta = meta is not none and meta.get('instruction') is not none -%}"
+    "{%- set first_input = (meta.get('input') or '') if from_meta else '' -%}"
+    "{%- if messages and messages[0]['role'] == 'system' -%}{{ messages[0]['content'] }}"
+    "{%- elif first_input -%}{{ preamble_input }}"
+    "{%- else -%}{{ preamble_no_input }}{%- endif -%}"
+    "{%- for message in messages -%}"
+    "{%- if message['role'] == 'user' -%}"
+    "{%- if ns.first_user and from_meta -%}"
+    "{{ '\\n\\n### Instruction:\\n' + meta['instruction'] }}"
+    "{%- if first_input -%}{{ '\\n\\n### Input:\\n' + first_input }}{%- endif -%}"
+    "{%- else -%}{{ '\\n\\n### Instruction:\\n' + message['content'] }}{%- endif -%}"
+    "{%- set ns.first_user = false -%}"
+    "{%- elif message['role'] == 'assistant' -%}"
+    "{{ '\\n\\n### Response:' + message['content'] + eos_token }}"
+    "{%- elif not loop.first -%}"
+    "{{ raise_exception('alpaca template: a system message is only allowed first') }}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ '\\n\\n### Response:' }}{%- endif -%}"
+)
+
+# `text`-format rows (one assistant message, no prompt): the whole text plus eos is the response.
+RAW_TEMPLATE = "{%- for message in messages -%}{{ message['content'] + eos_token }}{%- endfor -%}"
+
+
+END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|eom_id|>", "<end_of_turn>", "<|end|>")
+"""Tokens that end an assistant turn besides the tokenizer's eos (Llama 3, Gemma, Phi-3)."""
+
+
+class TemplateError(ValueError):
+    """A template that can't be loaded or rendered; the message says which and how to fix it."""
+
+
+class TemplateMismatch(ValueError):
+    """A prefix render (or its tokens) is not a prefix of the full conversation's render."""
+
+    def __init__(self, template: str, source: str, problem: str) -> None:
+        super().__init__(f"template {template!r} at {source}: {problem}")
+        self.template = template
+        self.source = source
+        self.problem = problem
+
+
+@dataclass(frozen=True, slots=True)
+class Template:
+    """A compiled template. `render` is what tokenization and generation both call."""
+
+    name: str
+    source_text: str
+    _compiled: jinja2.Template = field(repr=False)
+    _context: Mapping[str, Any] = field(repr=False)
+
+    def render(
+        self,
+        messages: Sequence[Message],
+        add_generation_prompt: bool = False,
+        meta: Mapping[str, str] | None = None,
+    ) -> str:
+        dicts = [{"role": m.role, "content": m.content} for m in messages]
+        return self.render_dicts(dicts, add_generation_prompt, meta)
+
+    def render_dicts(
+        self,
+        messages: list[dict[str, str]],
+        add_generation_prompt: bool = False,
+        meta: Mapping[str, str] | None = None,
+    ) -> str:
+        """`render` on already-converted messages (the tokenizer's hot loop renders prefixes)."""
+        return self._compiled.render(
+            messages=messages,
+            add_generation_prompt=add_generation_prompt,
+            meta=meta,
+            **self._context,
+        )
+
+
+def _chat(tokenizer: Any) -> tuple[str, str]:
+    source = getattr(tokenizer, "chat_template", None)
+    if isinstance(source, dict):  # tokenizers with named templates keep the chat one as default
+        source = source.get("default")
+    if not source:
+        name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
+        raise TemplateError(
+            f"the tokenizer {name!r} has no chat_template; set `data.template: alpaca` or give a "
+            "path to a .jinja file"
+        )
+    return "chat", str(source)
+
+
+def _alpaca(tokenizer: Any) -> tuple[str, str]:
+    return "alpaca", ALPACA_TEMPLATE
+
+
+TEMPLATES: dict[str, Callable[[Any], tuple[str, str]]] = {"chat": _chat, "alpaca": _alpaca}
+"""Registry of builtin templates: name → (tokenizer → (name, Jinja source))."""
+
+
+def load_template(spec: str, tokenizer: Any) -> Template:
+    """A registry name (`chat`, `alpaca`) or a path to a `.jinja`/`.j2` file, compiled once."""
+    if spec in TEMPLATES:
+        name, source = TEMPLATES[spec](tokenizer)
+    elif spec.endswith((".jinja", ".j2")):
+        path = Path(spec)
+        if not path.is_file():
+            raise TemplateError(f"template file {spec!r} does not exist")
+        name, source = str(path), path.read_text(encoding="utf-8")
+    else:
+        raise TemplateError(
+            f"unknown template {spec!r}; choose one of {sorted(TEMPLATES)} "
+            "or a path to a .jinja file"
+        )
+    return compile_template(name, source, tokenizer)
+
+
+def end_of_turn_ids(tokenizer: Any) -> frozenset[int]:
+    """eos plus the known end-of-turn tokens this vocabulary has."""
+    ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+    vocab = tokenizer.get_vocab()
+    ids.update(vocab[t] for t in END_OF_TURN_TOKENS if t in vocab)
+    return frozenset(ids)
+
+
+def is_raw_conversation(messages: Sequence[Message]) -> bool:
+    """A `text`-format row: one assistant message and no prompt; rendered by `raw_template`."""
+    return len(messages) == 1 and messages[0].role == "assistant"
+
+
+def raw_template(tokenizer: Any) -> Template:
+    """The template for `text`-format rows: content + eos, no prompt (used whatever `template`)."""
+    return compile_template("raw", RAW_TEMPLATE, tokenizer)
+
+
+def compile_template(name: str, source: str, tokenizer: Any) -> Template:
+    """Compile Jinja `source` once, with the tokenizer's special tokens in its context."""
+    import jinja2
+
+    try:
+        compiled = _environment().from_string(source)
+    except jinja2.TemplateSyntaxError as e:
+        raise TemplateError(f"template {name!r} has a Jinja syntax error: {e}") from e
+    context: dict[str, Any] = {
+        key: getattr(tokenizer, key, None)
+        for key in ("bos_token", "eos_token", "pad_token", "unk_token")
+    }
+    context.update(preamble_input=_PREAMBLE_INPUT, preamble_no_input=_PREAMBLE_NO_INPUT)
+    if "eos_token" in source and not context["eos_token"]:
+        raise TemplateError(f"template {name!r} uses eos_token but the tokenizer has none")
+    return Template(name=name, source_text=source, _compiled=compiled, _context=context)
+
+
+def _environment() -> jinja2.Environment:
+    """The sandbox HF renders chat templates in, with `{% generation %}` as a no-op block."""
+    import jinja2
+    from jinja2.ext import Extension
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    class GenerationNoop(Extension):
+        tags = {"generation"}  # noqa: RUF012 - jinja's Extension API declares tags this way
+
+        def parse(self, parser: Any) -> Any:
+            lineno = next(parser.stream).lineno
+            body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
+            return jinja2.nodes.Scope(body).set_lineno(lineno)
+
+    def raise_exception(message: str) -> None:
+        raise jinja2.exceptions.TemplateError(message)
+
+    def tojson(x: Any, ensure_ascii: bool = False, indent: Any = None, **kw: Any) -> str:
+        # like HF: Jinja's own tojson escapes HTML characters, which chat templates don't want
+        return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, **kw)
+
+    env = ImmutableSandboxedEnvironment(
+        trim_blocks=True,
+        lstrip_blocks=True,
+        extensions=[GenerationNoop, jinja2.ext.loopcontrols],
+    )
+    env.filters["tojson"] = tojson
+    env.globals["raise_exception"] = raise_exception
+    return env

