@@ -1,0 +1,269 @@
+"""Benchmark: LoRA training throughput, memory and eval loss, ours vs TRL SFTTrainer.
+
+LoRA r=16 on q/k/v/o, max_length 512, micro-batch 4, packed
+`../shared/data/alpaca/alpaca_gpt4_1k.json` (the last 50 rows held out for eval), the embedded
+SmolLM2-135M-Instruct, the same number of optimizer steps on both sides. TRL runs in its best CPU
+configuration: packing, completion-only loss, no gradient checkpointing, and bf16 only where the
+CPU has native bf16 (the same detection as our `precision: auto`; emulated bf16 is several times
+slower than fp32). Both eval losses are computed by the same function (mean cross-entropy over
+trained tokens) on the same held-out examples. A large matmul measures this machine's peak in the
+dtype used; ours is reported as a fraction of it, counting 4 x parameters FLOPs per token (LoRA).
+
+    .venv/bin/python bench/train.py [--steps 10]
+
+Each side runs in its own subprocess so peak RSS is its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data" / "alpaca" / "alpaca_gpt4_1k.json"
+WORK = Path("/tmp/instructune-bench-train")
+N_EVAL = 50
+LR = 2e-4
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _split_files() -> tuple[Path, Path]:
+    rows = json.loads(DATA.read_text(encoding="utf-8"))
+    WORK.mkdir(parents=True, exist_ok=True)
+    train, held = WORK / "train.jsonl", WORK / "eval.jsonl"
+    for path, part in ((train, rows[:-N_EVAL]), (held, rows[-N_EVAL:])):
+        path.write_text("".join(json.dumps(r) + "\n" for r in part), encoding="utf-8")
+    return train, held
+
+
+def _config(steps: int, out: str) -> Any:
+    from instructune.config import load_config
+
+    train, held = _split_files()
+    return load_config(
+        None,
+        [
+            f"data.train=[{{path: {train}, format: alpaca}}]",
+            f"data.eval=[{{path: {held}, format: alpaca}}]",
+            "data.max_length=512",
+            "data.packing=true",
+            "data.dedup=false",
+            "data.on_error=skip",
+            "method=lora",
+            "lora.r=16",
+            "lora.alpha=32",
+            f"train.max_steps={steps}",
+            "train.micro_batch_size=4",
+            f"train.learning_rate={LR}",
+            "train.warmup_ratio=0.03",
+            "train.logging_steps=1",
+            f"output_dir={out}",
+        ],
+    )
+
+
+def eval_loss(model: Any, examples: list[Any], pad_id: int) -> float:
+    """Mean CE over trained tokens of `examples`, the training loss definition (forward.py)."""
+    import torch
+
+    from instructune.data.collate import PaddedCollator
+    from instructune.training.forward import causal_lm_parts, chunked_token_losses, trained_hidden
+
+    collate = PaddedCollator(pad_id)
+    total, count = 0.0, 0
+    model.eval()
+    _, lm_head = causal_lm_parts(
+        model.get_base_model() if hasattr(model, "get_base_model") else model
+    )
+    with torch.no_grad():
+        for i in range(0, len(examples), 8):
+            batch = collate(examples[i : i + 8])
+            hidden, targets = trained_hidden(model, batch)
+            losses = chunked_token_losses(lm_head, hidden.float(), targets, 1024)
+            total += float(losses.sum())
+            count += int(targets.numel())
+    return total / count
+
+
+def worker_ours(steps: int) -> dict[str, Any]:
+    import shutil
+
+    from instructune.training.run import run_train
+
+    out = WORK / "ours"
+    shutil.rmtree(out, ignore_errors=True)
+    result = run_train(_config(steps, str(out)))
+    m = result.metrics
+    return {
+        "side": "instructune",
+        "steps": m["global_step"],
+        "tokens": m["tokens"],
+        "trained_tokens": m["trained_tokens"],
+        "seconds": m["train_runtime_s"],
+        "tokens_per_s": m["tokens"] / m["train_runtime_s"],
+        "trained_tokens_per_s": m["trained_tokens"] / m["train_runtime_s"],
+        "eval_loss": eval_loss(result.model, result.prepared.eval, result.tokenizer.pad_token_id),
+        "peak_rss_mb": _peak_rss_mb(),
+        "dtype": str(next(result.model.parameters()).dtype),
+        "params": sum(p.numel() for p in result.model.parameters()),  # tied weights once
+    }
+
+
+def worker_trl(steps: int) -> dict[str, Any]:
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from trl import SFTConfig, SFTTrainer
+
+    from instructune.data.pipeline import prepare_dataset
+    from instructune.models import bf16_supported, load_model, load_tokenizer
+
+    cfg = _config(steps, str(WORK / "trl"))
+    tokenizer = load_tokenizer(cfg.model)
+    held = prepare_dataset(cfg.data, tokenizer).eval  # scored the same way as ours
+    bf16 = bf16_supported()
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    model = load_model(cfg.model, dtype, "full", None, for_training=True)
+    rows = [json.loads(line) for line in Path(cfg.data.train[0].path).read_text().splitlines()]
+    rows = [r for r in rows if r["output"].strip()]
+
+    def convert(row: dict[str, str]) -> dict[str, Any]:
+        user = row["instruction"] + (f"\n\n{row['input']}" if row["input"] else "")
+        return {
+            "prompt": [{"role": "user", "content": user}],
+            "completion": [{"role": "assistant", "content": row["output"]}],
+        }
+
+    args = SFTConfig(
+        output_dir=str(WORK / "trl"),
+        max_length=512,
+        packing=True,
+        completion_only_loss=True,
+        per_device_train_batch_size=4,
+        max_steps=steps,
+        learning_rate=LR,
+        lr_scheduler_type="cosine",
+        warmup_ratio=0.03,
+        bf16=bf16,
+        use_cpu=True,
+        gradient_checkpointing=False,
+        logging_steps=1,
+        report_to=[],
+        save_strategy="no",
+    )
+    counts = {"tokens": 0, "trained": 0}
+
+    class CountingSFT(SFTTrainer):  # counts what each micro-batch really feeds the model
+        def training_step(self, model: Any, inputs: Any, num_items_in_batch: Any = None) -> Any:
+            ids = inputs["input_ids"]
+            mask = inputs.get("attention_mask")
+            counts["tokens"] += int(mask.sum()) if mask is not None else int(ids.numel())
+            counts["trained"] += int((inputs["labels"][:, 1:] != -100).sum())
+            return super().training_step(model, inputs, num_items_in_batch)
+
+    lora = LoraConfig(
+        r=16, lora_alpha=32, lora_dropout=0.05, task_type="CAUSAL_LM",
+        target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+    )  # fmt: skip
+    trainer = CountingSFT(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list([convert(r) for r in rows]),
+        processing_class=tokenizer,
+        peft_config=lora,
+    )
+    start = time.perf_counter()
+    output = trainer.train()
+    seconds = output.metrics.get("train_runtime", time.perf_counter() - start)
+    return {
+        "side": "trl",
+        "steps": trainer.state.global_step,
+        "tokens": counts["tokens"],
+        "trained_tokens": counts["trained"],
+        "seconds": seconds,
+        "tokens_per_s": counts["tokens"] / seconds,
+        "trained_tokens_per_s": counts["trained"] / seconds,
+        "eval_loss": eval_loss(trainer.model, held, tokenizer.pad_token_id),
+        "peak_rss_mb": _peak_rss_mb(),
+        "dtype": str(dtype),
+    }
+
+
+def worker_matmul(_: int) -> dict[str, Any]:
+    import torch
+
+    from instructune.models import bf16_supported
+
+    out: dict[str, Any] = {"side": "matmul", "bf16_native": bf16_supported()}
+    for dtype in (torch.float32, torch.bfloat16):
+        a = torch.randn(2048, 2048, dtype=dtype)
+        b = torch.randn(2048, 2048, dtype=dtype)
+        for _ in range(2):
+            a @ b
+        n, start = 8, time.perf_counter()
+        for _ in range(n):
+            a @ b
+        out[f"{str(dtype).split('.')[-1]}_gflops"] = (
+            2 * 2048**3 * n / (time.perf_counter() - start) / 1e9
+        )
+    return out
+
+
+def run_worker(side: str, steps: int) -> dict[str, Any]:
+    cmd = [sys.executable, __file__, "--worker", side, "--steps", str(steps)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{side} failed:\n{proc.stderr[-4000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--worker", choices=["ours", "trl", "matmul"])
+    parser.add_argument("--steps", type=int, default=10)
+    args = parser.parse_args()
+    workers = {"ours": worker_ours, "trl": worker_trl, "matmul": worker_matmul}
+    if args.worker:
+        print(json.dumps(workers[args.worker](args.steps)))
+        return
+    peak = run_worker("matmul", args.steps)
+    ours = run_worker("ours", args.steps)
+    trl = run_worker("trl", args.steps)
+    params = ours["params"]
+    dtype_key = "bfloat16_gflops" if "bfloat16" in ours["dtype"] else "float32_gflops"
+    ours["fraction_of_peak"] = ours["tokens_per_s"] * 4 * params / (peak[dtype_key] * 1e9)
+    ratios = {
+        "tokens_per_s": ours["tokens_per_s"] / trl["tokens_per_s"],
+        "trained_tokens_per_s": ours["trained_tokens_per_s"] / trl["trained_tokens_per_s"],
+        "peak_rss": ours["peak_rss_mb"] / trl["peak_rss_mb"],
+        "eval_loss_diff": ours["eval_loss"] - trl["eval_loss"],
+    }
+    print(json.dumps({"matmul": peak, "ours": ours, "trl": trl, "ours_vs_trl": ratios}, indent=2))
+    print(
+        f"\n{'side':<12}{'tok/s':>9}{'trained/s':>11}{'peak MB':>9}{'eval loss':>11}{'dtype':>16}"
+    )
+    for r in (ours, trl):
+        print(
+            f"{r['side']:<12}{r['tokens_per_s']:>9.1f}{r['trained_tokens_per_s']:>11.1f}"
+            f"{r['peak_rss_mb']:>9.0f}{r['eval_loss']:>11.4f}{r['dtype']:>16}"
+        )
+    print(
+        f"ours/TRL: trained tokens/s ×{ratios['trained_tokens_per_s']:.2f}, "
+        f"peak RSS ×{ratios['peak_rss']:.2f}; ours at {ours['fraction_of_peak']:.1%} of the "
+        f"{dtype_key.split('_')[0]} matmul peak ({peak[dtype_key]:.0f} GFLOP/s)"
+    )
+
+
+if __name__ == "__main__":
+    main()
