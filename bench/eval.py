@@ -2,7 +2,7 @@
 
 Uses the embedded model (smollm2-135m-instruct) and the demo test set `data/promises/test.jsonl`
 (alpaca rows, label True/False, OPTIONS clause) — or a small in-script set when that file is
-missing. Three methods, each in its own subprocess so its peak RSS is its own:
+missing. Three methods, on the same items:
 
 - `score`: `instructune.evaluation.scoring.classify` (all options of several items in one
   right-padded batch, option + end-of-turn scored);
@@ -11,18 +11,19 @@ missing. Three methods, each in its own subprocess so its peak RSS is its own:
 - `generate`: greedy generation of a few tokens with the same prompt, parsed to the first option
   the output starts with (`invalid` otherwise).
 
-Reports examples/s, accuracy, agreement with `score`, invalid outputs and peak RSS.
+The methods run interleaved in one process (A B C A B C ...) so that load from other processes on
+the machine hits them alike; reported: median wall and CPU seconds, examples/s, accuracy, agreement
+with `score`, unparseable outputs, and the peak RSS a method adds above the loaded model.
 
-    .venv/bin/python bench/eval.py [--n 101] [--batch-size 8] [--threads 2]
+    .venv/bin/python bench/eval.py [--n 101] [--batch-size 8] [--threads 2] [--repeats 3]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import resource
-import subprocess
-import sys
+import statistics
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -42,8 +43,32 @@ FALLBACK = [
 ]
 
 
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+class PeakRss:
+    """Peak RSS (MB) above the level at entry, sampled every 5 ms in a thread."""
+
+    def __enter__(self) -> PeakRss:
+        import psutil
+
+        self._proc = psutil.Process()
+        self.base = self._proc.memory_info().rss
+        self.peak = self.base
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.005):
+            self.peak = max(self.peak, self._proc.memory_info().rss)
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._proc.memory_info().rss)
+
+    @property
+    def extra_mb(self) -> float:
+        return (self.peak - self.base) / 2**20
 
 
 def _conversations(n: int) -> list[Any]:
@@ -76,33 +101,60 @@ def _setup(threads: int) -> tuple[Any, Any, Any]:
     return model, tok, load_template("chat", tok)
 
 
-def worker(method: str, n: int, batch_size: int, threads: int) -> dict[str, Any]:
-    from instructune.evaluation.scoring import classification_items
-
-    model, tok, template = _setup(threads)
-    items = classification_items(_conversations(n))
-    rss_before = _peak_rss_mb()
-    start = time.perf_counter()
+def run_method(method: str, model: Any, tok: Any, template: Any, items: list[Any], bs: int) -> Any:
     if method == "score":
         from instructune.evaluation.scoring import classify
 
-        preds = classify(model, tok, template, items, batch_size).predictions
-    elif method == "score_kv":
-        preds = _score_kv(model, tok, template, items)
-    else:
-        preds = _generate_and_parse(model, tok, template, items, batch_size)
-    elapsed = time.perf_counter() - start
-    return {
-        "method": method,
-        "n": len(items),
-        "seconds": elapsed,
-        "examples_per_s": len(items) / elapsed,
-        "accuracy": sum(p == it.label for p, it in zip(preds, items, strict=True)) / len(items),
-        "invalid": sum(p == "invalid" for p in preds),
-        "peak_rss_mb": _peak_rss_mb(),
-        "rss_before_mb": rss_before,
-        "predictions": preds,
+        return classify(model, tok, template, items, bs).predictions
+    if method == "score_kv":
+        return _score_kv(model, tok, template, items)
+    return _generate_and_parse(model, tok, template, items, bs)
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    """Interleaved repeats (A B C A B C ...) so machine load hits every method alike."""
+    from instructune.evaluation.scoring import classification_items
+
+    model, tok, template = _setup(args.threads)
+    items = classification_items(_conversations(args.n))
+    # Warm-up: the first forward of a process allocates ~the model's size again (oneDNN/MKL
+    # buffers); without it that one-time cost would be charged to whichever method runs first.
+    for method in args.methods:
+        run_method(method, model, tok, template, items[:2], args.batch_size)
+    runs: dict[str, dict[str, Any]] = {
+        m: {"wall": [], "cpu": [], "extra_mb": 0.0} for m in args.methods
     }
+    for _ in range(args.repeats):
+        for method in args.methods:
+            wall, cpu = time.perf_counter(), time.process_time()
+            with PeakRss() as rss:
+                preds = run_method(method, model, tok, template, items, args.batch_size)
+            r = runs[method]
+            r["wall"].append(time.perf_counter() - wall)
+            r["cpu"].append(time.process_time() - cpu)
+            r["extra_mb"] = max(r["extra_mb"], rss.extra_mb)
+            r["predictions"] = preds
+    for r in runs.values():
+        r["median_wall_s"] = statistics.median(r["wall"])
+        r["median_cpu_s"] = statistics.median(r["cpu"])
+        r["examples_per_s"] = len(items) / r["median_wall_s"]
+        r["accuracy"] = sum(
+            p == it.label for p, it in zip(r["predictions"], items, strict=True)
+        ) / len(items)
+        r["invalid"] = sum(p == "invalid" for p in r["predictions"])
+    return {
+        "n": len(items),
+        "threads": args.threads,
+        "batch_size": args.batch_size,
+        "methods": runs,
+        "model_rss_mb": _rss_mb(),
+    }
+
+
+def _rss_mb() -> float:
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20
 
 
 def _score_kv(model: Any, tok: Any, template: Any, items: list[Any]) -> list[str]:
@@ -154,41 +206,32 @@ def _generate_and_parse(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--n", type=int, default=101)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--methods", nargs="+", default=["score", "score_kv", "generate"])
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bench" / "eval.json")
     args = parser.parse_args()
-    if args.worker:
-        print(json.dumps(worker(args.worker, args.n, args.batch_size, args.threads)))
-        return
-    results = {}
-    for method in args.methods:
-        cmd = [sys.executable, __file__, "--worker", method, "--n", str(args.n)]
-        cmd += ["--batch-size", str(args.batch_size), "--threads", str(args.threads)]
-        done = subprocess.run(cmd, capture_output=True, text=True, check=True)
-        results[method] = json.loads(done.stdout.strip().splitlines()[-1])
-    reference = results.get("score", {}).get("predictions")
-    print(
-        f"{'method':<10} {'n':>4} {'ex/s':>7} {'acc':>6} {'agree':>6} {'invalid':>7} {'peak MB':>8}"
-    )
-    for method, r in results.items():
+    result = measure(args)
+    runs = result["methods"]
+    reference = runs.get("score", {}).get("predictions")
+    header = ("method", "ex/s", "wall s", "cpu s", "acc", "agree", "invalid", "+MB")
+    print(f"n={result['n']} threads={args.threads} batch={args.batch_size} repeats={args.repeats}")
+    print("{:<10} {:>6} {:>7} {:>7} {:>6} {:>6} {:>7} {:>6}".format(*header))
+    for method, r in runs.items():
         preds = r["predictions"]
-        agree = (
-            sum(a == b for a, b in zip(preds, reference, strict=True)) / len(preds)
-            if reference
-            else float("nan")
-        )
-        r["agreement_with_score"] = agree
+        same = sum(a == b for a, b in zip(preds, reference or preds, strict=True))
+        r["agreement_with_score"] = same / len(preds) if reference else None
         print(
-            f"{method:<10} {r['n']:>4} {r['examples_per_s']:>7.2f} {r['accuracy']:>6.3f} "
-            f"{agree:>6.3f} {r['invalid']:>7} {r['peak_rss_mb']:>8.0f}"
+            f"{method:<10} {r['examples_per_s']:>6.2f} {r['median_wall_s']:>7.1f} "
+            f"{r['median_cpu_s']:>7.1f} {r['accuracy']:>6.3f} {same / len(preds):>6.3f} "
+            f"{r['invalid']:>7} {r['extra_mb']:>6.0f}"
         )
+    print(f"model loaded: RSS {result['model_rss_mb']:.0f} MB")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")
 
 

@@ -71,20 +71,35 @@ INSTRUCTIONS = [text + OPTIONS for text in INSTRUCTIONS]
 # kind -> (label, one-line description used in the README)
 KINDS = {
     "commitment": (True, "a concrete, specific action the government can take itself"),
-    "commitment_hard": (True, "a concrete commitment mixed with boundary features "
-                              "(a value, an attack, a forecast, a question, a past "
-                              "record, a conditional on re-election, a pledge not to act)"),
-    "other_actor": (False, "an expectation of, or demand on, another country, body, "
-                           "company or group (often specific and numeric)"),
+    "commitment_hard": (
+        True,
+        "a concrete commitment mixed with boundary features "
+        "(a value, an attack, a forecast, a question, a past "
+        "record, a conditional on re-election, a pledge not to act)",
+    ),
+    "other_actor": (
+        False,
+        "an expectation of, or demand on, another country, body, "
+        "company or group (often specific and numeric)",
+    ),
     "vague_aspiration": (False, "a slogan or aspiration with no concrete action"),
     "prediction": (False, "a forecast of an outcome, often with numbers, not an action"),
     "values": (False, "a statement of values or beliefs"),
     "past_achievement": (False, "praise of something already done"),
     "attack": (False, "an attack on opponents or a previous government"),
-    "rhetorical_question": (False, "a question or rhetorical device, even one naming a specific action"),
-    "outside_agency": (False, "something the government cannot bring about (weather, world markets, nature)"),
-    "vague_commitment": (False, "an action verb with a vague object, or a hedged / "
-                                "conditional commitment (review, consider, explore, work towards)"),
+    "rhetorical_question": (
+        False,
+        "a question or rhetorical device, even one naming a specific action",
+    ),
+    "outside_agency": (
+        False,
+        "something the government cannot bring about (weather, world markets, nature)",
+    ),
+    "vague_commitment": (
+        False,
+        "an action verb with a vague object, or a hedged / "
+        "conditional commitment (review, consider, explore, work towards)",
+    ),
 }
 
 
@@ -124,13 +139,15 @@ def to_records(rows: list[dict], rng: random.Random) -> list[dict]:
     records = []
     for r in rows:
         answer = "True" if r["label"] else "False"
-        records.append({
-            "instruction": rng.choice(INSTRUCTIONS),
-            "input": r["text"],
-            "output": answer,
-            "label": answer,
-            "kind": r["kind"],
-        })
+        records.append(
+            {
+                "instruction": rng.choice(INSTRUCTIONS),
+                "input": r["text"],
+                "output": answer,
+                "label": answer,
+                "kind": r["kind"],
+            }
+        )
     rng.shuffle(records)
     return records
 
@@ -163,12 +180,12 @@ def readme(train: list[dict], test: list[dict]) -> str:
         "",
         "`True` if the sentence commits the speaker's government to a **specific,",
         "tangible action that the government has the agency to carry out itself**.",
-        "The action is often measurable (\"hire 5,000 new nurses\", \"cut VAT on energy",
-        "bills from 20% to 5%\") but need not be numeric (\"abolish tuition fees at",
-        "public universities\", \"ban fracking\"). A sentence that mixes rhetoric with",
+        'The action is often measurable ("hire 5,000 new nurses", "cut VAT on energy',
+        'bills from 20% to 5%") but need not be numeric ("abolish tuition fees at',
+        'public universities", "ban fracking"). A sentence that mixes rhetoric with',
         "such a commitment, or promises a commitment conditional on being (re-)elected,",
         "is still `True`; so is a specific pledge *not* to do something within the",
-        "government's power (\"we will not raise income tax, VAT or national insurance\").",
+        'government\'s power ("we will not raise income tax, VAT or national insurance").',
         "",
         "`False` for everything else. Every sentence also carries a `kind`: two kinds",
         "of positives and nine kinds of negatives.",
@@ -181,10 +198,10 @@ def readme(train: list[dict], test: list[dict]) -> str:
     lines += [
         "",
         "Hard cases near the boundary are included on purpose: numbers inside a",
-        "forecast (\"Unemployment will fall to 3% by 2030\"), specific demands on other",
-        "actors (\"Every NATO ally must spend at least 2% of GDP on defence\"), an action",
-        "verb with a vague object (\"We will build more homes\"), specific actions posed as",
-        "questions (\"Why not abolish the licence fee altogether?\"), and concrete",
+        'forecast ("Unemployment will fall to 3% by 2030"), specific demands on other',
+        'actors ("Every NATO ally must spend at least 2% of GDP on defence"), an action',
+        'verb with a vague object ("We will build more homes"), specific actions posed as',
+        'questions ("Why not abolish the licence fee altogether?"), and concrete',
         "commitments wrapped in values, attacks or forecasts (kind `commitment_hard`).",
         "",
         "## Files and counts",
@@ -201,7 +218,7 @@ def readme(train: list[dict], test: list[dict]) -> str:
         "- `instruction`: one of "
         f"{len(INSTRUCTIONS)} FLAN-style phrasings of the task (chosen with a fixed seed),",
         "  each ending in `\\n\\nOPTIONS:\\n- True\\n- False`. In every phrasing `True`",
-        "  means \"concrete promise\";",
+        '  means "concrete promise";',
         "- `input`: the sentence;",
         "- `output`: `True` or `False`;",
         "- `label`: same as `output`;",
@@ -215,7 +232,7 @@ def readme(train: list[dict], test: list[dict]) -> str:
         "## Regenerating",
         "",
         "The raw sentences live in `examples/promises/sentences.jsonl`",
-        "(`{\"text\": ..., \"label\": true/false, \"kind\": ...}`). To rebuild this",
+        '(`{"text": ..., "label": true/false, "kind": ...}`). To rebuild this',
         "directory (deterministic, byte-identical output):",
         "",
         "```bash",

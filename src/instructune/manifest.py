@@ -1,4 +1,4 @@
-"""What every run writes to its output directory: resolved config, versions, seed, hashes, metrics."""
+"""What every run writes to its output directory: resolved config, versions, seeds, metrics."""
 
 from __future__ import annotations
 
@@ -13,7 +13,15 @@ from typing import Any
 
 from instructune.config import Config, dump_config
 
-_PACKAGES = ("instructune", "torch", "transformers", "tokenizers", "peft", "accelerate", "bitsandbytes")
+_PACKAGES = (
+    "instructune",
+    "torch",
+    "transformers",
+    "tokenizers",
+    "peft",
+    "accelerate",
+    "bitsandbytes",
+)
 
 
 def package_versions() -> dict[str, str]:

@@ -71,7 +71,9 @@ def test_prepare_end_to_end_writes_summary_dump_and_manifest(
     manifest = json.loads((run / "manifest.json").read_text())
     assert set(manifest["data_hashes"]) == {"train", "eval"}
     assert manifest["versions"]["torch"].startswith("2.13.0")
-    rows = [json.loads(line) for line in (run / "prepared" / "train.jsonl").read_text().splitlines()]
+    rows = [
+        json.loads(line) for line in (run / "prepared" / "train.jsonl").read_text().splitlines()
+    ]
     assert len(rows) == summary["splits"]["train"]["examples"]
     for row in rows:
         assert len(row["input_ids"]) == len(row["labels"])
@@ -79,7 +81,9 @@ def test_prepare_end_to_end_writes_summary_dump_and_manifest(
         assert trained and trained[-1] == 2  # the response ends with <|im_end|> (eos)
 
 
-def test_bad_row_is_a_clean_error_naming_file_and_line(tmp_path: Path, tiny_model_dir: Path) -> None:
+def test_bad_row_is_a_clean_error_naming_file_and_line(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
     cfg = _cfg(tmp_path, tiny_model_dir, ROWS)
     data = tmp_path / "train.jsonl"
     data.write_text(data.read_text() + "{not json\n")

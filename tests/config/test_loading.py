@@ -108,7 +108,7 @@ def test_required_section_and_missing_file(tmp_path: Path) -> None:
         load_config(write(tmp_path, "output_dir: x\n"), require=["data"])
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "nope.yaml")
-    with pytest.raises(ConfigError, match="key.path=value"):
+    with pytest.raises(ConfigError, match=r"key\.path=value"):
         load_config(write(tmp_path, BASE), ["data.max_length"])
 
 

@@ -20,7 +20,7 @@ from instructune.config import ConfigError, load_config
 # command → (module, help, required config sections)
 COMMANDS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "validate": ("instructune.cli.validate", "check a config without running anything", ()),
-    "prepare": ("instructune.cli.prepare", "load, template, tokenize, audit and pack data", ("data",)),
+    "prepare": ("instructune.cli.prepare", "load, template, tokenize, audit, pack data", ("data",)),
     "train": ("instructune.cli.train", "fine-tune (full, LoRA, QLoRA) on prepared data", ("data",)),
     "eval": ("instructune.cli.eval", "evaluate a model (and its base) on tasks", ("eval",)),
 }

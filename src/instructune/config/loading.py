@@ -26,7 +26,7 @@ def load_config(
     overrides: Sequence[str] = (),
     require: Iterable[str] = (),
 ) -> Config:
-    """Load, override and validate a config. `require` names sections a command needs (e.g. data)."""
+    """Load, override and validate a config; `require` names sections a command needs."""
     source = str(path) if path is not None else "<defaults>"
     raw = _read_yaml(Path(path)) if path is not None else {}
     for item in overrides:

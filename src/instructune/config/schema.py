@@ -7,7 +7,7 @@ Field docstrings are the reference documentation for the YAML keys (see docs/con
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -26,14 +26,14 @@ class ModelConfig(StrictModel):
     gguf_file: str | None = None
     """File name inside `path` when `path` is a folder or Hub repo holding GGUF files."""
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
-    """Weights dtype at load. `auto` follows `train.precision` when training, else float32 on CPU."""
+    """Weights dtype at load. `auto` follows `train.precision` when training, else float32."""
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
     trust_remote_code: bool = False
 
 
 class DataSource(StrictModel):
     path: str
-    """A file (.json, .jsonl, .csv, .tsv, .parquet), a folder saved by `datasets`, or a Hub dataset id."""
+    """A file (.json, .jsonl, .csv, .tsv, .parquet), a `datasets` folder, or a Hub dataset id."""
     format: str | None = None
     """Row format from the registry (alpaca, sharegpt, messages, dolly, text, columns,
     natural_instructions). Omitted: detected from the columns, and the choice is reported."""
@@ -59,7 +59,7 @@ class DataConfig(StrictModel):
     eval: list[DataSource] | None = None
     """Explicit eval sources. Can't be combined with `eval_fraction`."""
     eval_fraction: float = Field(default=0.0, ge=0.0, lt=1.0)
-    """Share of the train rows held out for eval (seeded; stratified by label when rows have one)."""
+    """Share of the train rows held out for eval (seeded; stratified by label when present)."""
     template: str = "chat"
     """`chat` (the tokenizer's chat template), `alpaca` (the Stanford Alpaca prompt), or a path to a
     `.jinja` file that renders `messages` the way a chat template does."""
@@ -73,7 +73,7 @@ class DataConfig(StrictModel):
     train_on_turns: Literal["all", "last"] = "all"
     """Which assistant turns of a multi-turn conversation carry loss."""
     truncation: Literal["drop", "truncate_prompt"] = "drop"
-    """Examples longer than `max_length`: drop them, or cut the prompt's start keeping the response."""
+    """Examples over `max_length`: drop them, or cut the prompt's start keeping the response."""
     on_error: Literal["fail", "skip"] = "fail"
     """A malformed row stops the run naming file and line, or is skipped and counted."""
     dedup: bool = True
@@ -134,7 +134,9 @@ OptimizerName = Literal[
     "paged_adamw_8bit",
     "lion",
 ]
-SchedulerName = Literal["constant", "constant_with_warmup", "cosine", "cosine_with_restarts", "linear"]
+SchedulerName = Literal[
+    "constant", "constant_with_warmup", "cosine", "cosine_with_restarts", "linear"
+]
 ReportTarget = Literal["none", "tensorboard", "wandb", "mlflow"]
 
 
@@ -192,9 +194,14 @@ class EvalTaskConfig(StrictModel):
     options: list[str] | None = None
     """Label set for classification; omitted: from the data (label column or OPTIONS clause)."""
     metrics: list[str] = ["exact_match", "f1", "rouge_l"]
+    """Generation metrics; the first one is the task's main metric (regression check, report)."""
+    score: Literal["sum", "mean"] = "sum"
+    """Classification option score: `sum` = log p(option + end-of-turn | prompt), whose softmax
+    over the options is the probability used for ECE/Brier; `mean` = per-token mean (length-
+    normalized), for option sets whose token lengths differ a lot."""
     max_examples: int | None = Field(default=None, gt=0)
     regression_check: bool = False
-    """A general held-out set: flag drops of the tuned model against the base beyond the threshold."""
+    """A general held-out set: flag tuned-vs-base drops beyond `eval.regression_threshold`."""
 
 
 class EvalConfig(StrictModel):
@@ -209,6 +216,16 @@ class EvalConfig(StrictModel):
     """Absolute drop of a task's main metric that counts as a regression."""
     fail_on_regression: bool = False
     seed: int = 0
+    bootstrap_resamples: int = Field(default=10000, gt=0)
+    """Resamples of the paired bootstrap behind the p-values of continuous metrics."""
+    show_examples: int = Field(default=3, ge=0)
+    """Generations (and classification items) per task shown in report.md/report.html."""
+    lm_eval_tasks: list[str | dict[str, Any]] = []
+    """lm-evaluation-harness tasks run on the same in-memory models (needs `instructune[lmeval]`):
+    registry names, or task config dicts such as a local JSONL multiple-choice task
+    (`dataset_path: json`, `dataset_kwargs: {data_files: {test: file.jsonl}}`)."""
+    lm_eval_limit: int | None = Field(default=None, gt=0)
+    """Evaluate at most this many documents per lm-eval task."""
 
 
 class Config(StrictModel):

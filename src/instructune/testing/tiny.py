@@ -28,7 +28,7 @@ _CORPUS = [
 
 
 def tiny_tokenizer(vocab_size: int = 400, pad_is_eos: bool = False) -> Any:
-    """A fast tokenizer with ChatML special tokens and chat template; `pad_is_eos` mimics SmolLM2."""
+    """A fast tokenizer with ChatML specials and chat template; `pad_is_eos` mimics SmolLM2."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 

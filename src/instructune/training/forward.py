@@ -47,16 +47,26 @@ def trained_hidden(
     """Hidden states [N, H] of the positions whose next label is trained, and those labels [N].
 
     Labels are aligned with input_ids (unshifted): position j predicts labels[j + 1].
-    attention_mask is passed only when the batch has one (padded batches); packed batches rely
-    on position_ids, and `use_cache=False` keeps transformers on the packed-mask path.
+
+    The model's own forward runs (plain, PEFT-wrapped or DDP-wrapped alike: DDP arms its gradient
+    all-reduce in its forward, so calling the inner decoder would silently leave every process
+    with its own gradients). The LM head is skipped with an empty `logits_to_keep`, and
+    transformers 5.x returns the final normed hidden state as `hidden_states[-1]`.
+    attention_mask is passed only when the batch has one (padded batches); packed batches rely on
+    position_ids, and `use_cache=False` keeps transformers on the packed (block-causal) mask path.
     """
-    decoder, _ = causal_lm_parts(model)
-    kwargs: dict[str, Any] = {"input_ids": batch["input_ids"], "use_cache": False}
+    labels = batch["labels"]
+    kwargs: dict[str, Any] = {
+        "input_ids": batch["input_ids"],
+        "use_cache": False,
+        "output_hidden_states": True,
+        "logits_to_keep": torch.zeros(0, dtype=torch.long, device=labels.device),
+    }
     for key in ("position_ids", "attention_mask"):
         if batch.get(key) is not None:
             kwargs[key] = batch[key]
-    hidden = decoder(**kwargs).last_hidden_state
-    targets = batch["labels"][:, 1:]
+    hidden = model(**kwargs).hidden_states[-1]
+    targets = labels[:, 1:]
     keep = targets != IGNORE_INDEX
     return hidden[:, :-1][keep], targets[keep]
 

@@ -1,0 +1,338 @@
+"""`run_eval(cfg)`: evaluate base and tuned on the same tasks, compare, write metrics and reports.
+
+One base model is loaded. The base pass runs first, on the model alone; the adapter is then
+attached in place (peft) for the tuned pass, so no second copy of the weights is loaded and the
+base numbers cannot have seen the adapter. A merged model folder as `adapter` is loaded as a
+second model (there is nothing to attach).
+
+Both passes use the tokenizer and template training saved in the adapter folder when it has them
+(`template.jinja`), so eval prompts are byte-identical to the training prompts, and the base model
+is prompted the same way so the comparison is fair.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from instructune.config import Config, DataConfig, DataSource, EvalConfig, EvalTaskConfig
+from instructune.evaluation.compare import TaskOutcome, compare_task, regression
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EvalResult:
+    metrics: dict[str, Any]
+    """What `metrics.json` holds: {"base": {task: {...}}, "tuned": {...}, "comparison": {...}}."""
+    regressions: dict[str, Any]
+    out_dir: Path
+    files: dict[str, Path] = field(default_factory=dict)
+    table: str = ""
+
+    @property
+    def regressed(self) -> bool:
+        return bool(self.regressions)
+
+
+@dataclass
+class PreparedTask:
+    """A task's inputs, built once and shared by the base and tuned passes."""
+
+    cfg: EvalTaskConfig
+    payload: list[Any]
+    """Classification items, generation prompt items, or (input_ids, labels) pairs."""
+    sources: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Assets:
+    tokenizer: Any
+    template: Any
+    data_cfg: DataConfig
+    adapter_dir: Path | None
+    adapter_kind: str | None
+
+
+def run_eval(cfg: Config, fail_on_regression: bool | None = None) -> EvalResult:
+    """Evaluate `cfg.model` (base) and `cfg.model + cfg.adapter` (tuned) on `cfg.eval.tasks`.
+
+    Writes `metrics.json`, `predictions.jsonl`, `report.md`, `report.html`, reliability PNGs and
+    the manifest into `cfg.output_dir`. `fail_on_regression` (else `eval.fail_on_regression`) is
+    recorded in the result; the CLI turns it into the exit code.
+    """
+    ecfg = cfg.eval
+    if ecfg is None or not ecfg.tasks:
+        raise ValueError("eval needs an `eval:` section with at least one task under eval.tasks")
+    import torch
+
+    torch.manual_seed(ecfg.seed)
+    out_dir = cfg.output_path
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    assets = _load_assets(cfg)
+    tasks = [prepare_task(t, assets) for t in ecfg.tasks]
+    outcomes, records = _evaluate_models(cfg, assets, tasks)
+    metrics, regressions = _metrics_json(outcomes, ecfg)
+    fail = ecfg.fail_on_regression if fail_on_regression is None else fail_on_regression
+    metrics["meta"] = {
+        "model": cfg.model.path,
+        "adapter": cfg.adapter,
+        "template": getattr(assets.template, "name", "?"),
+        "seconds": round(time.time() - started, 2),
+        "fail_on_regression": fail,
+    }
+    result = EvalResult(metrics, regressions, out_dir)
+    _write_outputs(cfg, result, outcomes, records)
+    return result
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def _load_assets(cfg: Config) -> _Assets:
+    from instructune.data.templates import load_template
+
+    adapter_dir, kind = resolve_adapter(cfg.adapter)
+    tokenizer = _load_tokenizer(cfg, adapter_dir)
+    data_cfg = _data_config(cfg, adapter_dir)
+    saved = adapter_dir / "template.jinja" if adapter_dir else None
+    if saved is not None and saved.is_file():
+        template = load_template(str(saved), tokenizer)
+    else:
+        template = load_template(data_cfg.template, tokenizer)
+    return _Assets(tokenizer, template, data_cfg, adapter_dir, kind)
+
+
+def resolve_adapter(adapter: str | None) -> tuple[Path | None, str | None]:
+    """(folder, "peft" | "merged") for `cfg.adapter`, (None, None) without one."""
+    if adapter is None:
+        return None, None
+    path = Path(adapter).expanduser()
+    if not path.is_dir():
+        raise FileNotFoundError(f"adapter {adapter!r} is not a folder (a training output_dir)")
+    if (path / "adapter_config.json").is_file():
+        return path, "peft"
+    if (path / "config.json").is_file():
+        return path, "merged"
+    raise FileNotFoundError(
+        f"adapter {adapter!r} has neither adapter_config.json (a LoRA adapter) nor config.json "
+        "(a merged or fully fine-tuned model)"
+    )
+
+
+def _load_tokenizer(cfg: Config, adapter_dir: Path | None) -> Any:
+    # Training saves the tokenizer it used (pad token included): prefer it for both passes.
+    if adapter_dir is not None and (adapter_dir / "tokenizer_config.json").is_file():
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(str(adapter_dir))
+    from instructune.models import load_tokenizer
+
+    return load_tokenizer(cfg.model)
+
+
+def _data_config(cfg: Config, adapter_dir: Path | None) -> DataConfig:
+    """Encoding settings for loss tasks: `cfg.data`, else training's, else the defaults."""
+    if cfg.data is not None:
+        return cfg.data
+    saved = adapter_dir / "config.yaml" if adapter_dir else None
+    if saved is not None and saved.is_file():
+        from instructune.config import load_config
+
+        try:
+            trained = load_config(saved).data
+        except ValueError as err:  # an older or edited config: fall back rather than fail eval
+            log.warning("ignoring %s for eval defaults: %s", saved, err)
+            trained = None
+        if trained is not None:
+            return trained
+    return DataConfig(train=[DataSource(path=cfg.eval.tasks[0].path if cfg.eval else "-")])
+
+
+def _load_base(cfg: Config) -> Any:
+    from instructune.models import load_model, resolve_dtype
+
+    dtype = resolve_dtype(cfg.train.precision, cfg.model.dtype, for_training=False)
+    return load_model(cfg.model, dtype, cfg.method, cfg.quantization, for_training=False)
+
+
+def _load_merged(cfg: Config, folder: Path) -> Any:
+    from instructune.models import load_model, resolve_dtype
+
+    merged = cfg.model.model_copy(update={"path": str(folder), "gguf_file": None})
+    dtype = resolve_dtype(cfg.train.precision, cfg.model.dtype, for_training=False)
+    return load_model(merged, dtype, "full", None, for_training=False)
+
+
+# ----------------------------------------------------------------------------- tasks
+
+
+def prepare_task(task: EvalTaskConfig, assets: _Assets) -> PreparedTask:
+    """Load a task's rows (at most `max_examples`, file order) into its type's inputs."""
+    from instructune.data.loading import load_conversations
+
+    source = DataSource(path=task.path, format=task.format, columns=task.columns)
+    loaded = load_conversations(source, assets.data_cfg.on_error, assets.data_cfg.system_prompt)
+    convs = loaded.conversations[: task.max_examples]
+    if task.type == "classification":
+        from instructune.evaluation.scoring import classification_items
+
+        return PreparedTask(task, list(classification_items(convs, task.options)))
+    if task.type == "generation":
+        from instructune.evaluation.generation import prompt_item
+
+        return PreparedTask(task, [prompt_item(c, assets.template) for c in convs])
+    from instructune.data.tokenize import encode_conversations
+
+    enc = encode_conversations(convs, assets.template, assets.tokenizer, assets.data_cfg)
+    if not enc.examples:
+        raise ValueError(
+            f"eval task {task.name!r}: no examples left after tokenization ({dict(enc.dropped)})"
+        )
+    pairs = [(e.input_ids, e.labels) for e in enc.examples]
+    return PreparedTask(task, pairs, [e.source for e in enc.examples])
+
+
+def evaluate_task(
+    model: Any, assets: _Assets, task: PreparedTask, ecfg: EvalConfig
+) -> tuple[TaskOutcome, list[dict[str, Any]]]:
+    tok, template = assets.tokenizer, assets.template
+    if task.cfg.type == "classification":
+        from instructune.evaluation.scoring import evaluate_classification
+
+        return evaluate_classification(
+            model, tok, template, task.payload, task.cfg, ecfg.batch_size
+        )
+    if task.cfg.type == "generation":
+        from instructune.evaluation.generation import GenerationSettings, evaluate_generation
+
+        settings = GenerationSettings(
+            max_new_tokens=ecfg.max_new_tokens,
+            do_sample=ecfg.do_sample,
+            temperature=ecfg.temperature,
+            top_p=ecfg.top_p,
+            batch_size=ecfg.batch_size,
+            seed=ecfg.seed,
+        )
+        return evaluate_generation(model, tok, template, task.payload, task.cfg, settings)
+    from instructune.evaluation.loss import evaluate_loss
+
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    return evaluate_loss(
+        model, task.payload, task.sources, task.cfg.name, int(pad), ecfg.batch_size
+    )
+
+
+# ----------------------------------------------------------------------------- evaluating
+
+
+def _evaluate_models(
+    cfg: Config, assets: _Assets, tasks: list[PreparedTask]
+) -> tuple[dict[str, dict[str, TaskOutcome]], list[dict[str, Any]]]:
+    """{"base"|"tuned": {task: outcome}} and every prediction record, base pass first."""
+    assert cfg.eval is not None
+    ecfg = cfg.eval
+    outcomes: dict[str, dict[str, TaskOutcome]] = {}
+    records: list[dict[str, Any]] = []
+    passes = []
+    if assets.adapter_dir is None or ecfg.compare_base:
+        passes.append("base")
+    if assets.adapter_dir is not None:
+        passes.append("tuned")
+    model = _load_base(cfg) if passes[0] == "base" or assets.adapter_kind == "peft" else None
+    for name in passes:
+        if name == "tuned" and assets.adapter_kind == "merged":
+            del model  # a merged model replaces the base: never hold both
+            model = _load_merged(cfg, assets.adapter_dir)  # type: ignore[arg-type]
+        elif name == "tuned":
+            from instructune.models import load_adapter
+
+            # The base pass is finished before the adapter exists on the model: its numbers
+            # can't include it, whatever peft does with enable/disable state.
+            model = load_adapter(model, assets.adapter_dir)  # type: ignore[arg-type]
+        log.info("evaluating %s (%d tasks)", name, len(tasks))
+        outcomes[name] = {}
+        for task in tasks:
+            outcome, task_records = evaluate_task(model, assets, task, ecfg)
+            outcomes[name][task.cfg.name] = outcome
+            records.extend({"model": name, **r} for r in task_records)
+        outcomes[name].update(_lm_eval(model, assets.tokenizer, ecfg))
+    return outcomes, records
+
+
+def _lm_eval(model: Any, tokenizer: Any, ecfg: EvalConfig) -> dict[str, TaskOutcome]:
+    """lm-eval tasks on the same in-memory model, as `lm_eval/<task>` outcomes (no per-item)."""
+    if not ecfg.lm_eval_tasks:
+        return {}
+    from instructune.evaluation.lm_eval_adapter import run_lm_eval
+
+    results = run_lm_eval(
+        model, tokenizer, ecfg.lm_eval_tasks, ecfg.batch_size, ecfg.lm_eval_limit, seed=ecfg.seed
+    )
+    return {
+        f"lm_eval/{task}": TaskOutcome(f"lm_eval/{task}", "lm_eval", values, {}, "acc")
+        for task, values in results.items()
+    }
+
+
+def _metrics_json(
+    outcomes: dict[str, dict[str, TaskOutcome]], ecfg: EvalConfig
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """metrics.json's content (per model, comparison, regressions) and the regressions alone."""
+    metrics: dict[str, Any] = {
+        name: {t: o.metrics for t, o in per.items()} for name, per in outcomes.items()
+    }
+    comparison: dict[str, Any] = {}
+    regressions: dict[str, Any] = {}
+    checked = {t.name for t in ecfg.tasks if t.regression_check}
+    if "base" in outcomes and "tuned" in outcomes:
+        for name, tuned in outcomes["tuned"].items():
+            base = outcomes["base"][name]
+            comp = compare_task(base, tuned, seed=ecfg.seed, n_resamples=ecfg.bootstrap_resamples)
+            comp["main_metric"] = tuned.main_metric
+            comparison[name] = comp
+            if name in checked:
+                found = regression(comp, tuned.main_metric, ecfg.regression_threshold)
+                if found is not None:
+                    regressions[name] = found
+    metrics["comparison"] = comparison
+    metrics["regressions"] = regressions
+    return metrics, regressions
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def _write_outputs(
+    cfg: Config,
+    result: EvalResult,
+    outcomes: dict[str, dict[str, TaskOutcome]],
+    records: list[dict[str, Any]],
+) -> None:
+    from instructune.evaluation.report import reliability_plots, summary_table, write_reports
+    from instructune.manifest import write_manifest
+
+    out = result.out_dir
+    files = result.files
+    files["metrics"] = out / "metrics.json"
+    files["metrics"].write_text(json.dumps(result.metrics, indent=2, default=float) + "\n")
+    files["predictions"] = out / "predictions.jsonl"
+    with files["predictions"].open("w", encoding="utf-8") as fh:
+        for record in records:
+            fh.write(json.dumps(record, ensure_ascii=False, default=float) + "\n")
+    plots = reliability_plots(outcomes, out)
+    files.update({f"reliability_{task}": path for task, path in plots.items()})
+    assert cfg.eval is not None
+    files.update(write_reports(result.metrics, records, plots, out, cfg.eval.show_examples))
+    result.table = summary_table(result.metrics)
+    files["manifest"] = write_manifest(
+        out, cfg, "eval", {"eval": {"files": {k: str(v) for k, v in files.items()}}}
+    )
+
+
+__all__ = ["EvalResult", "resolve_adapter", "run_eval"]

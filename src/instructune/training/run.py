@@ -1,0 +1,232 @@
+"""`run_train(cfg)`: the public API behind `instructune train`, readable top to bottom.
+
+tokenizer → data (the same `prepare_dataset` that `prepare` shows) → model in the precision's
+dtype → method (full / LoRA / QLoRA) → TrainingArguments → `Trainer.train` → save adapter or
+model + tokenizer + exact template → curves → final metrics.
+
+`output_dir` gets: `config.yaml` + `manifest.json`, `metrics.jsonl`, `training_curves.png`,
+`train_results.json`, the adapter (`adapter_model.safetensors`, `adapter_config.json`) or the
+full model (`model.safetensors`, `config.json`), the tokenizer files, `template.jinja`, and
+`checkpoints/checkpoint-N/` when `train.save_steps` is set (`tensorboard/` when reported to).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from instructune.config import Config, ConfigError
+from instructune.data.pipeline import PreparedData, prepare_dataset
+from instructune.manifest import write_manifest
+from instructune.training.args import build_training_args, report_callbacks
+from instructune.training.callbacks import (
+    METRICS_FILE,
+    CountsInCheckpoint,
+    MetricsCallback,
+    ProgressCallback,
+    StepClock,
+    load_counts,
+)
+from instructune.training.dataset import build_datasets
+from instructune.training.plots import PLOT_FILE, plot_training_curves, read_metrics
+from instructune.training.trainer import InstructTrainer, TokenCounter
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINTS_DIR = "checkpoints"
+RESULTS_FILE = "train_results.json"
+TEMPLATE_FILE = "template.jinja"
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    metrics: dict[str, Any]
+    """Final metrics (also in `train_results.json`): steps, losses, token counts and rates."""
+    model: Any = field(repr=False)
+    """The trained model (a PEFT model for lora/qlora), still in memory."""
+    tokenizer: Any = field(repr=False)
+    prepared: PreparedData = field(repr=False)
+
+
+def run_train(
+    cfg: Config, resume: bool = False, callbacks: Sequence[Any] = (), tokenizer: Any = None
+) -> TrainResult:
+    """Fine-tune `cfg.model` on `cfg.data` with `cfg.method`; `resume` continues from the last
+    checkpoint in `output_dir/checkpoints`. Extra `callbacks` are TrainerCallbacks."""
+    import torch
+    from transformers import set_seed
+
+    from instructune.models import apply_method, load_model, load_tokenizer, resolve_dtype
+
+    if cfg.data is None:
+        raise ConfigError("train needs a `data:` section")
+    out = cfg.output_path
+    checkpoint = _resume_checkpoint(out / CHECKPOINTS_DIR, resume)
+    if cfg.train.num_threads:
+        torch.set_num_threads(cfg.train.num_threads)
+    set_seed(cfg.train.seed)  # before the model: LoRA initialization draws random numbers
+
+    tokenizer = tokenizer if tokenizer is not None else load_tokenizer(cfg.model)
+    prepared = prepare_dataset(cfg.data, tokenizer)
+    train_set, eval_set = build_datasets(prepared)
+
+    dtype = resolve_dtype(cfg.train.precision, cfg.model.dtype)
+    model = load_model(cfg.model, dtype, cfg.method, cfg.quantization, for_training=True)
+    model = apply_method(model, cfg.method, cfg.lora, cfg.train.gradient_checkpointing)
+
+    args = build_training_args(
+        cfg, out / CHECKPOINTS_DIR, dtype, packed=train_set.packed, has_eval=eval_set is not None
+    )
+    counter, clock = load_counts(checkpoint), StepClock()
+    start = TokenCounter(counter.tokens, counter.trained_tokens)
+    trainer = InstructTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_set,
+        eval_dataset=eval_set,
+        data_collator=train_set.collator(tokenizer.pad_token_id),
+        processing_class=tokenizer,
+        callbacks=[
+            clock,
+            MetricsCallback(out / METRICS_FILE, counter, clock),
+            ProgressCallback(counter, clock),
+            CountsInCheckpoint(counter),
+            *report_callbacks(cfg.train.report_to, out),
+            *callbacks,
+        ],
+        loss_chunk_size=cfg.train.loss_chunk_size,
+        label_smoothing=cfg.train.label_smoothing,
+        pad_token_id=tokenizer.pad_token_id,
+        counter=counter,
+    )
+    _drop_printer(trainer)
+    main = trainer.is_world_process_zero()
+    if main:
+        _start_metrics_log(out / METRICS_FILE, checkpoint)
+        write_manifest(out, cfg, "train", _manifest_extra(prepared, model, dtype, checkpoint))
+
+    output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    eval_loss = _final_eval_loss(trainer) if eval_set is not None else None
+
+    if main:
+        _save(trainer, cfg, tokenizer, prepared.template.source_text, out)
+    metrics = final_metrics(
+        trainer.state, output, counter, start, clock, eval_loss, out / METRICS_FILE
+    )
+    if main:
+        plot_training_curves(out / METRICS_FILE, out / PLOT_FILE)
+        (out / RESULTS_FILE).write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+        extra = _manifest_extra(prepared, model, dtype, checkpoint) | {"results": metrics}
+        write_manifest(out, cfg, "train", extra)
+    return TrainResult(out, metrics, trainer.model, tokenizer, prepared)
+
+
+def final_metrics(
+    state: Any,
+    output: Any,
+    counter: TokenCounter,
+    start: TokenCounter,
+    clock: StepClock,
+    eval_loss: float | None,
+    metrics_path: Path,
+) -> dict[str, Any]:
+    """What a run reports at the end. Counts are totals (a resumed run includes the steps before
+    its checkpoint); rates are this session's, over time spent in optimizer steps."""
+    records = read_metrics(metrics_path)
+    last_loss = next((r["loss"] for r in reversed(records) if r.get("loss") is not None), None)
+    seconds = clock.seconds
+    tokens = counter.tokens - start.tokens
+    trained = counter.trained_tokens - start.trained_tokens
+    return {
+        "global_step": state.global_step,
+        "epoch": state.epoch,
+        "train_loss": output.training_loss,
+        "final_loss": last_loss,
+        "eval_loss": eval_loss,
+        "tokens": counter.tokens,
+        "trained_tokens": counter.trained_tokens,
+        "train_seconds": seconds,
+        "tokens_per_s": tokens / seconds if seconds else None,
+        "trained_tokens_per_s": trained / seconds if seconds else None,
+        "train_runtime_s": output.metrics.get("train_runtime"),
+    }
+
+
+def _final_eval_loss(trainer: Any) -> float:
+    """The eval loss at the last step: logged already when eval_steps divides it, else run now."""
+    last = trainer.state.log_history[-2:] if trainer.state.log_history else []
+    for record in last:
+        if "eval_loss" in record and record.get("step") == trainer.state.global_step:
+            return float(record["eval_loss"])
+    return float(trainer.evaluate()["eval_loss"])
+
+
+def _resume_checkpoint(checkpoints: Path, resume: bool) -> Path | None:
+    """The last checkpoint when resuming; refuses to start fresh over an earlier run's checkpoints
+    (the Trainer would rotate them together with the new ones)."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    last = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+    if resume and last is None:
+        raise ConfigError(
+            f"--resume: no checkpoint-N folder in {checkpoints}; run without --resume"
+        )
+    if not resume and last is not None:
+        raise ConfigError(
+            f"{checkpoints} holds checkpoints of an earlier run ({Path(last).name}); pass --resume "
+            "to continue it, or choose another output_dir (or delete that folder)"
+        )
+    return Path(last) if last else None
+
+
+def _start_metrics_log(path: Path, checkpoint: Path | None) -> None:
+    """A fresh run starts an empty log; a resumed one keeps the records up to its checkpoint."""
+    if checkpoint is None:
+        path.unlink(missing_ok=True)
+        return
+    step = int(checkpoint.name.rsplit("-", 1)[-1])
+    kept = [r for r in read_metrics(path) if r.get("step", 0) <= step]
+    path.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
+
+
+def _save(trainer: Any, cfg: Config, tokenizer: Any, template_text: str, out: Path) -> None:
+    """The adapter alone (lora/qlora) or the whole model (full), with tokenizer and template."""
+    from instructune.models import save_adapter
+
+    if cfg.method in ("lora", "qlora"):
+        save_adapter(trainer.model, tokenizer, template_text, out)
+        return
+    # The Trainer's save gathers sharded (FSDP/DeepSpeed) weights; it also saves the tokenizer.
+    trainer.save_model(str(out))
+    with open(out / TEMPLATE_FILE, "w", encoding="utf-8", newline="") as handle:
+        handle.write(template_text)
+
+
+def _manifest_extra(
+    prepared: PreparedData, model: Any, dtype: Any, checkpoint: Path | None
+) -> dict[str, Any]:
+    from instructune.models import describe_model
+
+    train = prepared.stats.get("train")
+    return {
+        "data_hashes": prepared.hashes,
+        "inputs": {s.path: s.sha256 for s in prepared.sources},
+        "template": prepared.template.name,
+        "model": describe_model(model),
+        "dtype": str(dtype).removeprefix("torch."),
+        "train_examples": train.examples if train else None,
+        "train_trained_tokens": train.trained_tokens if train else None,
+        "resumed_from": str(checkpoint) if checkpoint else None,
+    }
+
+
+def _drop_printer(trainer: Any) -> None:
+    # With tqdm disabled the Trainer prints every log dict; our progress bar replaces that.
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)

@@ -1,0 +1,126 @@
+"""`InstructTrainer`: `transformers.Trainer` with our loss; everything else is the stock Trainer.
+
+The loss is the sum of per-token cross-entropies over the trained targets of a micro-batch (only
+those positions go through the LM head, in chunks) divided by the number of trained targets of
+the whole optimizer step: all its micro-batches, all processes. So the gradient of a step is
+exactly that of one big batch, however the tokens fall into micro-batches.
+
+transformers 5.23 already counts `labels[..., 1:] != -100` for causal LMs in its own
+`_get_num_items_in_batch`, but only when the model "accepts loss kwargs" (a check on the forward
+signature that PEFT and some models fail) and only to hand the count to the model's loss. We count
+in `get_batch_samples` ourselves, the public hook that returns the count, so the divisor does not
+depend on that signature check.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import Trainer
+
+from instructune.training.forward import (
+    IGNORE_INDEX,
+    causal_lm_parts,
+    chunked_token_losses,
+    trained_hidden,
+)
+
+
+@dataclass
+class TokenCounter:
+    """Tokens fed and targets trained so far (all processes); read by the metrics callbacks."""
+
+    tokens: int = 0
+    trained_tokens: int = 0
+
+
+class InstructTrainer(Trainer):
+    # compute_loss returns a loss already normalized over the whole accumulated step.
+    loss_is_scaled_for_ga = True
+
+    def __init__(
+        self,
+        *args: Any,
+        loss_chunk_size: int = 1024,
+        label_smoothing: float = 0.0,
+        pad_token_id: int = 0,
+        counter: TokenCounter | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.loss_chunk_size = loss_chunk_size
+        self.label_smoothing = label_smoothing
+        self.pad_token_id = pad_token_id
+        self.counter = counter if counter is not None else TokenCounter()
+
+    def get_batch_samples(
+        self, epoch_iterator: Iterator[Any], num_batches: int, device: torch.device
+    ) -> tuple[list[Any], torch.Tensor | None]:
+        """The step's micro-batches and its trained-target count summed over processes."""
+        batches = list(itertools.islice(epoch_iterator, num_batches))
+        if not batches:
+            return batches, None
+        counts = torch.tensor(
+            [
+                sum(count_targets(b["labels"]) for b in batches),
+                sum(count_tokens(b, self.pad_token_id) for b in batches),
+            ],
+            device=device,
+        )
+        if self.args.world_size > 1:
+            counts = self.accelerator.reduce(counts, reduction="sum")
+        self.counter.trained_tokens += int(counts[0])
+        self.counter.tokens += int(counts[1])
+        return batches, counts[0]
+
+    def compute_loss(
+        self,
+        model: nn.Module,
+        inputs: dict[str, Any],
+        return_outputs: bool = False,
+        num_items_in_batch: torch.Tensor | int | None = None,
+    ) -> torch.Tensor | tuple[torch.Tensor, Any]:
+        hidden, targets = trained_hidden(model, inputs)
+        _, lm_head = causal_lm_parts(self.accelerator.unwrap_model(model))
+        # Label smoothing is a training regularizer; eval reports the plain cross-entropy.
+        smoothing = self.label_smoothing if model.training else 0.0
+        losses = chunked_token_losses(lm_head, hidden, targets, self.loss_chunk_size, smoothing)
+        total = losses.sum()
+        if losses.numel() == 0:
+            # Keep the graph attached to every parameter: DDP waits for each one's gradient.
+            total = total + hidden.sum() * 0.0
+        if model.training and num_items_in_batch is not None:
+            loss = total / torch.as_tensor(num_items_in_batch).clamp(min=1)
+            # DDP averages gradients over processes; the divisor is already the global count.
+            loss = loss * self.accelerator.num_processes
+        else:
+            loss = total / max(losses.numel(), 1)
+        return (loss, {}) if return_outputs else loss
+
+
+def count_targets(labels: torch.Tensor) -> int:
+    """Trained targets after the causal shift: position j predicts labels[j + 1]."""
+    return int((labels[:, 1:] != IGNORE_INDEX).sum())
+
+
+def count_tokens(batch: Mapping[str, torch.Tensor], pad_token_id: int) -> int:
+    """Real (non-padding) tokens of a batch.
+
+    Padded batches carry an attention_mask. Packed batches don't: their padding tail is the last
+    segment (position_ids restart at 0) when every token of it is the pad token.
+    """
+    mask = batch.get("attention_mask")
+    if mask is not None:
+        return int(mask.sum())
+    ids, positions = batch["input_ids"], batch["position_ids"]
+    total = ids.numel()
+    for row_ids, row_pos in zip(ids, positions, strict=True):
+        last = int(torch.nonzero(row_pos == 0)[-1])
+        if bool((row_ids[last:] == pad_token_id).all()):
+            total -= row_ids.numel() - last
+    return total
