@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ def _convs() -> list[Conversation]:
     ]
 
 
-def _encode(tok: Any, template: str = "chat", **kw: Any) -> list[Example]:
+def _encode(tok: Any, template: str = "chat", **kw: Any) -> Sequence[Example]:
     cfg = DataConfig(train=[DataSource(path="x")], **kw)
     return encode_conversations(_convs(), load_template(template, tok), tok, cfg).examples
 
@@ -88,8 +89,12 @@ def test_generation_prompt_differs_from_training_prefix(tiny_tok: Any, tmp_path:
             "'<|im_start|>assistant\\n'", "'<|im_start|>assistant\\n\\n'"
         )
     )
+    served_template = load_template(str(served), tiny_tok)
     with pytest.raises(AuditError, match="generation prompt of trained response 0"):
-        audit(examples, tiny_tok, load_template(str(served), tiny_tok))
+        audit(examples, tiny_tok, served_template, prompt_checks=None)
+    with pytest.raises(AuditError, match="generation prompt"):
+        audit(examples, tiny_tok, served_template, prompt_checks=1)  # a spread sample
+    audit(examples, tiny_tok, served_template, prompt_checks=0)  # label checks only
 
 
 def test_render_example_marks_trained_spans(tiny_tok: Any) -> None:

@@ -123,3 +123,36 @@ def test_padded_collator_pads_and_masks_attention() -> None:
 def test_packed_is_a_plain_record() -> None:
     p = Packed(*(np.zeros(2, np.int32) for _ in range(5)))
     assert len(p) == 2
+
+
+def test_pack_of_a_store_is_views_equal_to_copies() -> None:
+    """From an `Examples` store rows hold no tokens: assembled on access, equal to the copies."""
+    from instructune.data.conversation import Conversation, Message
+    from instructune.data.examples import Examples, build_block
+
+    lengths = [5, 3, 8, 2, 7, 9, 4, 6]  # >= 2: a 1-token example has nothing to train
+    examples = _examples(lengths)
+    store = Examples()
+    for lo, hi in ((0, 3), (3, 8)):  # two blocks
+        part = examples[lo:hi]
+        built = build_block(
+            np.concatenate([e.input_ids for e in part]),
+            [len(e) for e in part],
+            [[0, len(e)] for e in part],  # each example is one trained turn
+            [Conversation([Message("user", "x")], e.source) for e in part],
+            [False] * len(part),
+            np.zeros(64, bool),
+            10,
+            False,
+        )
+        assert built.block is not None
+        store.append(built.block)
+    views, copies = pack(store, max_length=10), pack(examples, max_length=10)
+    assert len(views) == len(copies)
+    for v, c in zip(views, copies, strict=True):
+        assert np.array_equal(v.indices, c.indices) and np.array_equal(v.lengths, c.lengths)
+        for name in ("input_ids", "labels", "position_ids"):
+            got, want = getattr(v, name), getattr(c, name)
+            assert got.dtype == np.int32 and np.array_equal(got, want), name
+        assert len(v) == len(c)
+    assert packing_efficiency(views, 10) == packing_efficiency(copies, 10)

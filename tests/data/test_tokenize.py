@@ -272,3 +272,104 @@ def test_build_labels_is_the_one_mask() -> None:
     )
     assert build_labels(ids, spans, True).tolist() == [-100, *range(11, 20)]
     assert build_labels(ids, np.array([[0, 3]], np.int32), False)[0] == -100
+
+
+def _assert_prefix_exact(tok: Any, examples: Any, template: str = "chat") -> None:
+    """Brute force: the whole render's own tokens, and every prompt's, are what was trained."""
+    tmpl = load_template(template, tok)
+    for ex in examples:
+        msgs, meta = ex.conversation.messages, ex.conversation.meta or None
+        whole = tok(tmpl.render(msgs, meta=meta), add_special_tokens=False)["input_ids"]
+        assert ex.input_ids.tolist() == whole, ex.source
+        turns = [i for i, m in enumerate(msgs) if m.role == "assistant"]
+        for (start, _), i in zip(ex.spans, turns, strict=True):
+            prompt = tok(tmpl.render(msgs[:i], True, meta), add_special_tokens=False)["input_ids"]
+            assert whole[: len(prompt)] == prompt and start == len(prompt), ex.source
+
+
+def _chatml_tok(pre_tokenizer: Any, normalizer: Any = None) -> Any:
+    from tokenizers import Tokenizer, models, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from instructune.testing.tiny import _CORPUS, CHATML_TEMPLATE
+
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<pad>"]
+    bpe = Tokenizer(models.BPE(unk_token="<|endoftext|>"))
+    bpe.pre_tokenizer = pre_tokenizer
+    bpe.normalizer = normalizer
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=specials, show_progress=False)
+    bpe.train_from_iterator(_CORPUS * 4, trainer=trainer)
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=bpe, eos_token="<|im_end|>", unk_token="<|endoftext|>", pad_token="<pad>"
+    )
+    tok.chat_template = CHATML_TEMPLATE
+    return tok
+
+
+CONVS = [
+    _conv("What is the capital of France?", "Paris is the capital.", source="a"),
+    _conv("Say yes", " yes", "The quick brown fox", "jumps over the lazy dog.", source="b"),
+    _conv("Translate: good morning", "Guten Morgen!", system="You are a helpful assistant."),
+]
+
+
+def test_metaspace_first_pieces_are_encoded_after_an_added_token(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Metaspace(prepend_scheme=first) prepends "▁" at offset 0 only: the one offset-dependent
+    step, reproduced by encoding the other pieces after an added token (else ids would differ)."""
+    from tokenizers import pre_tokenizers
+
+    tok = _chatml_tok(pre_tokenizers.Metaspace(prepend_scheme="first"))
+    assert tk._Vocab(tok).anchor is not None
+    result = _encode(tok, CONVS)
+    assert len(result.examples) == 3
+    _assert_prefix_exact(tok, result.examples)
+
+    real_init = tk._Vocab.__init__
+
+    def no_anchor(self: Any, tokenizer: Any) -> None:
+        real_init(self, tokenizer)
+        self.anchor = None
+
+    monkeypatch.setattr(tk._Vocab, "__init__", no_anchor)
+    wrong = _encode(tok, CONVS, on_error="skip").examples
+    assert [e.input_ids.tolist() for e in wrong] != [e.input_ids.tolist() for e in result.examples]
+
+
+def test_normalized_added_token_under_a_normalizer_tokenizes_whole_prefixes() -> None:
+    from tokenizers import AddedToken, normalizers, pre_tokenizers
+
+    tok = _chatml_tok(pre_tokenizers.ByteLevel(add_prefix_space=False), normalizers.Lowercase())
+    tok.add_tokens([AddedToken("<sep>", normalized=True)])
+    assert not tk._Vocab(tok).split_exact
+    convs = [*CONVS, _conv("one <SEP> two", "three <sep> four", source="sep")]
+    result = _encode(tok, convs)
+    assert len(result.examples) == 4
+    _assert_prefix_exact(tok, result.examples)
+
+
+def test_examples_are_views_over_flat_blocks(
+    tiny_tok: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    convs = [_conv(f"Say {w}", w, source=f"s:{i}") for i, w in enumerate(["yes", "no"] * 300)]
+    monkeypatch.setattr(tk, "CHUNK", 64)  # several blocks
+    examples = _encode(tiny_tok, convs).examples
+    assert isinstance(examples, tk.Examples) and len(examples.blocks) > 1
+    assert len(examples) == 600 and [e.source for e in examples] == [c.source for c in convs]
+    assert examples[-1].source == "s:599"
+    assert [e.source for e in examples[598:]] == ["s:598", "s:599"]
+    with pytest.raises(IndexError):
+        examples[600]
+    ex = examples[130]
+    assert ex.input_ids.dtype == np.int32 and ex.labels.dtype == np.int32
+    ex.labels[:] = -100  # a view: writes through to the store
+    assert (examples[130].labels == -100).all()
+    assert examples.lengths().tolist() == [len(e) for e in examples]
+    assert all(e.conversation is not None for e in examples)
+    tmpl = load_template("chat", tiny_tok)
+    few = encode_conversations(convs, tmpl, tiny_tok, _cfg(), keep_conversations=10).examples
+    assert 10 <= len(few.conversation_indices()) <= 12
+    again = _encode(tiny_tok, convs).examples
+    assert all(np.array_equal(a.labels, b.labels) for a, b in zip(few, again, strict=True))
+    audit(few, tiny_tok, tmpl)  # prompt checks run on the examples that kept a conversation

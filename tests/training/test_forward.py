@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -31,7 +32,7 @@ PAIRS = [
 ]
 
 
-def _examples(tok: Any, train_on_inputs: bool = False) -> list[Example]:
+def _examples(tok: Any, train_on_inputs: bool = False) -> Sequence[Example]:
     convs = [
         Conversation([Message("user", u), Message("assistant", a)], f"t:{i}")
         for i, (u, a) in enumerate(PAIRS)

@@ -9,19 +9,17 @@ way serving will, that is not exactly the token prefix the response was trained 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
+from instructune.data.examples import Block, Example, Examples
 from instructune.data.templates import (
     Template,
     end_of_turn_ids,
     is_raw_conversation,
     raw_template,
 )
-
-if TYPE_CHECKING:
-    from instructune.data.tokenize import Example
 
 IGNORE_INDEX = -100
 _SHOWN_PROBLEMS = 5
@@ -50,29 +48,29 @@ def audit(
     examples: Sequence[Example],
     tokenizer: Any,
     template: Template,
-    prompt_checks: int | None = 2000,
+    prompt_checks: int | None = 1000,
 ) -> None:
     """Raise `AuditError` naming and rendering the first bad example (and counting the rest).
 
-    Label checks run on every example. The generation-prompt check tokenizes prompts in full, as
-    costly as encoding itself, so it runs on `prompt_checks` examples spread evenly over the data
-    (None: all): `encode_conversations` already guarantees the property for every kept example,
-    and this is an independent re-check of that guarantee, with a different tokenization path.
+    Label checks run on every example, with numpy over the flat blocks of an `Examples` store.
+    The generation-prompt check tokenizes prompts in full, as costly as encoding itself, so it
+    runs on `prompt_checks` of the examples that kept their conversation, spread evenly (None:
+    all): `encode_conversations` already guarantees the property for every kept example, and this
+    is an independent re-check of that guarantee, with a different tokenization path.
     """
     eot_ids = end_of_turn_ids(tokenizer)
     eot = np.zeros(max(len(tokenizer), 1 + max(eot_ids, default=0)), bool)
     eot[list(eot_ids)] = True
     pad_is_eos = tokenizer.pad_token_id in eot_ids
-    problems: list[tuple[Example, str]] = []
-    for ex in examples:
-        problem = _label_problem(ex, eot, pad_is_eos)
-        if problem:
-            problems.append((ex, problem))
-    sample = examples
-    if prompt_checks is not None and len(examples) > prompt_checks:
-        picks = np.unique(np.linspace(0, len(examples) - 1, prompt_checks).astype(np.int64))
-        sample = [examples[i] for i in picks.tolist()]
-    problems += _prompt_problems(sample, tokenizer, template)
+    problems = [(examples[i], p) for i, p in _label_problems(examples, eot, pad_is_eos)]
+    if isinstance(examples, Examples):
+        checkable = examples.conversation_indices()
+    else:
+        checkable = [i for i, ex in enumerate(examples) if ex.conversation is not None]
+    if prompt_checks is not None and len(checkable) > prompt_checks:
+        picks = np.unique(np.linspace(0, len(checkable) - 1, prompt_checks).astype(np.int64))
+        checkable = [checkable[i] for i in picks.tolist()]
+    problems += _prompt_problems([examples[i] for i in checkable], tokenizer, template)
     if problems:
         ex, problem = problems[0]
         more = f"\n({len(problems) - 1} more problems)" if len(problems) > 1 else ""
@@ -85,23 +83,70 @@ def audit(
         )
 
 
-def _label_problem(ex: Example, eot: np.ndarray, pad_is_eos: bool) -> str | None:
-    if not (ex.labels != IGNORE_INDEX).any():
-        return "no trained token"
-    for start, end in ex.spans:
-        last = int(ex.input_ids[end - 1])
-        if not eot[last]:
-            return (
-                f"the trained response at tokens [{start}, {end}) does not end in an "
-                "end-of-turn/eos token: the model would never learn to stop"
-            )
-        if ex.labels[end - 1] != last:
-            why = " (pad == eos: was the eos masked as padding?)" if pad_is_eos else ""
-            return (
-                f"the end-of-turn token at position {end - 1} ending a response is not a "
-                f"label{why}: the model would never learn to stop"
-            )
-    return None
+def _label_problems(
+    examples: Sequence[Example], eot: np.ndarray, pad_is_eos: bool
+) -> list[tuple[int, str]]:
+    """(index, problem) of each example with a label problem, its first one; numpy over blocks."""
+    blocks = examples.blocks if isinstance(examples, Examples) else [_as_block(examples)]
+    out: list[tuple[int, str]] = []
+    base = 0
+    for block in blocks:
+        trained = np.zeros(len(block.labels) + 1, np.int64)
+        np.cumsum(block.labels != IGNORE_INDEX, out=trained[1:])
+        untrained = trained[block.starts[1:]] == trained[block.starts[:-1]]
+        spans, owner = block.abs_spans()
+        last_at = spans[:, 1] - 1
+        last = block.ids[last_at]
+        no_eot = ~eot[last]
+        unlabeled = block.labels[last_at] != last
+        bad = np.flatnonzero((no_eot | unlabeled) & ~untrained[owner])
+        first = {}  # the first bad span of each example
+        for k in bad[::-1].tolist():
+            first[int(owner[k])] = k
+        for i in sorted({*np.flatnonzero(untrained).tolist(), *first}):
+            if untrained[i]:
+                out.append((base + i, "no trained token"))
+                continue
+            k = first[i]
+            start, end = (spans[k] - block.starts[i]).tolist()
+            if no_eot[k]:
+                problem = (
+                    f"the trained response at tokens [{start}, {end}) does not end in an "
+                    "end-of-turn/eos token: the model would never learn to stop"
+                )
+            else:
+                why = " (pad == eos: was the eos masked as padding?)" if pad_is_eos else ""
+                problem = (
+                    f"the end-of-turn token at position {end - 1} ending a response is not a "
+                    f"label{why}: the model would never learn to stop"
+                )
+            out.append((base + i, problem))
+        base += len(block)
+    return out
+
+
+def _as_block(examples: Sequence[Example]) -> Block:
+    """Any examples (views or not) copied into one block, for the vectorized checks."""
+    lengths = [len(ex.input_ids) for ex in examples]
+    starts = np.zeros(len(lengths) + 1, np.int64)
+    np.cumsum(lengths, out=starts[1:])
+    counts = [len(ex.spans) for ex in examples]
+    span_starts = np.zeros(len(counts) + 1, np.int64)
+    np.cumsum(counts, out=span_starts[1:])
+
+    def cat(arrays: list[np.ndarray], dtype: type, shape: tuple[int, ...]) -> np.ndarray:
+        return np.concatenate(arrays).astype(dtype) if arrays else np.zeros(shape, dtype)
+
+    return Block(
+        cat([ex.input_ids for ex in examples], np.int64, (0,)),
+        cat([ex.labels for ex in examples], np.int64, (0,)),
+        starts,
+        cat([np.asarray(ex.spans).reshape(-1, 2) for ex in examples], np.int64, (0, 2)),
+        span_starts,
+        np.array([ex.cut for ex in examples], np.int64),
+        [ex.source for ex in examples],
+        [ex.conversation for ex in examples],
+    )
 
 
 def _prompt_problems(

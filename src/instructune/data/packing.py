@@ -8,10 +8,11 @@ label is -100 no token is trained to predict the next example's start.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
+
+from instructune.data.examples import Examples
 
 
 class _Tokenized(Protocol):
@@ -19,18 +20,55 @@ class _Tokenized(Protocol):
     labels: np.ndarray
 
 
-@dataclass(slots=True)
 class Packed:
-    """One packed row. `lengths` are the examples' lengths in order, `indices` their input index."""
+    """One packed row. `lengths` are the examples' lengths in order, `indices` their input index.
 
-    input_ids: np.ndarray
-    labels: np.ndarray
-    position_ids: np.ndarray
-    lengths: np.ndarray
-    indices: np.ndarray
+    Built by `pack` from an `Examples` store, a row holds no tokens of its own: `input_ids`,
+    `labels` and `position_ids` are assembled from the store on access (each is a fresh array).
+    """
+
+    __slots__ = ("_ids", "_labels", "_positions", "_store", "indices", "lengths")
+
+    def __init__(
+        self,
+        input_ids: np.ndarray | None,
+        labels: np.ndarray | None,
+        position_ids: np.ndarray | None,
+        lengths: np.ndarray,
+        indices: np.ndarray,
+        *,
+        store: Examples | None = None,
+    ) -> None:
+        self._ids, self._labels, self._positions = input_ids, labels, position_ids
+        self.lengths, self.indices, self._store = lengths, indices, store
+
+    @property
+    def input_ids(self) -> np.ndarray:
+        if self._ids is not None:
+            return self._ids
+        assert self._store is not None
+        return self._store.gather(self.indices, "ids")
+
+    @property
+    def labels(self) -> np.ndarray:
+        if self._labels is not None:
+            return self._labels
+        assert self._store is not None
+        return self._store.gather(self.indices, "labels")
+
+    @property
+    def position_ids(self) -> np.ndarray:
+        if self._positions is not None:
+            return self._positions
+        sizes = self.lengths.astype(np.int64)
+        starts = np.repeat(np.cumsum(sizes) - sizes, sizes)
+        return (np.arange(int(sizes.sum()), dtype=np.int64) - starts).astype(np.int32)
 
     def __len__(self) -> int:
-        return len(self.input_ids)
+        return len(self._ids) if self._ids is not None else int(self.lengths.sum())
+
+    def __repr__(self) -> str:
+        return f"Packed({len(self)} tokens, {len(self.lengths)} examples)"
 
 
 class _FreeSpace:
@@ -81,8 +119,16 @@ class _FreeSpace:
 
 
 def pack(examples: Sequence[_Tokenized], max_length: int) -> list[Packed]:
-    """Best-fit-decreasing: longest first, each into the open bin with least room that fits."""
-    lengths = np.fromiter((len(e.input_ids) for e in examples), dtype=np.int64, count=len(examples))
+    """Best-fit-decreasing: longest first, each into the open bin with least room that fits.
+
+    From an `Examples` store the rows are views assembled on access (no copy of the tokens);
+    from any other sequence they are concatenated copies.
+    """
+    store = examples if isinstance(examples, Examples) else None
+    if store is not None:
+        lengths = store.lengths()
+    else:
+        lengths = np.fromiter((len(e.input_ids) for e in examples), np.int64, len(examples))
     if len(lengths) and lengths.max() > max_length:
         raise ValueError(
             f"an example has {int(lengths.max())} tokens, more than max_length={max_length}; "
@@ -91,8 +137,7 @@ def pack(examples: Sequence[_Tokenized], max_length: int) -> list[Packed]:
     order = np.argsort(-lengths, kind="stable")
     free = _FreeSpace(max_length)
     bins: list[list[int]] = []
-    for i in order.tolist():
-        need = int(lengths[i])
+    for i, need in zip(order.tolist(), lengths[order].tolist(), strict=True):
         found = free.pop_fitting(need)
         if found is None:
             cap, b = max_length, len(bins)
@@ -101,6 +146,13 @@ def pack(examples: Sequence[_Tokenized], max_length: int) -> list[Packed]:
             cap, b = found
         bins[b].append(i)
         free.push(cap - need, b)
+    if store is not None:
+        return [
+            Packed(
+                None, None, None, lengths[m].astype(np.int32), np.array(m, np.int32), store=store
+            )
+            for m in bins
+        ]
     arange = np.arange(max_length, dtype=np.int32)
     return [_concat(examples, members, lengths, arange) for members in bins]
 
@@ -123,7 +175,7 @@ def packing_efficiency(packed: Sequence[Packed], max_length: int) -> float:
     """Real tokens / (rows × max_length): the share of each step's compute spent on data."""
     if not packed:
         return 0.0
-    return float(sum(int(p.lengths.sum()) for p in packed)) / (len(packed) * max_length)
+    return float(sum(len(p) for p in packed)) / (len(packed) * max_length)
 
 
 def group_by_length(lengths: Sequence[int], batch_size: int, seed: int) -> list[list[int]]:

@@ -6,7 +6,10 @@ examples a model is trained on are exactly the ones `instructune prepare --dump`
 
 from __future__ import annotations
 
+import gc
 from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,12 +18,16 @@ import numpy as np
 from instructune.config import DataConfig, DataSource
 from instructune.data.audit import audit
 from instructune.data.conversation import Conversation
+from instructune.data.examples import Example, Examples
 from instructune.data.lineage import dataset_hash
 from instructune.data.loading import load_conversations
 from instructune.data.packing import Packed, pack, packing_efficiency
 from instructune.data.split import dedup, train_eval_split
 from instructune.data.templates import Template, load_template
-from instructune.data.tokenize import EncodeResult, Example, encode_conversations
+from instructune.data.tokenize import EncodeResult, encode_conversations
+
+PROMPT_CHECKS = 1000
+"""Generation prompts the audit re-tokenizes per split; train keeps only those conversations."""
 
 
 @dataclass
@@ -55,8 +62,8 @@ class SplitStats:
 @dataclass
 class PreparedData:
     template: Template
-    train: list[Example]
-    eval: list[Example]
+    train: Examples
+    eval: Examples
     train_packed: list[Packed] | None
     eval_packed: list[Packed] | None
     sources: list[SourceReport]
@@ -94,6 +101,24 @@ def load_sources(
 
 def prepare_dataset(cfg: DataConfig, tokenizer: Any) -> PreparedData:
     """Run the whole data stage; every dropped row is counted in `dropped` by reason."""
+    with _gc_paused():
+        return _prepare(cfg, tokenizer)
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """No cyclic GC while the stage allocates millions of acyclic objects (rows, pieces): each
+    collection would walk every loaded conversation again. What is left is collected after."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _prepare(cfg: DataConfig, tokenizer: Any) -> PreparedData:
     template = load_template(cfg.template, tokenizer)
     train_convs, reports = load_sources(cfg.train, cfg)
     dropped: Counter[str] = Counter()
@@ -109,13 +134,16 @@ def prepare_dataset(cfg: DataConfig, tokenizer: Any) -> PreparedData:
             dropped.update({f"eval_{k}": v for k, v in report.dropped.items()})
     else:
         train_convs, eval_convs = train_eval_split(train_convs, cfg.eval_fraction, cfg.seed)
-    train_enc = encode_conversations(train_convs, template, tokenizer, cfg)
+    # train rows are freed as they are encoded; only the audit's sample keeps its conversation
+    train_enc = encode_conversations(
+        _Drain(train_convs), template, tokenizer, cfg, keep_conversations=PROMPT_CHECKS
+    )
     eval_enc = encode_conversations(eval_convs, template, tokenizer, cfg)
     dropped.update(train_enc.dropped)
     dropped.update({f"eval_{k}": v for k, v in eval_enc.dropped.items()})
     if cfg.audit:
-        audit(train_enc.examples, tokenizer, template)
-        audit(eval_enc.examples, tokenizer, template)
+        audit(train_enc.examples, tokenizer, template, PROMPT_CHECKS)
+        audit(eval_enc.examples, tokenizer, template, PROMPT_CHECKS)
     prepared = PreparedData(
         template=template,
         train=train_enc.examples,
@@ -132,23 +160,47 @@ def prepare_dataset(cfg: DataConfig, tokenizer: Any) -> PreparedData:
         "eval": split_stats(prepared.eval, prepared.eval_packed, cfg.max_length),
     }
     prepared.hashes = {
-        "train": dataset_hash((e.input_ids, e.labels) for e in prepared.train),
-        "eval": dataset_hash((e.input_ids, e.labels) for e in prepared.eval),
+        "train": dataset_hash(prepared.train.pairs()),
+        "eval": dataset_hash(prepared.eval.pairs()),
     }
     return prepared
 
 
+class _Drain:
+    """A list read once, front to back, letting go of each item as it is handed out."""
+
+    def __init__(self, items: list[Conversation]) -> None:
+        self.items = items
+        self.size = len(items)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __contains__(self, item: object) -> bool:
+        return item in self.items
+
+    def __iter__(self) -> Iterator[Conversation]:
+        items = self.items
+        items.reverse()
+        while items:
+            yield items.pop()
+
+
 def _kept_conversations(convs: list[Conversation], enc: EncodeResult) -> list[Conversation]:
     """The conversations whose encoding survived (matched by source), for generation-style eval."""
-    kept = {e.source for e in enc.examples}
+    kept = set(enc.examples.sources())
     return [c for c in convs if c.source in kept]
 
 
 def split_stats(
-    examples: list[Example], packed: list[Packed] | None, max_length: int
+    examples: Sequence[Example], packed: list[Packed] | None, max_length: int
 ) -> SplitStats:
-    lengths = [len(e.input_ids) for e in examples]
-    trained = int(sum(int(np.count_nonzero(e.labels != -100)) for e in examples))
+    if isinstance(examples, Examples):
+        lengths = examples.lengths().tolist()
+        trained = examples.trained_tokens()
+    else:
+        lengths = [len(e.input_ids) for e in examples]
+        trained = int(sum(int(np.count_nonzero(e.labels != -100)) for e in examples))
     stats = SplitStats(
         examples=len(examples), tokens=int(sum(lengths)), trained_tokens=trained, lengths=lengths
     )

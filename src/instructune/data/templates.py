@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from instructune.data.conversation import Conversation, Message
+
 if TYPE_CHECKING:
     import jinja2
-
-    from instructune.data.conversation import Message
 
 _PREAMBLE_INPUT = (
     "Below is an instruction that describes a task, paired with an input that provides further "
@@ -111,13 +111,26 @@ class Template:
         add_generation_prompt: bool = False,
         meta: Mapping[str, str] | None = None,
     ) -> str:
-        """`render` on already-converted messages (the tokenizer's hot loop renders prefixes)."""
-        return self._compiled.render(
-            messages=messages,
-            add_generation_prompt=add_generation_prompt,
-            meta=meta,
-            **self._context,
+        """`render` on already-converted messages (the tokenizer's hot loop renders prefixes).
+
+        What `jinja2.Template.render` does, minus its per-call merge of globals into the context
+        (`_context` holds them already): same sandbox, same output, same exceptions.
+        """
+        compiled = self._compiled
+        ctx = compiled.new_context(
+            {
+                **self._context,
+                "messages": messages,
+                "add_generation_prompt": add_generation_prompt,
+                "meta": meta,
+            },
+            shared=True,
         )
+        try:
+            return compiled.environment.concat(compiled.root_render_func(ctx))  # type: ignore[attr-defined,no-any-return]
+        except Exception:
+            compiled.environment.handle_exception()
+            raise  # unreachable: handle_exception re-raises
 
 
 def _chat(tokenizer: Any) -> tuple[str, str]:
@@ -161,14 +174,79 @@ def load_template(spec: str, tokenizer: Any) -> Template:
 def end_of_turn_ids(tokenizer: Any) -> frozenset[int]:
     """eos plus the known end-of-turn tokens this vocabulary has."""
     ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
-    vocab = tokenizer.get_vocab()
-    ids.update(vocab[t] for t in END_OF_TURN_TOKENS if t in vocab)
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:  # a few lookups, not a copy of the whole vocabulary
+        found = (backend.token_to_id(t) for t in END_OF_TURN_TOKENS)
+        ids.update(i for i in found if i is not None)
+    else:
+        vocab = tokenizer.get_vocab()
+        ids.update(vocab[t] for t in END_OF_TURN_TOKENS if t in vocab)
     return frozenset(ids)
 
 
 def is_raw_conversation(messages: Sequence[Message]) -> bool:
     """A `text`-format row: one assistant message and no prompt; rendered by `raw_template`."""
     return len(messages) == 1 and messages[0].role == "assistant"
+
+
+@dataclass(slots=True)
+class Rendered:
+    """A conversation rendered in full, with each trained turn's prefix ends (in chars)."""
+
+    conv: Conversation
+    text: str
+    bounds: list[tuple[int, int]]  # per trained turn: (end of generation prompt, end of turn)
+
+
+def render_conversation(
+    conv: Conversation, template: Template, system_prompt: str | None, train_on_turns: str
+) -> Rendered:
+    """Render `conv` and the prefixes its trained turns start and end at; string-check them.
+
+    The generation prompt of turn i must be a prefix of the render through turn i, and that of
+    the full render (`TemplateMismatch` otherwise). A single-turn conversation's render through
+    its turn is the full render, so it is not rendered twice. `system_prompt` is inserted when the
+    conversation has no system message (not for `text` rows); `conv` in the result has it.
+    """
+    msgs = conv.messages
+    if (
+        system_prompt is not None
+        and msgs
+        and msgs[0].role != "system"
+        and not is_raw_conversation(msgs)
+    ):
+        msgs = [Message("system", system_prompt), *msgs]
+        conv = Conversation(msgs, conv.source, conv.label, conv.meta)
+    dicts = [{"role": m.role, "content": m.content} for m in msgs]
+    meta = conv.meta or None
+    full = template.render_dicts(dicts, False, meta)
+    turns = [i for i, m in enumerate(msgs) if m.role == "assistant"]
+    if train_on_turns == "last":
+        turns = turns[-1:]
+    bounds = []
+    for i in turns:
+        prompt = template.render_dicts(dicts[:i], True, meta)
+        turn = full if i + 1 == len(dicts) else template.render_dicts(dicts[: i + 1], False, meta)
+        for part, whole, what in ((prompt, turn, "generation prompt"), (turn, full, "turn")):
+            if not whole.startswith(part):
+                raise TemplateMismatch(
+                    template.name,
+                    conv.source,
+                    f"the {what} of message {i} is not a prefix of the conversation rendered "
+                    f"{'through that turn' if part is prompt else 'in full'}:\n"
+                    + _divergence(part, whole),
+                )
+        bounds.append((len(prompt), len(turn)))
+    return Rendered(conv, full, bounds)
+
+
+def _divergence(part: str, whole: str, width: int = 40) -> str:
+    k = next((j for j, (a, b) in enumerate(zip(part, whole, strict=False)) if a != b), len(whole))
+    lo = max(0, k - width)
+    return (
+        f"  prefix render diverges at char {k}: ...{part[lo : k + width]!r}\n"
+        f"  full render has:                   ...{whole[lo : k + width]!r}"
+    )
 
 
 def raw_template(tokenizer: Any) -> Template:
@@ -191,6 +269,7 @@ def compile_template(name: str, source: str, tokenizer: Any) -> Template:
     context.update(preamble_input=_PREAMBLE_INPUT, preamble_no_input=_PREAMBLE_NO_INPUT)
     if "eos_token" in source and not context["eos_token"]:
         raise TemplateError(f"template {name!r} uses eos_token but the tokenizer has none")
+    context = {**compiled.globals, **context}  # what render() would merge on every call
     return Template(name=name, source_text=source, _compiled=compiled, _context=context)
 
 
@@ -215,7 +294,29 @@ def _environment() -> jinja2.Environment:
         # like HF: Jinja's own tojson escapes HTML characters, which chat templates don't want
         return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, **kw)
 
-    env = ImmutableSandboxedEnvironment(
+    class Sandbox(ImmutableSandboxedEnvironment):
+        """The immutable sandbox, its attribute verdicts memoized per (type, name).
+
+        `is_safe_attribute` depends only on the object's type and the attribute's name
+        (underscore names, internals of functions/frames/..., mutating methods of known mutable
+        types), so caching the verdict changes nothing but the cost of `message.role`.
+        """
+
+        def __init__(self, **kw: Any) -> None:
+            super().__init__(**kw)
+            self._verdicts: dict[tuple[type, str], bool] = {}
+
+        def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
+            cls = type(obj)
+            if obj.__class__ is not cls:  # a proxy: isinstance sees its __class__, don't cache
+                return bool(super().is_safe_attribute(obj, attr, value))
+            key = (cls, attr)
+            verdict = self._verdicts.get(key)
+            if verdict is None:
+                verdict = self._verdicts[key] = super().is_safe_attribute(obj, attr, value)
+            return verdict
+
+    env = Sandbox(
         trim_blocks=True,
         lstrip_blocks=True,
         extensions=[GenerationNoop, jinja2.ext.loopcontrols],

@@ -7,32 +7,36 @@ of `F` (string check), and tokenize(P) and tokenize(C) must be prefixes of token
 the model would be trained on a prompt that serving never sends. The trained span of turn i runs
 from the end of tokenize(P) up to and including the first end-of-turn token after it.
 
-How the token-prefix property is guaranteed without tokenizing every prefix in full: a fast
-tokenizer first splits text at added-token occurrences (`<|im_start|>`, eos, ...) and tokenizes each
-piece on its own. So for a boundary b, let s be the start of the last added token in F before b,
-found through the full encoding (its id is an added token and its char span is exact). Then
-tokenize(F[:b]) = tokenize(F)[:t_s] + tokenize(F[s:b]), and we check that tokenize(F[s:b]) equals
-the ids of F from t_s on. Those tails (`<|im_start|>assistant\\n`, `<|im_end|>\\n` for ChatML)
-repeat across rows, so each distinct tail is tokenized once per call; templates without added tokens
-before the boundary (alpaca) tokenize the whole prompt, once, in the same batch. The tail starts
-with the added token, so no piece of it sits at offset 0 (where Metaspace may prepend "▁"), as in
-F. When the split argument does not hold (an added token with lstrip/rstrip/single_word, or a
-backend that does not split special tokens), every boundary tokenizes its whole prefix instead
-(s = 0): exact, just slower. Every kept example satisfies the property either way; `audit`
-re-checks it independently by tokenizing each generation prompt in full.
+How that is exact without tokenizing every prefix in full: a fast tokenizer first splits text at
+added-token occurrences (`<|im_start|>`, eos, ...) and normalizes, pre-tokenizes and encodes each
+piece between them on its own (`_Vocab.split` does the same split with regexes). So tokenize(F) is
+the concatenation of its pieces' ids, and for a boundary b inside a piece [s, e) of F,
+tokenize(F[:b]) = tokenize(F[:s]) + tokenize(F[s:b]): the check is that tokenize(F[s:b]) is a
+prefix of tokenize(F[s:e]). Pieces repeat across rows (the system prompt, `assistant\\n`, `\\n`),
+so each distinct piece is encoded once per chunk and the repeating ones are kept for later chunks;
+only the pieces (never offsets) are encoded, in batches. The one position-dependent step, a
+Metaspace pre-tokenizer prepending "▁" to the piece at offset 0 only (`prepend_scheme: first`), is
+reproduced by encoding every other piece after an added token. When the split argument does not
+hold (an added token with lstrip/rstrip/single_word, a normalized added token under a normalizer,
+a backend that does not split special tokens), the whole text is one piece: F and every prefix
+F[:b] are tokenized in full. Exact either way; `audit` re-checks the property independently by
+tokenizing generation prompts in full.
 
 `text`-format rows (a lone assistant message) use `raw_template` whatever `template` is: the whole
 text plus eos is the response, with no prompt.
 
-Full texts and tails are tokenized in batches with the Rust backend (`encode_batch`), renders
-use the template compiled once, and labels are built with numpy slices (no per-token Python).
+Examples are stored flat (`Examples`: one int32 array of ids and one of labels per chunk), spans,
+labels and truncation are computed with numpy over a chunk, and an `Example` is a view made on
+access.
 """
 
 from __future__ import annotations
 
-import bisect
+import json
+import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Collection, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,72 +44,38 @@ import numpy as np
 
 from instructune.config.schema import DataConfig
 from instructune.data.audit import AuditError, render_example
-from instructune.data.conversation import Conversation, Message
+from instructune.data.conversation import Conversation
+from instructune.data.examples import Example, Examples, build_block, build_labels
 from instructune.data.templates import (
+    Rendered,
     Template,
     TemplateError,
     TemplateMismatch,
     end_of_turn_ids,
     is_raw_conversation,
     raw_template,
+    render_conversation,
 )
 
+__all__ = ["IGNORE_INDEX", "EncodeResult", "Example", "Examples", "build_labels"]
+
 IGNORE_INDEX = -100
-CHUNK = 2048  # conversations per tokenizer batch: bounds memory, keeps the Rust batch large
-
-
-@dataclass(slots=True)
-class Example:
-    """One tokenized conversation. Labels are aligned with input_ids (transformers shifts them).
-
-    `spans` are the trained responses as [start, end) token ranges (end includes the end-of-turn
-    token); `conversation` and `cut` (tokens removed from the start by truncation) let `audit`
-    re-render the generation prompts.
-    """
-
-    input_ids: np.ndarray
-    labels: np.ndarray
-    source: str
-    spans: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.int32))
-    conversation: Conversation | None = None
-    cut: int = 0
-
-    def __len__(self) -> int:
-        return len(self.input_ids)
+CHUNK = 256  # conversations per tokenizer batch: bounds intermediates, keeps the batch large
+_KEEP_PIECES = 1 << 16  # repeating pieces remembered across chunks, at most
 
 
 @dataclass(slots=True)
 class EncodeResult:
-    examples: list[Example]
+    examples: Examples
     dropped: Counter[str] = field(default_factory=Counter)
     truncated: int = 0
 
 
-class _Drop(Exception):
-    """Internal: an example dropped under a policy (too long), never an error."""
-
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-
-
-def build_labels(input_ids: np.ndarray, spans: np.ndarray, train_on_inputs: bool) -> np.ndarray:
-    """The one place labels are masked: trained spans keep their ids, everything else is -100.
-
-    The first token is always -100: nothing predicts it, and with packing this is what keeps the
-    last token of one example from being trained to predict the first token of the next.
-    """
-    if train_on_inputs:
-        labels = input_ids.copy()
-    else:
-        labels = np.full_like(input_ids, IGNORE_INDEX)
-        for start, end in spans:
-            labels[start:end] = input_ids[start:end]
-    labels[:1] = IGNORE_INDEX
-    return labels
+_Key = str | tuple[str]  # a piece, or (piece,): encoded after an added token (see `_Vocab.key`)
 
 
 class _Vocab:
-    """Per-call tokenizer facts: added/end-of-turn lookup tables and the tail cache."""
+    """Per-call tokenizer facts: added/end-of-turn tables, the piece splitter, the piece cache."""
 
     def __init__(self, tokenizer: Any) -> None:
         self.tokenizer = tokenizer
@@ -117,166 +87,165 @@ class _Vocab:
             )
         self.backend: Any = backend
         size = max(len(tokenizer), self.backend.get_vocab_size(with_added_tokens=True))
-        added = tokenizer.added_tokens_decoder
-        self.is_added = np.zeros(size, dtype=bool)
-        self.is_added[list(added)] = True
+        added = self.backend.get_added_tokens_decoder()
+        self.added_id = {t.content: i for i, t in added.items()}
         self.is_eot = np.zeros(size, dtype=bool)
         for tid in end_of_turn_ids(tokenizer):
             self.is_eot[tid] = True
         unsplit = getattr(self.backend, "encode_special_tokens", False)
         flags = any(t.lstrip or t.rstrip or t.single_word for t in added.values())
-        self.split_exact = not (unsplit or flags)
-        self.tails: dict[str, list[int]] = {}
-
-    def encode(self, texts: list[str]) -> list[Any]:
-        return self.backend.encode_batch(texts, add_special_tokens=False)  # type: ignore[no-any-return]
-
-    def encode_tails(self, tails: set[str]) -> None:
-        todo = [t for t in tails if t not in self.tails]
-        if todo:
-            encs = self.backend.encode_batch_fast(todo, add_special_tokens=False)
-            self.tails.update(zip(todo, (e.ids for e in encs), strict=True))
-
-
-@dataclass(slots=True)
-class _Rendered:
-    conv: Conversation
-    text: str
-    bounds: list[tuple[int, int]]  # per trained turn: (end of generation prompt, end of turn) chars
-
-
-def _messages(conv: Conversation, cfg: DataConfig) -> list[Message]:
-    msgs = conv.messages
-    if cfg.system_prompt is not None and msgs and msgs[0].role != "system":
-        msgs = [Message("system", cfg.system_prompt), *msgs]
-    return msgs
-
-
-def _render(conv: Conversation, template: Template, cfg: DataConfig) -> _Rendered:
-    msgs = conv.messages if is_raw_conversation(conv.messages) else _messages(conv, cfg)
-    if msgs is not conv.messages:
-        conv = Conversation(msgs, conv.source, conv.label, conv.meta)
-    dicts = [{"role": m.role, "content": m.content} for m in msgs]
-    meta = conv.meta or None
-    full = template.render_dicts(dicts, False, meta)
-    turns = [i for i, m in enumerate(msgs) if m.role == "assistant"]
-    if cfg.train_on_turns == "last":
-        turns = turns[-1:]
-    bounds = []
-    for i in turns:
-        prompt = template.render_dicts(dicts[:i], True, meta)
-        turn = full if i + 1 == len(dicts) else template.render_dicts(dicts[: i + 1], False, meta)
-        for part, whole, what in ((prompt, turn, "generation prompt"), (turn, full, "turn")):
-            if not whole.startswith(part):
-                raise TemplateMismatch(
-                    template.name,
-                    conv.source,
-                    f"the {what} of message {i} is not a prefix of the conversation rendered "
-                    f"{'through that turn' if part is prompt else 'in full'}:\n"
-                    + _divergence(part, whole),
-                )
-        bounds.append((len(prompt), len(turn)))
-    return _Rendered(conv, full, bounds)
-
-
-def _divergence(part: str, whole: str, width: int = 40) -> str:
-    k = next((j for j, (a, b) in enumerate(zip(part, whole, strict=False)) if a != b), len(whole))
-    lo = max(0, k - width)
-    return (
-        f"  prefix render diverges at char {k}: ...{part[lo : k + width]!r}\n"
-        f"  full render has:                   ...{whole[lo : k + width]!r}"
-    )
-
-
-def _tails(r: _Rendered, enc: Any, vocab: _Vocab, name: str) -> list[tuple[int, str]]:
-    """For each boundary char b: (token index t_s where the tail starts, tail text F[s:b])."""
-    ids = np.asarray(enc.ids, dtype=np.int32)
-    starts: list[int] = []
-    idx: list[int] = []
-    if vocab.split_exact:
-        idx = np.flatnonzero(vocab.is_added[ids]).tolist()
-        starts = [enc.token_to_chars(t)[0] for t in idx]
-    out = []
-    for b in (b for pair in r.bounds for b in pair):
-        k = bisect.bisect_left(starts, b) - 1
-        if k < 0:
-            out.append((0, r.text[:b]))
-            continue
-        s, t_s = starts[k], idx[k]
-        if enc.token_to_chars(t_s)[1] > b:
-            raise TemplateMismatch(
-                name, r.conv.source, f"a prefix ends inside the added token at char {s}"
-            )
-        out.append((t_s, r.text[s:b]))
-    return out
-
-
-def _token_bounds(
-    r: _Rendered, ids: list[int], tails: list[tuple[int, str]], vocab: _Vocab, name: str
-) -> list[int]:
-    """Token index of each boundary, after checking the prefix's ids are a prefix of `ids`."""
-    out = []
-    for t_s, tail in tails:
-        tail_ids = vocab.tails[tail]
-        t_b = t_s + len(tail_ids)
-        if ids[t_s:t_b] != tail_ids:
-            conv_tok = vocab.tokenizer.convert_ids_to_tokens
-            raise TemplateMismatch(
-                name,
-                r.conv.source,
-                "a prefix of the conversation tokenizes differently on its own than inside the "
-                f"whole conversation (the model would never see this prompt at generation):\n"
-                f"  prefix tail {tail[-60:]!r} → {conv_tok(tail_ids)[-12:]}\n"
-                f"  in full text             → {conv_tok(ids[t_s:t_b])[-12:]}\n"
-                "Make the prompt end at a token boundary (e.g. a newline after the response "
-                "marker), or set `data.on_error: skip` to drop such rows.",
-            )
-        out.append(t_b)
-    return out
-
-
-def _spans(ids: np.ndarray, tbounds: list[int], vocab: _Vocab) -> np.ndarray:
-    spans = np.zeros((len(tbounds) // 2, 2), dtype=np.int32)
-    for j in range(len(spans)):
-        start, turn_end = tbounds[2 * j], tbounds[2 * j + 1]
-        eot = np.flatnonzero(vocab.is_eot[ids[start:turn_end]])
-        # no end-of-turn token: keep the whole turn; the audit reports it
-        spans[j] = (start, start + int(eot[0]) + 1 if len(eot) else turn_end)
-    return spans
-
-
-def _truncate(
-    ids: np.ndarray, spans: np.ndarray, cfg: DataConfig
-) -> tuple[np.ndarray, np.ndarray, int]:
-    n = len(ids)
-    if n <= cfg.max_length:
-        return ids, spans, 0
-    cut = n - cfg.max_length
-    # the first kept token is never trained (labels[0] = -100), so a kept span must start > cut
-    if cfg.truncation == "drop" or len(spans) == 0 or spans[-1, 0] <= cut:
-        raise _Drop("too_long")
-    spans = spans[spans[:, 0] > cut] - cut
-    return ids[cut:], spans, cut
-
-
-def _example(
-    r: _Rendered, ids: list[int], tbounds: list[int], vocab: _Vocab, cfg: DataConfig
-) -> Example:
-    arr = np.asarray(ids, dtype=np.int32)
-    arr, spans, cut = _truncate(arr, _spans(arr, tbounds, vocab), cfg)
-    labels = build_labels(arr, spans, cfg.train_on_inputs)
-    ex = Example(arr, labels, r.conv.source, spans, r.conv, cut)
-    if not (labels != IGNORE_INDEX).any():
-        if cfg.on_error == "skip":
-            raise _Drop("no_trained_tokens")
-        raise AuditError(
-            f"{r.conv.source}: no trained token\n{render_example(ex, vocab.tokenizer)}"
+        normalized = self.backend.normalizer is not None and any(
+            t.normalized for t in added.values()
         )
-    return ex
+        self.split_exact = not (unsplit or flags or normalized)
+        # added tokens are matched leftmost-longest, raw ones first, then normalized ones
+        self.splitters = [
+            _alternation([t.content for t in added.values() if t.normalized is norm])
+            for norm in (False, True)
+        ]
+        self.anchor = next(iter(self.added_id), None) if _prepends_first(self.backend) else None
+        self.cache: dict[_Key, list[int]] = {}
+
+    def split(self, text: str) -> list[str]:
+        """Text pieces at even and added tokens at odd positions, as the backend splits them."""
+        if not self.split_exact:
+            return [text]
+        parts = [text]
+        for rx in self.splitters:
+            if rx is not None:
+                parts = [
+                    q for i, p in enumerate(parts) for q in (rx.split(p) if i % 2 == 0 else [p])
+                ]
+        return parts
+
+    def key(self, piece: str, at_start: bool) -> _Key:
+        """A text piece's cache key: `(piece,)` where it is to be encoded after an added token."""
+        return piece if at_start or self.anchor is None else (piece,)
+
+    def encode(self, counts: dict[_Key, int]) -> dict[_Key, list[int]]:
+        """Ids of each key (`counts`: key → uses in the chunk)."""
+        todo = list(counts)
+        anchor = self.anchor or ""
+        texts = [k if isinstance(k, str) else anchor + k[0] for k in todo]
+        encs = self.backend.encode_batch_fast(texts, add_special_tokens=False) if todo else []
+        return {
+            k: e.ids if isinstance(k, str) else e.ids[1:] for k, e in zip(todo, encs, strict=True)
+        }
+
+    def remember(self, table: dict[_Key, list[int]], counts: dict[_Key, int]) -> None:
+        """Keep the pieces a chunk used more than once (system prompt, role headers) for later."""
+        room = _KEEP_PIECES - len(self.cache)
+        if room > 0:
+            self.cache.update([(k, table[k]) for k, n in counts.items() if n > 1][:room])
+
+
+def _alternation(tokens: list[str]) -> re.Pattern[str] | None:
+    if not tokens:
+        return None
+    ordered = sorted(tokens, key=len, reverse=True)  # at one position the longest match wins
+    return re.compile("(" + "|".join(re.escape(t) for t in ordered) + ")")
+
+
+def _prepends_first(backend: Any) -> bool:
+    """A Metaspace pre-tokenizer that prepends "▁" to the text's first piece only."""
+    pre = backend.pre_tokenizer
+    if pre is None:
+        return False
+
+    def walk(node: Any) -> bool:
+        if isinstance(node, dict):
+            if node.get("type") == "Metaspace" and node.get("prepend_scheme") == "first":
+                return True
+            return any(walk(v) for v in node.values())
+        return isinstance(node, list) and any(walk(v) for v in node)
+
+    return walk(json.loads(pre.__getstate__()))
+
+
+class _Row:
+    """One rendered conversation on its way to tokens: pieces, char and token boundaries."""
+
+    __slots__ = ("bounds", "conv", "keep", "n", "name", "parts", "tbounds", "text")
+
+    def __init__(self, r: Rendered, name: str, keep: bool, vocab: _Vocab) -> None:
+        self.conv, self.text, self.name, self.keep = r.conv, r.text, name, keep
+        self.bounds = [b for pair in r.bounds for b in pair]  # non-decreasing
+        self.parts = vocab.split(r.text)
+        self.n = 0
+        self.tbounds: list[int] = []
+
+    def keys(self, vocab: _Vocab) -> Iterator[_Key]:
+        """Every text this row needs encoded: its pieces and the prefix pieces boundaries cut."""
+        pos, k, bounds = 0, 0, self.bounds
+        for j, part in enumerate(self.parts):
+            end = pos + len(part)
+            if j % 2 == 0 and part:
+                yield vocab.key(part, pos == 0)
+                while k < len(bounds) and bounds[k] < end:
+                    if bounds[k] > pos:
+                        yield vocab.key(self.text[pos : bounds[k]], pos == 0)
+                    k += 1
+            pos = end
+
+    def assemble(self, table: dict[_Key, list[int]], vocab: _Vocab, flat: list[int]) -> None:
+        """Append this row's ids to `flat`: its pieces' ids and the added tokens between."""
+        before, pos = len(flat), 0
+        for j, part in enumerate(self.parts):
+            if j % 2:
+                flat.append(vocab.added_id[part])
+            elif part:
+                flat += table[vocab.key(part, pos == 0)]
+            pos += len(part)
+        self.n = len(flat) - before
+
+    def locate(self, table: dict[_Key, list[int]], vocab: _Vocab) -> None:
+        """Token index of each boundary, after checking its prefix tokenizes as a prefix."""
+        out, pos, k, bounds, n = self.tbounds, 0, 0, self.bounds, 0
+        for j, part in enumerate(self.parts):
+            end = pos + len(part)
+            while k < len(bounds) and bounds[k] <= pos:
+                out.append(n)
+                k += 1
+            if j % 2:
+                if k < len(bounds) and bounds[k] < end:
+                    raise TemplateMismatch(
+                        self.name,
+                        self.conv.source,
+                        f"a prefix ends inside the added token at char {pos}",
+                    )
+                n += 1
+            elif part:
+                whole = table[vocab.key(part, pos == 0)]
+                while k < len(bounds) and bounds[k] < end:
+                    pre = table[vocab.key(self.text[pos : bounds[k]], pos == 0)]
+                    if whole[: len(pre)] != pre:
+                        raise self._mismatch(self.text[pos : bounds[k]], pre, whole, vocab)
+                    out.append(n + len(pre))
+                    k += 1
+                n += len(whole)
+            pos = end
+        out.extend([n] * (len(bounds) - k))
+
+    def _mismatch(self, tail: str, pre: list[int], whole: list[int], vocab: _Vocab) -> Exception:
+        conv_tok = vocab.tokenizer.convert_ids_to_tokens
+        return TemplateMismatch(
+            self.name,
+            self.conv.source,
+            "a prefix of the conversation tokenizes differently on its own than inside the "
+            f"whole conversation (the model would never see this prompt at generation):\n"
+            f"  prefix tail {tail[-60:]!r} → {conv_tok(pre)[-12:]}\n"
+            f"  in full text             → {conv_tok(whole[: len(pre)])[-12:]}\n"
+            "Make the prompt end at a token boundary (e.g. a newline after the response "
+            "marker), or set `data.on_error: skip` to drop such rows.",
+        )
 
 
 def encode_conversations(
-    convs: Sequence[Conversation], template: Template, tokenizer: Any, cfg: DataConfig
+    convs: Collection[Conversation],
+    template: Template,
+    tokenizer: Any,
+    cfg: DataConfig,
+    keep_conversations: int | None = None,
 ) -> EncodeResult:
     """Render, tokenize and label conversations; see the module docstring for the guarantees.
 
@@ -284,61 +253,138 @@ def encode_conversations(
     (`template_mismatch`, a `TemplateMismatch` under on_error=fail), that is too long
     (`too_long`, per `truncation`) or that has nothing to train (`no_trained_tokens`, an
     `AuditError` under on_error=fail) is dropped and counted in `dropped`.
+
+    `convs` is read once, in order (a draining iterable frees rows as they are encoded).
+    Examples keep their `conversation` (what `audit` re-renders prompts from): all of them, or
+    with `keep_conversations=n` only about n spread evenly over the input.
     """
-    vocab = _Vocab(tokenizer)
-    raw = raw_template(tokenizer)
-    result = EncodeResult([])
-    for lo in range(0, len(convs), CHUNK):
-        _encode_chunk(convs[lo : lo + CHUNK], template, raw, vocab, cfg, result)
+    result = EncodeResult(Examples())
+    total = len(convs)
+    if not total:
+        return result
+    stride = 1 if keep_conversations is None else max(1, -(-total // max(keep_conversations, 1)))
+    encoder = _Encoder(template, raw_template(tokenizer), _Vocab(tokenizer), cfg, result, stride)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = None
+        for lo, chunk in enumerate(_chunks(convs)):
+            started = encoder.start(chunk, lo * CHUNK, pool)
+            if pending is not None:
+                encoder.finish(*pending)
+            pending = started
+        if pending is not None:
+            encoder.finish(*pending)
     return result
 
 
-def _encode_chunk(
-    convs: Sequence[Conversation],
-    template: Template,
-    raw: Template,
-    vocab: _Vocab,
-    cfg: DataConfig,
-    result: EncodeResult,
-) -> None:
-    import jinja2
-
-    rendered: list[_Rendered] = []
+def _chunks(convs: Iterable[Conversation]) -> Iterator[list[Conversation]]:
+    chunk: list[Conversation] = []
     for conv in convs:
-        tmpl = raw if is_raw_conversation(conv.messages) else template
-        try:
-            rendered.append(_render(conv, tmpl, cfg))
-        except (TemplateMismatch, jinja2.TemplateError) as e:
-            _fail_or_count(e, cfg, result, conv.source, tmpl.name)
-    encs = vocab.encode([r.text for r in rendered])
-    pending = []
-    for r, enc in zip(rendered, encs, strict=True):
-        name = "raw" if is_raw_conversation(r.conv.messages) else template.name
-        if cfg.truncation == "drop" and len(enc.ids) > cfg.max_length:
-            result.dropped["too_long"] += 1  # cheap early exit: no tail work for dropped rows
-            continue
-        try:
-            pending.append((r, enc.ids, _tails(r, enc, vocab, name)))
-        except TemplateMismatch as e:
-            _fail_or_count(e, cfg, result, r.conv.source, name)
-    vocab.encode_tails({tail for _, _, tails in pending for _, tail in tails})
-    for r, ids, tails in pending:
-        name = "raw" if is_raw_conversation(r.conv.messages) else template.name
-        try:
-            tbounds = _token_bounds(r, ids, tails, vocab, name)
-            ex = _example(r, ids, tbounds, vocab, cfg)
-        except TemplateMismatch as e:
-            _fail_or_count(e, cfg, result, r.conv.source, name)
-            continue
-        except _Drop as d:
-            result.dropped[d.reason] += 1
-            continue
-        result.truncated += ex.cut > 0
-        result.examples.append(ex)
+        chunk.append(conv)
+        if len(chunk) == CHUNK:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+_Errors = list[tuple[Exception, str, str]]  # (error, source, template name) of a chunk's renders
+_Started = tuple[list["_Row"], _Errors, dict[_Key, int], "Future[dict[_Key, list[int]]]"]
+
+
+@dataclass(slots=True)
+class _Encoder:
+    """Chunks go through `start` (render, split, submit the new pieces to the tokenizer) and then
+    `finish` (ids, boundaries, spans, labels). `encode_conversations` starts chunk k+1 before
+    finishing chunk k, so rendering overlaps the Rust encoding (which releases the GIL)."""
+
+    template: Template
+    raw: Template
+    vocab: _Vocab
+    cfg: DataConfig
+    result: EncodeResult
+    stride: int
+
+    def start(self, convs: list[Conversation], seen: int, pool: ThreadPoolExecutor) -> _Started:
+        import jinja2
+
+        rows: list[_Row] = []
+        errors: _Errors = []
+        for i, conv in enumerate(convs):
+            tmpl = self.raw if is_raw_conversation(conv.messages) else self.template
+            try:
+                r = render_conversation(conv, tmpl, self.cfg.system_prompt, self.cfg.train_on_turns)
+            except (TemplateMismatch, jinja2.TemplateError) as e:
+                errors.append((e, conv.source, tmpl.name))  # raised or counted by `finish`
+                continue
+            rows.append(_Row(r, tmpl.name, (seen + i) % self.stride == 0, self.vocab))
+        counts: dict[_Key, int] = {}
+        cache = self.vocab.cache
+        for row in rows:
+            for key in row.keys(self.vocab):
+                if key not in cache:
+                    counts[key] = counts.get(key, 0) + 1
+        return rows, errors, counts, pool.submit(self.vocab.encode, counts)
+
+    def finish(
+        self,
+        rows: list[_Row],
+        errors: _Errors,
+        counts: dict[_Key, int],
+        future: Future[dict[_Key, list[int]]],
+    ) -> None:
+        cfg, result, vocab = self.cfg, self.result, self.vocab
+        for error in errors:
+            _fail_or_count(*error, cfg, result)
+        table = future.result()
+        vocab.remember(table, counts)
+        table.update(vocab.cache)
+        kept: list[_Row] = []
+        flat: list[int] = []
+        for row in rows:
+            row.assemble(table, vocab, flat)
+            if cfg.truncation == "drop" and row.n > cfg.max_length:
+                result.dropped["too_long"] += 1  # cheap early exit: no boundary work
+                del flat[len(flat) - row.n :]
+                continue
+            try:
+                row.locate(table, vocab)
+            except TemplateMismatch as e:
+                _fail_or_count(e, row.conv.source, row.name, cfg, result)
+                del flat[len(flat) - row.n :]
+                continue
+            kept.append(row)
+        del table, rows, counts
+        self._store(kept, np.array(flat, np.int32))
+
+    def _store(self, rows: list[_Row], ids: np.ndarray) -> None:
+        """Spans, truncation and labels of the kept rows (numpy over the chunk) → a block."""
+        if not rows:
+            return
+        cfg, result = self.cfg, self.result
+        built = build_block(
+            ids,
+            [r.n for r in rows],
+            [r.tbounds for r in rows],
+            [r.conv for r in rows],
+            [r.keep for r in rows],
+            self.vocab.is_eot,
+            cfg.max_length,
+            cfg.train_on_inputs,
+        )
+        if built.too_long:
+            result.dropped["too_long"] += built.too_long
+        for ex in built.untrained:
+            if cfg.on_error == "fail":
+                render = render_example(ex, self.vocab.tokenizer)
+                raise AuditError(f"{ex.source}: no trained token\n{render}")
+            result.dropped["no_trained_tokens"] += 1
+        result.truncated += built.truncated
+        if built.block is not None:
+            result.examples.append(built.block)
 
 
 def _fail_or_count(
-    e: Exception, cfg: DataConfig, result: EncodeResult, source: str, name: str
+    e: Exception, source: str, name: str, cfg: DataConfig, result: EncodeResult
 ) -> None:
     reason = "template_mismatch" if isinstance(e, TemplateMismatch) else "template_error"
     if cfg.on_error == "skip":
