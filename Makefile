@@ -32,6 +32,8 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/instructune prepare configs/demo.yaml
+	$(VENV)/bin/instructune train configs/demo.yaml
+	$(VENV)/bin/instructune eval configs/demo-eval.yaml
 
 bench: $(STAMP)
 	$(PY) bench/prepare.py

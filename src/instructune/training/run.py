@@ -31,7 +31,7 @@ from instructune.training.callbacks import (
     StepClock,
     load_counts,
 )
-from instructune.training.dataset import build_datasets
+from instructune.training.dataset import TokenDataset, build_datasets
 from instructune.training.plots import PLOT_FILE, plot_training_curves, read_metrics
 from instructune.training.trainer import InstructTrainer, TokenCounter
 
@@ -79,30 +79,10 @@ def run_train(
     model = load_model(cfg.model, dtype, cfg.method, cfg.quantization, for_training=True)
     model = apply_method(model, cfg.method, cfg.lora, cfg.train.gradient_checkpointing)
 
-    args = build_training_args(
-        cfg, out / CHECKPOINTS_DIR, dtype, packed=train_set.packed, has_eval=eval_set is not None
-    )
     counter, clock = load_counts(checkpoint), StepClock()
     start = TokenCounter(counter.tokens, counter.trained_tokens)
-    trainer = InstructTrainer(
-        model=model,
-        args=args,
-        train_dataset=train_set,
-        eval_dataset=eval_set,
-        data_collator=train_set.collator(tokenizer.pad_token_id),
-        processing_class=tokenizer,
-        callbacks=[
-            clock,
-            MetricsCallback(out / METRICS_FILE, counter, clock),
-            ProgressCallback(counter, clock),
-            CountsInCheckpoint(counter),
-            *report_callbacks(cfg.train.report_to, out),
-            *callbacks,
-        ],
-        loss_chunk_size=cfg.train.loss_chunk_size,
-        label_smoothing=cfg.train.label_smoothing,
-        pad_token_id=tokenizer.pad_token_id,
-        counter=counter,
+    trainer = _build_trainer(
+        cfg, model, tokenizer, (train_set, eval_set), dtype, (counter, clock), callbacks
     )
     _drop_printer(trainer)
     main = trainer.is_world_process_zero()
@@ -124,6 +104,44 @@ def run_train(
         extra = _manifest_extra(prepared, model, dtype, checkpoint) | {"results": metrics}
         write_manifest(out, cfg, "train", extra)
     return TrainResult(out, metrics, trainer.model, tokenizer, prepared)
+
+
+def _build_trainer(
+    cfg: Config,
+    model: Any,
+    tokenizer: Any,
+    datasets: tuple[TokenDataset, TokenDataset | None],
+    dtype: Any,
+    meters: tuple[TokenCounter, StepClock],
+    callbacks: Sequence[Any],
+) -> InstructTrainer:
+    """The stock Trainer with our loss, collator and callbacks (metrics, progress, reports)."""
+    train_set, eval_set = datasets
+    counter, clock = meters
+    out = cfg.output_path
+    args = build_training_args(
+        cfg, out / CHECKPOINTS_DIR, dtype, packed=train_set.packed, has_eval=eval_set is not None
+    )
+    return InstructTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_set,
+        eval_dataset=eval_set,
+        data_collator=train_set.collator(tokenizer.pad_token_id),
+        processing_class=tokenizer,
+        callbacks=[
+            clock,
+            MetricsCallback(out / METRICS_FILE, counter, clock),
+            ProgressCallback(counter, clock),
+            CountsInCheckpoint(counter),
+            *report_callbacks(cfg.train.report_to, out),
+            *callbacks,
+        ],
+        loss_chunk_size=cfg.train.loss_chunk_size,
+        label_smoothing=cfg.train.label_smoothing,
+        pad_token_id=tokenizer.pad_token_id,
+        counter=counter,
+    )
 
 
 def final_metrics(
