@@ -46,7 +46,7 @@ def _split_files() -> tuple[Path, Path]:
     return train, held
 
 
-def _config(steps: int, out: str) -> Any:
+def _config(steps: int, out: str, checkpointing: bool = False) -> Any:
     from instructune.config import load_config
 
     train, held = _split_files()
@@ -67,6 +67,8 @@ def _config(steps: int, out: str) -> Any:
             f"train.learning_rate={LR}",
             "train.warmup_ratio=0.03",
             "train.logging_steps=1",
+            # TRL runs without checkpointing (its fastest setting); ours runs both ways.
+            f"train.gradient_checkpointing={'true' if checkpointing else 'false'}",
             f"output_dir={out}",
         ],
     )
@@ -95,17 +97,17 @@ def eval_loss(model: Any, examples: list[Any], pad_id: int) -> float:
     return total / count
 
 
-def worker_ours(steps: int) -> dict[str, Any]:
+def worker_ours(steps: int, checkpointing: bool = False) -> dict[str, Any]:
     import shutil
 
     from instructune.training.run import run_train
 
     out = WORK / "ours"
     shutil.rmtree(out, ignore_errors=True)
-    result = run_train(_config(steps, str(out)))
+    result = run_train(_config(steps, str(out), checkpointing))
     m = result.metrics
     return {
-        "side": "instructune",
+        "side": "ours+ckpt" if checkpointing else "instructune",
         "steps": m["global_step"],
         "tokens": m["tokens"],
         "trained_tokens": m["trained_tokens"],
@@ -153,7 +155,7 @@ def worker_trl(steps: int) -> dict[str, Any]:
         max_steps=steps,
         learning_rate=LR,
         lr_scheduler_type="cosine",
-        warmup_ratio=0.03,
+        warmup_steps=0.03,  # transformers 5.x: a float in (0, 1) is the warmup ratio
         bf16=bf16,
         use_cpu=True,
         gradient_checkpointing=False,
@@ -230,39 +232,47 @@ def run_worker(side: str, steps: int) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--worker", choices=["ours", "trl", "matmul"])
+    parser.add_argument("--worker", choices=["ours", "ours_ckpt", "trl", "matmul"])
     parser.add_argument("--steps", type=int, default=10)
     args = parser.parse_args()
-    workers = {"ours": worker_ours, "trl": worker_trl, "matmul": worker_matmul}
+    workers = {
+        "ours": worker_ours,
+        "ours_ckpt": lambda steps: worker_ours(steps, checkpointing=True),
+        "trl": worker_trl,
+        "matmul": worker_matmul,
+    }
     if args.worker:
         print(json.dumps(workers[args.worker](args.steps)))
         return
     peak = run_worker("matmul", args.steps)
     ours = run_worker("ours", args.steps)
+    ours_ckpt = run_worker("ours_ckpt", args.steps)
     trl = run_worker("trl", args.steps)
     params = ours["params"]
     dtype_key = "bfloat16_gflops" if "bfloat16" in ours["dtype"] else "float32_gflops"
-    ours["fraction_of_peak"] = ours["tokens_per_s"] * 4 * params / (peak[dtype_key] * 1e9)
+    for r in (ours, ours_ckpt, trl):
+        r["fraction_of_peak"] = r["tokens_per_s"] * 4 * params / (peak[dtype_key] * 1e9)
     ratios = {
-        "tokens_per_s": ours["tokens_per_s"] / trl["tokens_per_s"],
-        "trained_tokens_per_s": ours["trained_tokens_per_s"] / trl["trained_tokens_per_s"],
-        "peak_rss": ours["peak_rss_mb"] / trl["peak_rss_mb"],
-        "eval_loss_diff": ours["eval_loss"] - trl["eval_loss"],
+        r["side"]: {
+            "tokens_per_s": r["tokens_per_s"] / trl["tokens_per_s"],
+            "trained_tokens_per_s": r["trained_tokens_per_s"] / trl["trained_tokens_per_s"],
+            "peak_rss": r["peak_rss_mb"] / trl["peak_rss_mb"],
+            "eval_loss_diff": r["eval_loss"] - trl["eval_loss"],
+        }
+        for r in (ours, ours_ckpt)
     }
-    print(json.dumps({"matmul": peak, "ours": ours, "trl": trl, "ours_vs_trl": ratios}, indent=2))
-    print(
-        f"\n{'side':<12}{'tok/s':>9}{'trained/s':>11}{'peak MB':>9}{'eval loss':>11}{'dtype':>16}"
-    )
-    for r in (ours, trl):
+    report = {"matmul": peak, "runs": [ours, ours_ckpt, trl], "vs_trl": ratios}
+    print(json.dumps(report, indent=2))
+    print(f"\nmatmul peak: {peak[dtype_key]:.0f} GFLOP/s ({dtype_key.split('_')[0]})")
+    print(f"{'side':<12}{'tok/s':>8}{'trained/s':>10}{'peak MB':>9}{'eval loss':>10}", end="")
+    print(f"{'of peak':>9}{'×TRL trained/s':>16}{'×TRL RSS':>10}")
+    for r in (ours, ours_ckpt, trl):
+        ratio = ratios.get(r["side"])
+        tail = f"{ratio['trained_tokens_per_s']:>16.2f}{ratio['peak_rss']:>10.2f}" if ratio else ""
         print(
-            f"{r['side']:<12}{r['tokens_per_s']:>9.1f}{r['trained_tokens_per_s']:>11.1f}"
-            f"{r['peak_rss_mb']:>9.0f}{r['eval_loss']:>11.4f}{r['dtype']:>16}"
+            f"{r['side']:<12}{r['tokens_per_s']:>8.1f}{r['trained_tokens_per_s']:>10.1f}"
+            f"{r['peak_rss_mb']:>9.0f}{r['eval_loss']:>10.4f}{r['fraction_of_peak']:>9.1%}{tail}"
         )
-    print(
-        f"ours/TRL: trained tokens/s ×{ratios['trained_tokens_per_s']:.2f}, "
-        f"peak RSS ×{ratios['peak_rss']:.2f}; ours at {ours['fraction_of_peak']:.1%} of the "
-        f"{dtype_key.split('_')[0]} matmul peak ({peak[dtype_key]:.0f} GFLOP/s)"
-    )
 
 
 if __name__ == "__main__":
