@@ -90,6 +90,11 @@ def test_unknown_template_and_format_list_choices(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         load_config(write(tmp_path, BASE), ["data.train.0.format=csvish"])
     assert "data.train.0.format" in str(err.value) and "sharegpt" in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        load_config(
+            write(tmp_path, BASE), ["eval.tasks=[{name: t, path: x.jsonl, format: csvish}]"]
+        )
+    assert "eval.tasks.0.format" in str(err.value) and "dolly" in str(err.value)
 
 
 def test_conflicting_options_named_together(tmp_path: Path) -> None:

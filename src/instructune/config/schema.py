@@ -14,6 +14,15 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 EMBEDDED_MODEL = "smollm2-135m-instruct"
 
 
+def known_format(v: str | None) -> str | None:
+    """A row format from the registry (data sources and eval tasks share it), or None: detect."""
+    from instructune.data.formats import FORMATS  # lazy: keeps config import light
+
+    if v is None or v in FORMATS:
+        return v
+    raise ValueError(f"unknown format {v!r}; choose one of {sorted(FORMATS)} or omit it")
+
+
 class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -44,14 +53,7 @@ class DataSource(StrictModel):
     max_rows: int | None = Field(default=None, gt=0)
     """Read at most this many rows (after the file order), for quick runs."""
 
-    @field_validator("format")
-    @classmethod
-    def _known_format(cls, v: str | None) -> str | None:
-        from instructune.data.formats import FORMATS  # lazy: keeps config import light
-
-        if v is None or v in FORMATS:
-            return v
-        raise ValueError(f"unknown format {v!r}; choose one of {sorted(FORMATS)} or omit it")
+    _known_format = field_validator("format")(lambda v: known_format(v))
 
 
 class DataConfig(StrictModel):
@@ -202,6 +204,8 @@ class EvalTaskConfig(StrictModel):
     max_examples: int | None = Field(default=None, gt=0)
     regression_check: bool = False
     """A general held-out set: flag tuned-vs-base drops beyond `eval.regression_threshold`."""
+
+    _known_format = field_validator("format")(lambda v: known_format(v))
 
 
 class EvalConfig(StrictModel):
