@@ -2,7 +2,8 @@
 
 Each command module exposes `add_arguments(parser)` and `main(args, cfg)`; the work itself lives in
 the library (`run_prepare`, `run_train`, `run_eval`) so that tests and Python users call the same
-functions the CLI does.
+functions the CLI does. Commands that act on a trained run rather than a config (`RUN_COMMANDS`)
+take a run folder or model path as their positional and get `cfg=None`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ COMMANDS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "train": ("instructune.cli.train", "fine-tune (full, LoRA, QLoRA) on prepared data", ("data",)),
     "eval": ("instructune.cli.eval", "evaluate a model (and its base) on tasks", ("eval",)),
 }
+# command → (module, help): the positional is RUN, a training output_dir, a merged folder or any
+# model path (the embedded default included), so a new user can use the base model before training.
+RUN_COMMANDS: dict[str, tuple[str, str]] = {}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,6 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_argument("config", help="YAML config file")
         cmd.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.max_length=1024")
         _command_module(module).add_arguments(cmd)
+    for name, (module, help_text) in RUN_COMMANDS.items():
+        cmd = sub.add_parser(name, help=help_text, description=help_text)
+        cmd.add_argument("run", metavar="RUN", help="a training output_dir or a model path")
+        _command_module(module).add_arguments(cmd)
     return parser
 
 
@@ -47,10 +55,13 @@ def _command_module(module: str):  # type: ignore[no-untyped-def]
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    module, _, required = COMMANDS[args.command]
     try:
-        cfg = load_config(args.config, args.overrides, require=required)
-        result = _command_module(module).main(args, cfg)
+        if args.command in RUN_COMMANDS:
+            result = _command_module(RUN_COMMANDS[args.command][0]).main(args, None)
+        else:
+            module, _, required = COMMANDS[args.command]
+            cfg = load_config(args.config, args.overrides, require=required)
+            result = _command_module(module).main(args, cfg)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
