@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tqdm.auto import tqdm
+
 from instructune.config import Config
 from instructune.config.build import BuildConfig, BuildSource, FlanTemplates
 from instructune.curation.filters import decontaminate, exact_dedup, length_problem, near_dedup
@@ -170,7 +172,8 @@ def _render_all(
     stats: SourceStats,
 ) -> list[Example]:
     out: list[Example] = []
-    for item in items:
+    # tqdm's disable=None: a bar on a terminal, silence in logs and tests
+    for item in tqdm(items, desc=f"render {_source_name(items)}", unit="row", disable=None):
         try:
             example = render(item)
         except RowError as e:
@@ -182,6 +185,10 @@ def _render_all(
             continue
         out.append(example)
     return out
+
+
+def _source_name(items: list[Item]) -> str:
+    return items[0].source if items else ""
 
 
 def _token_counter(cfg: Config, build: BuildConfig) -> tuple[Callable[[str], int], str | None]:
