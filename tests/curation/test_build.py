@@ -134,3 +134,66 @@ def test_cli_build_writes_outputs(tmp_path: Path) -> None:
     assert main(["build", str(path)]) == 0
     assert (tmp_path / "cli" / "train.jsonl").is_file()
     assert Config.model_validate(config).build is not None
+
+
+def test_rationale_column_renders_chain_of_thought_targets(tmp_path: Path) -> None:
+    rows = [
+        {**r, "why": f"because of reason {i}" if i % 3 else ""} for i, r in enumerate(sentences(9))
+    ]
+    data = write_csv(tmp_path / "d.csv", rows)
+    templates = [{"id": "s", "prompt": "{{ text }}\n{{ options_ }}", "target": "{{ answer }}"}]
+    result = build(tmp_path, [table_source(data, templates=templates, rationale="why")])
+    targets = {
+        r["meta"]["index"]: r["messages"][1]["content"]
+        for r in read_rows(result.out_dir / "train.jsonl")
+    }
+    assert targets[1] == "because of reason 1\nSo the final answer is negative."
+    assert targets[3] == "negative"  # an empty rationale: the plain answer
+
+
+def test_fewshot_budget_counts_tokens_of_the_configured_model(
+    tmp_path: Path, tiny_model_dir: Path, tiny_tok: Any
+) -> None:
+    data = write_csv(tmp_path / "d.csv", sentences(20))
+    source = table_source(
+        data, shots=[3], templates=[{"id": "s", "prompt": "{{ text }}", "target": "{{ answer }}"}]
+    )
+    budget = 120
+    cfg = Config.model_validate(
+        {
+            "model": {"path": str(tiny_model_dir)},
+            "build": {"sources": [source], "fewshot": {"max_length": budget}},
+            "output_dir": str(tmp_path / "tok"),
+        }
+    )
+    from instructune.curation.build import run_build
+
+    result = run_build(cfg)
+    rows = read_rows(result.out_dir / "train.jsonl")
+    for row in rows:
+        prompt, target = (m["content"] for m in row["messages"])
+        used = len(tiny_tok(prompt, add_special_tokens=False)["input_ids"])
+        assert (
+            used + len(tiny_tok(target, add_special_tokens=False)["input_ids"]) <= budget
+            or row["meta"]["shots"] == 0
+        )
+    assert min(r["meta"]["shots"] for r in rows) < 3  # exemplars were dropped to fit
+    assert any("tokens of" in n for n in result.report.notes)
+
+
+def test_validate_accepts_a_build_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from instructune.cli.main import main
+
+    path = tmp_path / "b.yaml"
+    path.write_text(
+        json.dumps({"build": {"sources": [table_source(tmp_path / "d.csv", shots=[0, 5])]}})
+    )
+    assert main(["validate", str(path)]) == 0
+    assert "shots" in capsys.readouterr().out
+    path.write_text(
+        json.dumps({"build": {"sources": [table_source(tmp_path / "d.csv", shot=[1])]}})
+    )
+    assert main(["validate", str(path)]) == 2
+    assert "unknown key; did you mean 'shots'?" in capsys.readouterr().err
