@@ -17,7 +17,7 @@ from instructune.config.build import BuildConfig, BuildSource
 from instructune.curation.options import OptionsClause, render_options
 from instructune.curation.sources import Item
 from instructune.curation.templates import BuildTemplate
-from instructune.data.conversation import Message, row_error
+from instructune.data.conversation import Message, RowError, row_error
 from instructune.data.templates import TemplateError
 
 __all__ = ["RATIONALE_FORMAT", "Example", "TableRenderer", "item_example"]
@@ -97,29 +97,49 @@ class TableRenderer:
         choices = self._choices(template, item)
         clause = render_options(choices, self.build.options.style, self.build.options.without, rng)
         prompt, target = self._render_one(template, item, clause)
-        exemplars = [self._render_one(template, e, clause) for e in self._exemplars(item, k, rng)]
-        full = self._with_exemplars(prompt, target, exemplars)
+        exemplars = self._exemplars(item, k, rng, template, clause)
+        full, shots = self._with_exemplars(prompt, target, exemplars)
         messages = [Message("user", full), Message("assistant", target)]
-        return Example(messages, _meta(item, template.id, len(exemplars), template.inverted))
+        return Example(messages, _meta(item, template.id, shots, template.inverted))
 
-    def _exemplars(self, item: Item, k: int, rng: random.Random) -> list[Item]:
+    def _exemplars(
+        self,
+        item: Item,
+        k: int,
+        rng: random.Random,
+        template: BuildTemplate,
+        clause: OptionsClause,
+    ) -> list[tuple[str, str]]:
+        """k train rows other than `item`, rendered like it (same template and OPTIONS)."""
         if k == 0 or not self.pool:
             return []
         drawn = rng.sample(range(len(self.pool)), min(k + 1, len(self.pool)))
-        return [self.pool[i] for i in drawn if self.pool[i].index != item.index][:k]
+        rendered: list[tuple[str, str]] = []
+        for other in (self.pool[i] for i in drawn if self.pool[i].index != item.index):
+            try:
+                rendered.append(self._render_one(template, other, clause))
+            except RowError:
+                continue  # that row fails on its own turn (counted there), not as an exemplar
+        return rendered[:k]
 
-    def _with_exemplars(self, prompt: str, target: str, exemplars: list[tuple[str, str]]) -> str:
-        """Exemplars before the prompt; dropped from the end while over the token budget."""
+    def _with_exemplars(
+        self, prompt: str, target: str, exemplars: list[tuple[str, str]]
+    ) -> tuple[str, int]:
+        """(prompt with exemplars before it, how many), dropping exemplars from the end while
+        prompt + target are over the token budget."""
+        budget = self.build.fewshot.max_length
+        used = len(exemplars)
+        while used and budget is not None:
+            size = self.count_tokens(self._join(prompt, exemplars[:used]))
+            if size + self.count_tokens(target) <= budget:
+                break
+            used -= 1
+        return self._join(prompt, exemplars[:used]), used
+
+    def _join(self, prompt: str, exemplars: list[tuple[str, str]]) -> str:
         delims = self.build.fewshot
-        budget = delims.max_length
-        while True:
-            parts = [p + delims.answer_delimiter + t for p, t in exemplars] + [prompt]
-            full = delims.example_delimiter.join(parts)
-            if not exemplars or budget is None:
-                return full
-            if self.count_tokens(full) + self.count_tokens(target) <= budget:
-                return full
-            exemplars.pop()
+        parts = [p + delims.answer_delimiter + t for p, t in exemplars]
+        return delims.example_delimiter.join([*parts, prompt])
 
     def _choices(self, template: BuildTemplate, item: Item) -> list[str]:
         if self.source.options is not None:
