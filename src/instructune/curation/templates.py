@@ -11,6 +11,7 @@ literals wherever it contains Jinja syntax, so FLAN text can't be misread either
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import json
 import re
@@ -130,7 +131,7 @@ def _compile(spec: TemplateSpec, default_id: str, has_label: bool) -> BuildTempl
     import jinja2
     import jinja2.meta
 
-    env = _environment()
+    env = _sandbox()
     name = spec.id or default_id
     parts = {"prompt": spec.prompt, "target": spec.target, "jinja": spec.jinja}
     parts["answer_choices"] = spec.answer_choices
@@ -162,6 +163,12 @@ def _compile(spec: TemplateSpec, default_id: str, has_label: bool) -> BuildTempl
         variables=all_vars,
         inverted=inverted,
     )
+
+
+@functools.cache
+def _sandbox() -> Any:
+    """One sandbox for every build template (created on first use, not at import)."""
+    return _environment()
 
 
 # ----------------------------------------------------------------------------- FLAN
