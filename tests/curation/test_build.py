@@ -197,3 +197,19 @@ def test_validate_accepts_a_build_config(
     )
     assert main(["validate", str(path)]) == 2
     assert "unknown key; did you mean 'shots'?" in capsys.readouterr().err
+
+
+def test_cli_bad_input_is_one_line_naming_template_column_and_row(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from instructune.cli.main import main
+
+    data = write_csv(tmp_path / "d.csv", [{"sentence": "x", "label": "pos"}])
+    path = tmp_path / "b.yaml"
+    path.write_text(
+        json.dumps({"build": {"sources": [table_source(data)]}, "output_dir": str(tmp_path / "o")})
+    )
+    assert main(["build", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: template 't0' of source 'toy' uses {{ text }}, column 'text'")
+    assert "d.csv:line 2" in err and len(err.strip().splitlines()) == 1

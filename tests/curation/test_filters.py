@@ -104,3 +104,13 @@ def test_length_filters_count_what_they_drop(tmp_path: Path) -> None:
     assert all(
         "tiny" not in r["messages"][0]["content"] for r in read_rows(result.out_dir / "train.jsonl")
     )
+
+
+def test_decontamination_counts_user_turns_of_messages_eval_files(tmp_path: Path) -> None:
+    rows = sentences(6)
+    data = write_csv(tmp_path / "d.csv", rows)
+    turns = [{"role": "user", "content": rows[2]["text"]}, {"role": "assistant", "content": "pos"}]
+    eval_file = write_jsonl(tmp_path / "e.jsonl", [{"messages": turns}])
+    result = build(tmp_path, [table_source(data)], decontaminate={"against": [str(eval_file)]})
+    assert result.report.sources["toy"].removed == {"contaminated": 1}
+    assert result.report.removed[0].matched == f"{eval_file}:line 1 messages[1]"

@@ -100,3 +100,30 @@ def test_oasst_all_paths_and_split_by_tree(tmp_path: Path) -> None:
     train_trees = {r["messages"][0]["content"].split()[0] for r in train}
     eval_trees = {r["messages"][0]["content"].split()[0] for r in evaluation}
     assert len(eval_trees) == 3 and not train_trees & eval_trees
+
+
+def test_bad_instances_are_counted_under_skip(tmp_path: Path) -> None:
+    task = {
+        **TASK,
+        "Instances": [*TASK["Instances"][:3], {"id": "bad", "input": "", "output": ["x"]}],
+    }
+    (tmp_path / "task.json").write_text(json.dumps(task), encoding="utf-8")
+    source = {"name": "ni", "path": str(tmp_path / "task.json"), "type": "natural_instructions"}
+    result = build(tmp_path, [source], on_error="skip")
+    assert result.train_rows == 3
+    assert result.report.sources["ni"].skipped == {"missing field 'input'": 1}
+    with pytest.raises(
+        ValueError, match=r"task.json:row 1 \(line 1\) Instances\[4\]: missing field 'input'"
+    ):
+        build(tmp_path, [source], "strict")
+
+
+def test_oasst_languages_filter_messages(tmp_path: Path) -> None:
+    trees = [tree(0), tree(1)]
+    trees[1]["prompt"]["lang"] = "de"
+    data = write_jsonl(tmp_path / "trees.jsonl", trees)
+    source = {"name": "oa", "path": str(data), "type": "oasst", "oasst": {"languages": ["en"]}}
+    result = build(tmp_path, [source])
+    rows = read_rows(result.out_dir / "train.jsonl")
+    assert [r["messages"][0]["content"] for r in rows] == ["t0 question"]
+    assert result.report.sources["oa"].notes["other language"] == 1
