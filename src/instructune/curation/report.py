@@ -118,11 +118,13 @@ class BuildReport:
         return "\n".join(lines) + "\n"
 
     def _mixture_md(self) -> list[str]:
-        lines = ["", "## Mixture", "", "| source | available | requested | realised | share |"]
-        lines.append("|---|---:|---|---:|---:|")
+        lines = ["", "## Mixture (train)", ""]
+        lines.append("| source | available | requested | requested share | realised | share |")
+        lines.append("|---|---:|---|---:|---:|---:|")
         for m in self.mixture:
+            wanted = "—" if m.requested_share is None else f"{m.requested_share:.1%}"
             lines.append(
-                f"| {m.source} | {m.available} | {m.requested} | {m.realised} "
+                f"| {m.source} | {m.available} | {m.requested} | {wanted} | {m.realised} "
                 f"| {m.realised_share:.1%} |"
             )
         return lines
