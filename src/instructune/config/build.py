@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class _Strict(BaseModel):
+    # `schema.StrictModel`'s settings; schema imports this module, so it can't be imported here.
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 

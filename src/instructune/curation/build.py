@@ -223,6 +223,8 @@ def _write(
     written = {TRAIN_FILE: _write_jsonl(out_dir / TRAIN_FILE, train)}
     if evaluation is not None:
         written[EVAL_FILE] = _write_jsonl(out_dir / EVAL_FILE, evaluation)
+    else:
+        (out_dir / EVAL_FILE).unlink(missing_ok=True)  # a stale split of an earlier build
     report.outputs = {name: n for name, n in written.items()}
     report.write(out_dir)
     lineage = _lineage(build, loaded, out_dir, list(written))

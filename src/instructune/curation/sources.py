@@ -74,7 +74,7 @@ def table_items(
 ) -> list[Item]:
     """Every row of a table source, checked against the templates before anything renders."""
     used = sorted(set().union(*(t.fields() for t in templates)))
-    needs_answer = any("answer" in t.variables or "options_" in t.variables for t in templates)
+    needs_answer = any("answer" in t.variables for t in templates)
     if needs_answer and source.label is None:
         used = sorted({*used, "answer"})  # without a label, `answer` is a column
     items: list[Item] = []

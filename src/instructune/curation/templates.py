@@ -26,7 +26,7 @@ from pydantic import ValidationError
 
 from instructune.config.build import BuildSource, FlanTemplates, TemplateSpec
 from instructune.curation.builtin import BUILTIN_SETS
-from instructune.data.templates import TemplateError, _environment
+from instructune.data.templates import TemplateError, sandbox_environment
 
 __all__ = ["SPECIAL", "BuildTemplate", "load_templates"]
 
@@ -168,7 +168,7 @@ def _compile(spec: TemplateSpec, default_id: str, has_label: bool) -> BuildTempl
 @functools.cache
 def _sandbox() -> Any:
     """One sandbox for every build template (created on first use, not at import)."""
-    return _environment()
+    return sandbox_environment()
 
 
 # ----------------------------------------------------------------------------- FLAN
