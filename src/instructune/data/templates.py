@@ -274,7 +274,7 @@ def compile_template(name: str, source: str, tokenizer: Any) -> Template:
 
 
 def sandbox_environment() -> jinja2.Environment:
-    """A new sandbox like the one chat templates render in (`instructune build` templates use it)."""
+    """A new sandbox like the one chat templates render in (used by `instructune build`)."""
     return _environment()
 
 
