@@ -57,6 +57,7 @@ class _Loaded:
 
 
 def run_build(cfg: Config) -> BuildResult:
+    """Build `cfg.build` into `cfg.output_dir`; bad input raises before any file is written."""
     if cfg.build is None:
         raise ValueError("instructune build needs a `build:` section in the config")
     build = cfg.build
