@@ -104,16 +104,18 @@ class BuildReport:
                 f"| {name} | {s.rows_in} | {sum(s.skipped.values())} | {sum(s.removed.values())} "
                 f"| {s.train_rows} | {s.eval_rows} | {s.mixed_rows} |"
             )
-        lines += ["", "## Drops by reason", ""]
+        drops = []
         for name, s in self.sources.items():
             for reason, n in sorted((s.skipped + s.removed + s.notes).items()):
                 example = s.skip_examples.get(reason, "")
-                lines.append(f"- {name}: {reason}: {n}" + (f" (e.g. {example})" if example else ""))
-        lines += ["", "## Label balance", ""]
-        for name, s in self.sources.items():
-            if s.labels:
-                shown = ", ".join(f"{k}: {v}" for k, v in sorted(s.labels.items()))
-                lines.append(f"- {name}: {shown}")
+                drops.append(f"- {name}: {reason}: {n}" + (f" (e.g. {example})" if example else ""))
+        lines += ["", "## Drops by reason", "", *(drops or ["- none"])]
+        balance = [
+            f"- {name}: " + ", ".join(f"{k}: {v}" for k, v in sorted(s.labels.items()))
+            for name, s in self.sources.items()
+            if s.labels
+        ]
+        lines += ["", "## Label balance (train mix)", "", *(balance or ["- no labels"])]
         lines += self._mixture_md() + self._removed_md() + self._clusters_md()
         return "\n".join(lines) + "\n"
 
@@ -130,7 +132,7 @@ class BuildReport:
         return lines
 
     def _removed_md(self) -> list[str]:
-        lines = ["", "## Removed rows", ""]
+        lines = ["", "## Removed rows", ""] + ([] if self.removed else ["- none"])
         for r in self.removed:
             if r.reason == "contaminated":
                 lines.append(
