@@ -119,11 +119,12 @@ def test_bad_instances_are_counted_under_skip(tmp_path: Path) -> None:
 
 
 def test_oasst_languages_filter_messages(tmp_path: Path) -> None:
-    trees = [tree(0), tree(1)]
+    trees = [tree(0), tree(1), {"message_tree_id": "lone", "prompt": msg("unanswered", "prompter")}]
     trees[1]["prompt"]["lang"] = "de"
     data = write_jsonl(tmp_path / "trees.jsonl", trees)
     source = {"name": "oa", "path": str(data), "type": "oasst", "oasst": {"languages": ["en"]}}
     result = build(tmp_path, [source])
     rows = read_rows(result.out_dir / "train.jsonl")
     assert [r["messages"][0]["content"] for r in rows] == ["t0 question"]
-    assert result.report.sources["oa"].notes["other language"] == 1
+    notes = result.report.sources["oa"].notes
+    assert notes["other language"] == 1 and notes["path without an assistant reply"] == 1

@@ -26,7 +26,7 @@ _ROLES: dict[str, Role] = {"prompter": "user", "assistant": "assistant"}
 
 
 def oasst_items(source: BuildSource, skips: SkipCounter, counts: Counter[str]) -> list[Item]:
-    """Conversations of every tree; `counts` gets `deleted`/`other language` skips."""
+    """Conversations of every tree; `counts` gets the messages and paths passed over."""
     items: list[Item] = []
     for tree_index, (location, row) in enumerate(read_source_rows(source, skips)):
         root = row.get("prompt", row)
@@ -39,9 +39,13 @@ def oasst_items(source: BuildSource, skips: SkipCounter, counts: Counter[str]) -
         seen: set[tuple[str, ...]] = set()
         for path in _paths(root, source, counts):
             turns = _turns(path, location, skips)
-            if turns is None or tuple(m.content for m in turns) in seen:
+            if turns is None:
+                continue  # counted by `skips`
+            key = tuple(m.content for m in turns)
+            if not turns or key in seen:
+                counts["path without an assistant reply" if not turns else "repeated path"] += 1
                 continue
-            seen.add(tuple(m.content for m in turns))
+            seen.add(key)
             content = "\n".join(m.content for m in turns)
             items.append(Item(source.name, len(items), location, tree_id, content, messages=turns))
     if not items:
@@ -51,6 +55,7 @@ def oasst_items(source: BuildSource, skips: SkipCounter, counts: Counter[str]) -
 
 def _usable(message: Any, source: BuildSource, counts: Counter[str]) -> bool:
     if not isinstance(message, dict):
+        counts["malformed message"] += 1
         return False
     if message.get("deleted"):
         counts["deleted message"] += 1
@@ -84,6 +89,8 @@ def _rank(message: dict[str, Any]) -> float:
 
 
 def _turns(path: list[dict[str, Any]], location: str, skips: SkipCounter) -> list[Message] | None:
+    """The path's turns without trailing user turns ([] without an assistant reply); None when
+    a message is malformed (handled by `skips`)."""
     turns: list[Message] = []
     for depth, message in enumerate(path):
         role = _ROLES.get(str(message.get("role")))
@@ -102,5 +109,5 @@ def _turns(path: list[dict[str, Any]], location: str, skips: SkipCounter) -> lis
     while turns and turns[-1].role == "user":
         turns.pop()
     if not turns or turns[0].role != "user" or len(turns) < 2:
-        return None
+        return []
     return turns
