@@ -31,6 +31,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q -n 2 --dist loadgroup
 
 demo: $(STAMP)
+	$(VENV)/bin/instructune build configs/build-demo.yaml
 	$(VENV)/bin/instructune prepare configs/demo.yaml
 	$(VENV)/bin/instructune train configs/demo.yaml
 	$(VENV)/bin/instructune eval configs/demo-eval.yaml

@@ -11,7 +11,7 @@ import pytest
 from instructune.config import Config
 from instructune.training.run import run_train
 
-DATA = Path(__file__).resolve().parents[2] / "data" / "promises" / "train.jsonl"
+DATA = Path(__file__).resolve().parents[2] / "data" / "promises" / "test.jsonl"
 
 
 @pytest.mark.slow

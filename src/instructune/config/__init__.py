@@ -1,5 +1,6 @@
 """Typed configuration: schema (pydantic) and YAML loading with dotted overrides."""
 
+from instructune.config.build import BuildConfig, BuildSource
 from instructune.config.loading import ConfigError, dump_config, load_config
 from instructune.config.schema import (
     Config,
@@ -14,6 +15,8 @@ from instructune.config.schema import (
 )
 
 __all__ = [
+    "BuildConfig",
+    "BuildSource",
     "Config",
     "ConfigError",
     "DataConfig",

@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from instructune.config.build import BuildConfig
+
 EMBEDDED_MODEL = "smollm2-135m-instruct"
 
 
@@ -240,6 +242,8 @@ class Config(StrictModel):
     quantization: QuantizationConfig = QuantizationConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig | None = None
+    build: BuildConfig | None = None
+    """`instructune build`: instruction rows from labelled data (see `config/build.py`)."""
     adapter: str | None = None
     """A training output_dir (or adapter folder) to evaluate/serve on top of `model`."""
     output_dir: str = "runs/default"

@@ -109,6 +109,9 @@ def _as_text(value: Any, key: str, location: str) -> str:
 def _label(row: Row, location: str, columns: Columns) -> str | None:
     key = columns.get("label", "label")
     value = row.get(key)
+    meta = row.get("meta")
+    if key not in row and isinstance(meta, dict):  # rows written by `instructune build`
+        value = meta.get("label")
     if value is None or value == "":
         return None
     if isinstance(value, bool):

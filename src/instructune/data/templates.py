@@ -273,6 +273,11 @@ def compile_template(name: str, source: str, tokenizer: Any) -> Template:
     return Template(name=name, source_text=source, _compiled=compiled, _context=context)
 
 
+def sandbox_environment() -> jinja2.Environment:
+    """A new sandbox like the one chat templates render in (used by `instructune build`)."""
+    return _environment()
+
+
 def _environment() -> jinja2.Environment:
     """The sandbox HF renders chat templates in, with `{% generation %}` as a no-op block."""
     import jinja2

@@ -1,0 +1,1 @@
+"""Dataset curation: `instructune build` turns labelled data into instruction rows."""
