@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from instructune.config import Config, ModelConfig
+from instructune.config.schema import Method, QuantizationConfig
 
 if TYPE_CHECKING:
     import torch
@@ -228,8 +229,8 @@ def resolve_adapter(adapter: str | None) -> tuple[Path | None, str | None]:
 def load_base(
     model_cfg: ModelConfig,
     dtype: torch.dtype | None = None,
-    method: str = "full",
-    quantization: Any = None,
+    method: Method = "full",
+    quantization: QuantizationConfig | None = None,
 ) -> Any:
     """`model_cfg`'s model for inference: dense in `dtype` (default float32 on CPU, else bf16 when
     native), or 4-bit for `method: qlora` (evaluation measures the model training saw)."""
@@ -237,9 +238,9 @@ def load_base(
 
     if dtype is None:
         dtype = resolve_dtype("auto", model_cfg.dtype, for_training=False)
-    if method != "qlora":
-        method = "full"  # lora differs from full only in what trains
-    return load_model(model_cfg, dtype, method, quantization, for_training=False)  # type: ignore[arg-type]
+    # lora differs from full only in what trains: both load the dense model.
+    dense: Method = "qlora" if method == "qlora" else "full"
+    return load_model(model_cfg, dtype, dense, quantization, for_training=False)
 
 
 def load_adapter(

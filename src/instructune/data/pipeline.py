@@ -18,7 +18,7 @@ import numpy as np
 from instructune.config import DataConfig, DataSource
 from instructune.data.audit import audit
 from instructune.data.conversation import Conversation
-from instructune.data.examples import Example, Examples
+from instructune.data.examples import IGNORE_INDEX, Example, Examples
 from instructune.data.lineage import dataset_hash
 from instructune.data.loading import load_conversations
 from instructune.data.packing import Packed, pack, packing_efficiency
@@ -200,7 +200,7 @@ def split_stats(
         trained = examples.trained_tokens()
     else:
         lengths = [len(e.input_ids) for e in examples]
-        trained = int(sum(int(np.count_nonzero(e.labels != -100)) for e in examples))
+        trained = int(sum(int(np.count_nonzero(e.labels != IGNORE_INDEX)) for e in examples))
     stats = SplitStats(
         examples=len(examples), tokens=int(sum(lengths)), trained_tokens=trained, lengths=lengths
     )

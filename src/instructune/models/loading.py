@@ -11,17 +11,15 @@ from __future__ import annotations
 import logging
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
-from instructune.config.schema import ModelConfig, QuantizationConfig
+from instructune.config.schema import Method, ModelConfig, QuantizationConfig
 from instructune.models.resolve import ResolvedModel, resolve_model
 
 if TYPE_CHECKING:
     import torch
 
 logger = logging.getLogger(__name__)
-
-Method = Literal["lora", "qlora", "full"]
 
 _CPU_BF16_FLAGS = {"avx512_bf16", "amx_bf16", "bf16"}  # x86 AVX512/AMX, Arm `bf16` feature
 

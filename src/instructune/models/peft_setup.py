@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from instructune.artifacts import ADAPTER_WEIGHTS_FILE, TEMPLATE_FILE
-from instructune.config.schema import LoraConfig
+from instructune.config.schema import LoraConfig, Method
 
 if TYPE_CHECKING:
     import torch
 
 logger = logging.getLogger(__name__)
 
-Method = Literal["lora", "qlora", "full"]
 # Reentrant checkpointing drops the grads of frozen inputs, and torch warns when it isn't chosen.
 _CHECKPOINT_KWARGS = {"use_reentrant": False}
 

@@ -118,6 +118,8 @@ def _build_trainer(
     callbacks: Sequence[Any],
 ) -> InstructTrainer:
     """The stock Trainer with our loss, collator and callbacks (metrics, progress, reports)."""
+    from instructune.models import pad_token_id
+
     train_set, eval_set = datasets
     counter, clock = meters
     out = cfg.output_path
@@ -129,7 +131,7 @@ def _build_trainer(
         args=args,
         train_dataset=train_set,
         eval_dataset=eval_set,
-        data_collator=train_set.collator(tokenizer.pad_token_id),
+        data_collator=train_set.collator(pad_token_id(tokenizer)),
         processing_class=tokenizer,
         callbacks=[
             clock,
@@ -141,7 +143,7 @@ def _build_trainer(
         ],
         loss_chunk_size=cfg.train.loss_chunk_size,
         label_smoothing=cfg.train.label_smoothing,
-        pad_token_id=tokenizer.pad_token_id,
+        pad_token_id=pad_token_id(tokenizer),
         counter=counter,
     )
 
