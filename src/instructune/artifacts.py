@@ -134,6 +134,14 @@ class RunDir:
             return handle.read()
 
 
+def write_template(folder: Path, text: str) -> Path:
+    """Save the template byte for byte (newline="": it is compared against at load time)."""
+    path = Path(folder) / TEMPLATE_FILE
+    with open(path, "w", encoding="utf-8", newline="") as handle:
+        handle.write(text)
+    return path
+
+
 @dataclass
 class Bundle:
     """A loaded model with the tokenizer and template it is prompted with."""
@@ -306,4 +314,5 @@ __all__ = [
     "load_run_template",
     "load_run_tokenizer",
     "resolve_adapter",
+    "write_template",
 ]

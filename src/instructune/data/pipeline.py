@@ -118,8 +118,18 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _prepare(cfg: DataConfig, tokenizer: Any) -> PreparedData:
-    template = load_template(cfg.template, tokenizer)
+@dataclass
+class Splits:
+    """The conversations of each split before tokenization, as training divides them."""
+
+    train: list[Conversation]
+    eval: list[Conversation]
+    sources: list[SourceReport]
+    dropped: Counter[str]
+
+
+def load_splits(cfg: DataConfig) -> Splits:
+    """Read the sources, drop duplicates, and hold out eval (its files, or `eval_fraction`)."""
     train_convs, reports = load_sources(cfg.train, cfg)
     dropped: Counter[str] = Counter()
     for report in reports:
@@ -134,6 +144,15 @@ def _prepare(cfg: DataConfig, tokenizer: Any) -> PreparedData:
             dropped.update({f"eval_{k}": v for k, v in report.dropped.items()})
     else:
         train_convs, eval_convs = train_eval_split(train_convs, cfg.eval_fraction, cfg.seed)
+    return Splits(train_convs, eval_convs, reports, dropped)
+
+
+def _prepare(cfg: DataConfig, tokenizer: Any) -> PreparedData:
+    template = load_template(cfg.template, tokenizer)
+    splits = load_splits(cfg)
+    train_convs, eval_convs = splits.train, splits.eval
+    reports, dropped = splits.sources, splits.dropped
+    del splits
     # train rows are freed as they are encoded; only the audit's sample keeps its conversation
     train_enc = encode_conversations(
         _Drain(train_convs), template, tokenizer, cfg, keep_conversations=PROMPT_CHECKS

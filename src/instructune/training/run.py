@@ -24,7 +24,7 @@ from instructune.artifacts import (
     METRICS_FILE,
     PLOT_FILE,
     RESULTS_FILE,
-    TEMPLATE_FILE,
+    write_template,
 )
 from instructune.config import Config, ConfigError
 from instructune.data.pipeline import PreparedData, prepare_dataset
@@ -225,8 +225,7 @@ def _save(trainer: Any, cfg: Config, tokenizer: Any, template_text: str, out: Pa
         return
     # The Trainer's save gathers sharded (FSDP/DeepSpeed) weights; it also saves the tokenizer.
     trainer.save_model(str(out))
-    with open(out / TEMPLATE_FILE, "w", encoding="utf-8", newline="") as handle:
-        handle.write(template_text)
+    write_template(out, template_text)
 
 
 def _manifest_extra(
