@@ -101,8 +101,20 @@ class ParityReport:
 def parity_prompts(
     run: RunDir | None, template: Template, tokenizer: Any, count: int = 4, max_tokens: int = 256
 ) -> tuple[list[list[int]], str]:
-    """Token ids of up to `count` held-out conversations (the run's eval split when it recorded
-    one), else of the built-in chats, each rendered with `template`; and where they came from."""
+    """Token ids of `parity_texts` (at most `max_tokens` each); and where they came from."""
+    texts, source = parity_texts(run, template, count)
+    return encode_texts(tokenizer, texts, max_tokens), source
+
+
+def encode_texts(tokenizer: Any, texts: Sequence[str], max_tokens: int = 256) -> list[list[int]]:
+    """Ids of rendered texts (the template writes any BOS itself), cut to `max_tokens`."""
+    ids = [list(tokenizer(t, add_special_tokens=False)["input_ids"])[:max_tokens] for t in texts]
+    return [i for i in ids if len(i) > 1]
+
+
+def parity_texts(run: RunDir | None, template: Template, count: int = 4) -> tuple[list[str], str]:
+    """Up to `count` held-out conversations (the run's eval split when it recorded one), else the
+    built-in chats, each rendered in full with `template`; and where they came from."""
     from instructune.data.conversation import Message
 
     texts, source = _held_out_texts(run, template, count)
@@ -112,8 +124,7 @@ def parity_prompts(
             for q, a in BUILTIN_CHATS[:count]
         ]
         source = f"built-in chats ({source})"
-    ids = [list(tokenizer(t, add_special_tokens=False)["input_ids"])[:max_tokens] for t in texts]
-    return [i for i in ids if len(i) > 1], source
+    return texts, source
 
 
 def _held_out_texts(run: RunDir | None, template: Template, count: int) -> tuple[list[str], str]:
@@ -197,5 +208,7 @@ __all__ = [
     "ParityReport",
     "compare_logits",
     "compute_logits",
+    "encode_texts",
     "parity_prompts",
+    "parity_texts",
 ]
