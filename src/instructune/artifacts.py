@@ -291,9 +291,9 @@ def load_run_tokenizer(run: RunDir | None, model_cfg: ModelConfig) -> Any:
     if run is not None and run.has_tokenizer:
         from transformers import AutoTokenizer
 
-        from instructune.models.loading import ensure_pad_token
+        from instructune.models import prepare_tokenizer
 
-        return ensure_pad_token(AutoTokenizer.from_pretrained(str(run.path)), str(run.path))
+        return prepare_tokenizer(AutoTokenizer.from_pretrained(str(run.path)), str(run.path))
     from instructune.models import load_tokenizer
 
     return load_tokenizer(model_cfg)
