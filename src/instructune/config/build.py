@@ -9,15 +9,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from instructune.config.base import StrictModel
 
 
-class _Strict(BaseModel):
-    # `schema.StrictModel`'s settings; schema imports this module, so it can't be imported here.
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class TemplateSpec(_Strict):
+class TemplateSpec(StrictModel):
     """One template: `prompt` + `target` (Jinja), or a promptsource `jinja: "prompt ||| target"`.
 
     Placeholders are the source's fields (`{{ sentence }}`), `{{ answer }}` (the label's option
@@ -49,14 +46,14 @@ class TemplateSpec(_Strict):
         return self
 
 
-class FlanTemplates(_Strict):
+class FlanTemplates(StrictModel):
     flan: str
     """Path to a FLAN templates JSON: `{task: [[input_template, target_template], ...]}`."""
     task: str
     """The task whose templates are used (e.g. `sst2`); unknown names list the file's tasks."""
 
 
-class NaturalInstructionsOptions(_Strict):
+class NaturalInstructionsOptions(StrictModel):
     """Tk-Instruct encodings of a Super-NaturalInstructions task file."""
 
     encoding: Literal["definition", "pos", "pos_neg", "pos_neg_expl"] = "pos"
@@ -68,7 +65,7 @@ class NaturalInstructionsOptions(_Strict):
     """Use at most this many instances of the task (file order)."""
 
 
-class OasstOptions(_Strict):
+class OasstOptions(StrictModel):
     paths: Literal["best", "all"] = "best"
     """`best`: one conversation per tree following the best-ranked reply at each turn;
     `all`: every root-to-leaf path."""
@@ -76,7 +73,7 @@ class OasstOptions(_Strict):
     """Keep only messages whose `lang` is listed (e.g. [en]); default all."""
 
 
-class BuildSource(_Strict):
+class BuildSource(StrictModel):
     name: str = Field(min_length=1)
     """Names the source in `meta.source`, errors and the report."""
     path: str
@@ -131,7 +128,7 @@ class BuildSource(_Strict):
         return self
 
 
-class OptionsStyle(_Strict):
+class OptionsStyle(StrictModel):
     style: Literal["fixed", "varied"] = "fixed"
     """`fixed`: FLAN's "OPTIONS:\\n- a\\n- b"; `varied`: a seeded header and item marker per row
     (Flan 2022); with lettered markers the target is the letter."""
@@ -139,7 +136,7 @@ class OptionsStyle(_Strict):
     """Share of rows rendered with an empty OPTIONS clause."""
 
 
-class FewShotOptions(_Strict):
+class FewShotOptions(StrictModel):
     max_length: int | None = Field(default=None, gt=0)
     """Token budget of prompt + target: exemplars are dropped from the end to fit. Counted with
     the tokenizer of `model` when the config sets `model:`, else in whitespace-separated words."""
@@ -149,14 +146,14 @@ class FewShotOptions(_Strict):
     """Between an exemplar's prompt and its target."""
 
 
-class DedupOptions(_Strict):
+class DedupOptions(StrictModel):
     exact: bool = True
     """Drop rows whose normalized text (lowercased, whitespace folded) was seen before."""
     near: float | None = Field(default=None, gt=0.0, lt=1.0)
     """MinHash LSH Jaccard threshold over word 5-grams (256 permutations); null: off."""
 
 
-class DecontaminateOptions(_Strict):
+class DecontaminateOptions(StrictModel):
     against: list[str] = Field(min_length=1)
     """Eval files (any reader format) whose text must not appear in the built rows."""
     ngram: int = Field(default=13, gt=0)
@@ -168,14 +165,14 @@ class DecontaminateOptions(_Strict):
     """Eval texts shorter than this are ignored (a one-word answer would match everything)."""
 
 
-class LengthFilter(_Strict):
+class LengthFilter(StrictModel):
     min_prompt_words: int | None = Field(default=None, ge=0)
     max_prompt_words: int | None = Field(default=None, gt=0)
     min_target_words: int | None = Field(default=None, ge=0)
     max_target_words: int | None = Field(default=None, gt=0)
 
 
-class BuildConfig(_Strict):
+class BuildConfig(StrictModel):
     seed: int = 0
     sources: list[BuildSource] = Field(min_length=1)
     eval_fraction: float = Field(default=0.0, ge=0.0, lt=1.0)

@@ -9,8 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from instructune.config.base import StrictModel
 from instructune.config.build import BuildConfig
 
 EMBEDDED_MODEL = "smollm2-135m-instruct"
@@ -37,10 +38,6 @@ def known_format(v: str | None) -> str | None:
     if v is None or v in FORMAT_NAMES:
         return v
     raise ValueError(f"unknown format {v!r}; choose one of {list(FORMAT_NAMES)} or omit it")
-
-
-class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 class ModelConfig(StrictModel):
