@@ -11,7 +11,7 @@ slot for the next prompt between steps. Greedy output equals `model.generate(do_
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -20,10 +20,10 @@ from instructune.inference.prompts import (
     TemplateLike,
     encode_text,
     end_of_turn,
-    pad_token_id,
     stop_token_ids,
 )
 from instructune.inference.sampling import SamplingParams
+from instructune.models.loading import pad_token_id
 
 if TYPE_CHECKING:
     from instructune.data.conversation import Message
@@ -72,7 +72,7 @@ class Engine:
         self.name = name
         self.stop_ids = list(stop_ids) if stop_ids else stop_token_ids(template, tokenizer)
         self.end_of_turn = end_of_turn(template, tokenizer)[0]
-        self.pad_id = pad_token_id(tokenizer, self.stop_ids)
+        self.pad_id = pad_token_id(tokenizer)
         config = getattr(model, "config", None)
         self.max_length = int(getattr(config, "max_position_embeddings", None) or _FALLBACK_CONTEXT)
 
@@ -126,9 +126,11 @@ class Engine:
         self,
         prompts: Sequence[str],
         params: SamplingParams | Sequence[SamplingParams] = GREEDY,
+        on_done: Callable[[int], None] | None = None,
     ) -> list[Completion]:
         """Continue every prompt; up to `max_batch_size` rows decode together, a finished row's
-        slot going to the next prompt (longest prompts first, to pad little)."""
+        slot going to the next prompt (longest prompts first, to pad little). `on_done(1)` is
+        called per finished prompt (a progress bar's `update`)."""
         per_row = [params] * len(prompts) if isinstance(params, SamplingParams) else list(params)
         if len(per_row) != len(prompts):
             raise ValueError(f"{len(prompts)} prompts but {len(per_row)} sampling params")
@@ -137,6 +139,8 @@ class Engine:
         out: list[Completion | None] = [None] * len(rows)
         for row in self._drive(pending):
             out[row.tag] = _completion(row)
+            if on_done is not None:
+                on_done(1)
         return [c for c in out if c is not None]
 
     def chat(

@@ -71,9 +71,3 @@ def stop_token_ids(template: TemplateLike, tokenizer: Any) -> list[int]:
     if not ids:
         raise ValueError("the tokenizer has no EOS token and the template no end-of-turn token")
     return ids
-
-
-def pad_token_id(tokenizer: Any, stop_ids: Sequence[int]) -> int:
-    """The id left padding uses: the pad token, else the first stop id (masked out anyway)."""
-    pad = tokenizer.pad_token_id
-    return int(pad) if pad is not None else int(stop_ids[0])
