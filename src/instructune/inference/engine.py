@@ -28,7 +28,7 @@ from instructune.models.loading import pad_token_id
 if TYPE_CHECKING:
     from instructune.data.conversation import Message
 
-__all__ = ["Completion", "Engine", "SamplingParams"]
+__all__ = ["Completion", "Engine", "SamplingParams", "Stream"]
 
 DEFAULT_MAX_BATCH = 8
 _FALLBACK_CONTEXT = 2048
@@ -151,19 +151,10 @@ class Engine:
         """`generate` on each conversation rendered with the template's generation prompt."""
         return self.generate([self.render(c) for c in conversations], params)
 
-    def stream(self, prompt: str, params: SamplingParams = GREEDY) -> Iterator[str]:
-        """Text deltas of one prompt's continuation as they are decoded (stop strings held back
-        until they can't match)."""
-        batch = self.new_batch()
-        row = self.row(prompt, params)
-        batch.add([row])
-        while True:
-            delta = row.take_delta()
-            if delta:
-                yield delta
-            if row.finished:
-                return
-            batch.step()
+    def stream(self, prompt: str, params: SamplingParams = GREEDY) -> Stream:
+        """One prompt's continuation as text deltas while it is decoded (a possible stop string
+        is held back until it can't match); `.completion` is set once iteration ends."""
+        return Stream(self, self.row(prompt, params))
 
     def _drive(self, pending: deque[Row]) -> Iterator[Row]:
         """Decode `pending` with continuous batching; yield rows as they finish."""
@@ -175,6 +166,28 @@ class Engine:
             else:
                 batch.step()
             yield from batch.pop_finished()
+
+
+class Stream:
+    """Iterate for text deltas; afterwards `completion` holds the finished result."""
+
+    def __init__(self, engine: Engine, row: Row) -> None:
+        self._engine = engine
+        self._row = row
+        self.completion: Completion | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        batch = self._engine.new_batch()
+        row = self._row
+        batch.add([row])
+        while True:
+            delta = row.take_delta()
+            if delta:
+                yield delta
+            if row.finished:
+                self.completion = _completion(row)
+                return
+            batch.step()
 
 
 def _completion(row: Row) -> Completion:
