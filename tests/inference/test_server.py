@@ -132,6 +132,35 @@ def test_chat_per_adapter_equals_engine(client: openai.OpenAI, engines: dict[str
         )
 
 
+def test_concurrent_requests_for_two_adapters(
+    client: openai.OpenAI, engines: dict[str, Engine]
+) -> None:
+    """Rows of different adapters never share a forward: each answer equals its adapter's own."""
+    names = list(engines) * 4
+    questions = [f"What is {i} plus {i}?" for i in range(len(names))]
+
+    def ask(k: int) -> str | None:
+        msgs = [{"role": "user", "content": questions[k]}]
+        out = client.chat.completions.create(model=names[k], messages=msgs, max_tokens=N)  # type: ignore[arg-type]
+        return out.choices[0].message.content
+
+    with ThreadPoolExecutor(len(names)) as pool:
+        got = list(pool.map(ask, range(len(names))))
+    params = SamplingParams(max_new_tokens=N)
+    refs = [
+        engines[name].chat([[{"role": "user", "content": q}]], params)[0].text
+        for name, q in zip(names, questions, strict=True)
+    ]
+    assert got == refs
+    # the adapters answer differently, so a row decoded with the wrong one would show
+    first, second = list(engines.values())
+    assert any(
+        first.chat([[{"role": "user", "content": q}]], params)[0].text
+        != second.chat([[{"role": "user", "content": q}]], params)[0].text
+        for q in questions
+    )
+
+
 def test_chat_stream_equals_non_stream(client: openai.OpenAI, tiny_lora_run: Path) -> None:
     kw: dict[str, Any] = {"model": tiny_lora_run.name, "messages": MESSAGES, "max_tokens": N}
     whole = client.chat.completions.create(**kw)
