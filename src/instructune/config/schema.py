@@ -109,7 +109,8 @@ class DataConfig(StrictModel):
 
 class LoraConfig(StrictModel):
     r: int = Field(default=16, gt=0)
-    alpha: float = 32
+    alpha: float = Field(default=32, gt=0)
+    """LoRA scaling numerator (the update is scaled by alpha / r); 0 would train nothing."""
     dropout: float = Field(default=0.05, ge=0.0, lt=1.0)
     target_modules: list[str] | Literal["all-linear"] = ["q_proj", "k_proj", "v_proj", "o_proj"]
     layers_to_transform: list[int] | None = None

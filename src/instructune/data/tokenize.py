@@ -46,6 +46,7 @@ from instructune.config.schema import DataConfig
 from instructune.data.audit import AuditError, render_example
 from instructune.data.conversation import Conversation
 from instructune.data.examples import Example, Examples, build_block, build_labels
+from instructune.data.template_sandbox import TemplateLimitError
 from instructune.data.templates import (
     Rendered,
     Template,
@@ -387,6 +388,8 @@ def _fail_or_count(
     e: Exception, source: str, name: str, cfg: DataConfig, result: EncodeResult
 ) -> None:
     reason = "template_mismatch" if isinstance(e, TemplateMismatch) else "template_error"
+    if isinstance(e, TemplateLimitError):  # the template itself is at fault: every row would be
+        raise TemplateError(f"template {name!r} at {source}: {e}") from e
     if cfg.on_error == "skip":
         result.dropped[reason] += 1
         return

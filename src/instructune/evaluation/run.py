@@ -70,6 +70,9 @@ def run_eval(cfg: Config, fail_on_regression: bool | None = None) -> EvalResult:
         raise ValueError("eval needs an `eval:` section with at least one task under eval.tasks")
     import torch
 
+    from instructune.output_dir import check_output_dir
+
+    check_output_dir(cfg.output_path)
     torch.manual_seed(ecfg.seed)
     out_dir = cfg.output_path
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -116,6 +119,9 @@ def resolve_adapter(adapter: str | None) -> tuple[Path | None, str | None]:
     if not path.is_dir():
         raise FileNotFoundError(f"adapter {adapter!r} is not a folder (a training output_dir)")
     if (path / "adapter_config.json").is_file():
+        from instructune.models.peft_setup import check_adapter_weights
+
+        check_adapter_weights(path)
         return path, "peft"
     if (path / "config.json").is_file():
         return path, "merged"
@@ -245,6 +251,11 @@ def _evaluate_models(
     if assets.adapter_dir is not None:
         passes.append("tuned")
     model = _load_base(cfg) if passes[0] == "base" or assets.adapter_kind == "peft" else None
+    if assets.adapter_kind == "peft":
+        from instructune.models.peft_setup import check_adapter_fits
+
+        # before the base pass: a mismatch would otherwise surface only after it, as a shape error
+        check_adapter_fits(assets.adapter_dir, model, cfg.model.path)  # type: ignore[arg-type]
     for name in passes:
         if name == "tuned" and assets.adapter_kind == "merged":
             del model  # a merged model replaces the base: never hold both
