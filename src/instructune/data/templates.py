@@ -4,7 +4,8 @@ Three kinds, all Jinja rendered in an immutable sandbox the way `apply_chat_temp
 (trim_blocks, lstrip_blocks, `raise_exception`, special tokens in the context):
 
 - `chat`: the tokenizer's own `chat_template`, so training text matches what serving sends.
-- `alpaca`: the Stanford Alpaca recipe, character for character (see `ALPACA_TEMPLATE`).
+- `alpaca`: the Stanford Alpaca recipe, character for character (see `ALPACA_TEMPLATE`), and
+  `alpaca_nl`, the same with a newline after "### Response:" (see `ALPACA_NL_TEMPLATE`).
 - a path to a `.jinja`/`.j2` file rendering `messages` like a chat template.
 
 A `{% generation %}` block is accepted and rendered as plain text: trained spans come from rendering
@@ -57,12 +58,22 @@ ALPACA_TEMPLATE = (
     "{%- set ns.first_user = false -%}"
     "{%- elif message['role'] == 'assistant' -%}"
     "{{ '\\n\\n### Response:' + message['content'] + eos_token }}"
-    "{%- elif not loop.first -%}"
+    "{%- elif message['role'] == 'system' -%}"
+    "{%- if not loop.first -%}"
     "{{ raise_exception('alpaca template: a system message is only allowed first') }}"
+    "{%- endif -%}"
+    "{%- else -%}"
+    "{{ raise_exception('the alpaca template has no place for role ' + message['role'] + "
+    "'; use data.template: chat for tool turns') }}"
     "{%- endif -%}"
     "{%- endfor -%}"
     "{%- if add_generation_prompt -%}{{ '\\n\\n### Response:' }}{%- endif -%}"
 )
+
+# The common fix for responses whose first characters merge with the ":" of "### Response:" into one
+# token (`/usr/bin`, `:)`, `// comment`): a newline after the marker, so the prompt ends at a token
+# boundary whatever the response starts with.
+ALPACA_NL_TEMPLATE = ALPACA_TEMPLATE.replace("### Response:'", "### Response:\\n'")
 
 # `text`-format rows (one assistant message, no prompt): the whole text plus eos is the response.
 RAW_TEMPLATE = "{%- for message in messages -%}{{ message['content'] + eos_token }}{%- endfor -%}"
@@ -150,7 +161,15 @@ def _alpaca(tokenizer: Any) -> tuple[str, str]:
     return "alpaca", ALPACA_TEMPLATE
 
 
-TEMPLATES: dict[str, Callable[[Any], tuple[str, str]]] = {"chat": _chat, "alpaca": _alpaca}
+def _alpaca_nl(tokenizer: Any) -> tuple[str, str]:
+    return "alpaca_nl", ALPACA_NL_TEMPLATE
+
+
+TEMPLATES: dict[str, Callable[[Any], tuple[str, str]]] = {
+    "chat": _chat,
+    "alpaca": _alpaca,
+    "alpaca_nl": _alpaca_nl,
+}
 """Registry of builtin templates: name → (tokenizer → (name, Jinja source))."""
 
 
