@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from instructune import __version__
 from instructune.cli import errors
 from instructune.config import load_config
+from instructune.noise import silence_known_noise
 
 # command → (module, help, required config sections)
 COMMANDS: dict[str, tuple[str, str, tuple[str, ...]]] = {
@@ -69,6 +70,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    silence_known_noise()
     try:
         if args.command in RUN_COMMANDS:
             result = _command_module(RUN_COMMANDS[args.command][0]).main(args, None)

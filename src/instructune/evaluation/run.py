@@ -70,9 +70,11 @@ def run_eval(cfg: Config, fail_on_regression: bool | None = None) -> EvalResult:
         raise ValueError("eval needs an `eval:` section with at least one task under eval.tasks")
     import torch
 
+    from instructune.noise import silence_known_noise
     from instructune.output_dir import check_output_dir
 
     check_output_dir(cfg.output_path)
+    silence_known_noise()
     torch.manual_seed(ecfg.seed)
     out_dir = cfg.output_path
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -22,6 +22,7 @@ from typing import Any
 from instructune.config import Config, ConfigError
 from instructune.data.pipeline import PreparedData, prepare_dataset
 from instructune.manifest import write_manifest
+from instructune.noise import silence_known_noise
 from instructune.output_dir import check_output_dir
 from instructune.training.args import build_training_args, report_callbacks
 from instructune.training.callbacks import (
@@ -68,6 +69,7 @@ def run_train(
         raise ConfigError("train needs a `data:` section")
     out = cfg.output_path
     check_output_dir(out)
+    silence_known_noise()
     checkpoint = _resume_checkpoint(out / CHECKPOINTS_DIR, resume)
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
