@@ -28,7 +28,10 @@ COMMANDS: dict[str, tuple[str, str, tuple[str, ...]]] = {
 }
 # command → (module, help): the positional is RUN, a training output_dir, a merged folder or any
 # model path (the embedded default included), so a new user can use the base model before training.
-RUN_COMMANDS: dict[str, tuple[str, str]] = {}
+RUN_COMMANDS: dict[str, tuple[str, str]] = {
+    "merge": ("instructune.cli.merge", "merge a LoRA run's adapter into its base (parity-checked)"),
+    "export": ("instructune.cli.export", "export a run or model as one GGUF file (parity-checked)"),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:

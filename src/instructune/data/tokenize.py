@@ -43,7 +43,13 @@ import numpy as np
 from instructune.config.schema import DataConfig
 from instructune.data.audit import AuditError, render_example
 from instructune.data.conversation import ON_ERROR_HINT, Conversation, Dropped
-from instructune.data.examples import Example, Examples, build_block, build_labels
+from instructune.data.examples import (
+    IGNORE_INDEX,
+    Example,
+    Examples,
+    build_block,
+    build_labels,
+)
 from instructune.data.pieces import PieceKey as _Key
 from instructune.data.pieces import Vocab as _Vocab
 from instructune.data.template_sandbox import TemplateLimitError
@@ -68,7 +74,6 @@ __all__ = [
     "end_of_turn_ids",
 ]
 
-IGNORE_INDEX = -100
 CHUNK = 256  # conversations per tokenizer batch: bounds intermediates, keeps the batch large
 
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 import logging
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
-from instructune.config.schema import ModelConfig, QuantizationConfig
+from instructune.config.schema import Method, ModelConfig, QuantizationConfig
 from instructune.models.resolve import (
     ResolvedModel,
     check_hub_reachable,
@@ -25,8 +25,6 @@ if TYPE_CHECKING:
     import torch
 
 logger = logging.getLogger(__name__)
-
-Method = Literal["lora", "qlora", "full"]
 
 _CPU_BF16_FLAGS = {"avx512_bf16", "amx_bf16", "bf16"}  # x86 AVX512/AMX, Arm `bf16` feature
 
@@ -54,15 +52,29 @@ def load_tokenizer(cfg: ModelConfig, resolved: ResolvedModel | None = None) -> A
             f"{cfg.path} loaded a slow tokenizer ({type(tokenizer).__name__}); instructune needs "
             "a fast one (tokenizer.json). Convert it with `tokenizers` or pick another model"
         )
+    return ensure_pad_token(tokenizer, cfg.path)
+
+
+def ensure_pad_token(tokenizer: Any, name: str) -> Any:
+    """Set pad to eos when the tokenizer has no pad token (the one pad rule; see load_tokenizer)."""
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
             raise ValueError(
-                f"the tokenizer of {cfg.path} has neither a pad nor an eos token; add an eos token "
+                f"the tokenizer of {name} has neither a pad nor an eos token; add an eos token "
                 "to its tokenizer_config.json"
             )
         tokenizer.pad_token = tokenizer.eos_token
         logger.info("tokenizer has no pad token; using eos %r as pad", tokenizer.eos_token)
     return tokenizer
+
+
+def pad_token_id(tokenizer: Any) -> int:
+    """The id batches are padded with: the pad token, else eos (what `ensure_pad_token` sets)."""
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    if pad is None:
+        name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
+        raise ValueError(f"the tokenizer {name!r} has neither a pad nor an eos token to pad with")
+    return int(pad)
 
 
 def resolve_dtype(precision: str, model_dtype: str, *, for_training: bool = True) -> torch.dtype:

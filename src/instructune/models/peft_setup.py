@@ -1,4 +1,4 @@
-"""Make a loaded model trainable for a method (full, LoRA, QLoRA); save, load and merge adapters.
+"""Make a loaded model trainable for a method (full, LoRA, QLoRA); save and merge adapters.
 
 Gradient checkpointing is switched on here, not through `TrainingArguments`, so that its order
 relative to PEFT wrapping is fixed: checkpointing and input-require-grads on the base model first,
@@ -9,18 +9,16 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
-from instructune.config.schema import LoraConfig
+from instructune.artifacts import ADAPTER_WEIGHTS_FILE, write_template
+from instructune.config.schema import LoraConfig, Method
 
 if TYPE_CHECKING:
     import torch
 
 logger = logging.getLogger(__name__)
 
-Method = Literal["lora", "qlora", "full"]
-TEMPLATE_FILE = "template.jinja"
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
 # Reentrant checkpointing drops the grads of frozen inputs, and torch warns when it isn't chosen.
 _CHECKPOINT_KWARGS = {"use_reentrant": False}
 
@@ -73,36 +71,19 @@ def save_adapter(model: Any, tokenizer: Any, template_text: str, out_dir: str | 
     # `auto` would also save embeddings whenever it guesses the vocabulary changed; resized
     # embeddings are saved through `lora.modules_to_save` instead.
     model.save_pretrained(out, safe_serialization=True, save_embedding_layers=False)
-    _check_adapter_only(out / ADAPTER_WEIGHTS, model)
+    _check_adapter_only(out / ADAPTER_WEIGHTS_FILE, model)
     tokenizer.save_pretrained(out)
-    # newline="" keeps the template byte for byte: it is compared against at load time.
-    with open(out / TEMPLATE_FILE, "w", encoding="utf-8", newline="") as handle:
-        handle.write(template_text)
+    write_template(out, template_text)
     return out
-
-
-def load_adapter(base_model: Any, adapter_dir: str | Path, is_trainable: bool = False) -> Any:
-    """Wrap `base_model` with the adapter saved in `adapter_dir`."""
-    from peft import PeftModel
-
-    adapter_dir = Path(adapter_dir)
-    if not (adapter_dir / "adapter_config.json").is_file():
-        raise FileNotFoundError(
-            f"{adapter_dir} has no adapter_config.json; point at a folder written by save_adapter "
-            "(a training output_dir or its checkpoint-N folder)"
-        )
-    check_adapter_weights(adapter_dir)
-    check_adapter_fits(adapter_dir, base_model)
-    return PeftModel.from_pretrained(base_model, str(adapter_dir), is_trainable=is_trainable)
 
 
 def check_adapter_weights(adapter_dir: Path) -> Path:
     """The adapter's weights file; a one-line error when the folder has none (peft would take the
     folder for a Hub id and complain about the repo id's form)."""
-    weights = adapter_dir / ADAPTER_WEIGHTS
+    weights = adapter_dir / ADAPTER_WEIGHTS_FILE
     if not weights.is_file():
         raise FileNotFoundError(
-            f"{adapter_dir} has adapter_config.json but no {ADAPTER_WEIGHTS}: the adapter's "
+            f"{adapter_dir} has adapter_config.json but no {ADAPTER_WEIGHTS_FILE}: the adapter's "
             "weights are missing (an interrupted copy or save?); copy them in or retrain"
         )
     return weights
@@ -124,8 +105,10 @@ def check_adapter_fits(adapter_dir: Path, base_model: Any, base_name: str | None
         shapes = {key: handle.get_slice(key).get_shape() for key in handle.keys()}  # noqa: SIM118
     a_dims = [shape[1] for key, shape in shapes.items() if key.endswith("lora_A.weight")]
     a_hidden = max(set(a_dims), key=a_dims.count) if a_dims else "?"
+    # a model that has adapters already: its layers are looked up under the peft wrapper
+    plain = base_model.get_base_model() if hasattr(base_model, "get_base_model") else base_model
     for key, shape in shapes.items():
-        problem = _lora_shape_problem(base_model, key, shape)
+        problem = _lora_shape_problem(plain, key, shape)
         if problem:
             raise ValueError(
                 f"adapter {adapter_dir} was trained on {trained_on} (hidden {a_hidden}), this "

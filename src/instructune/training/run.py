@@ -19,6 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from instructune.artifacts import (
+    CHECKPOINTS_DIR,
+    METRICS_FILE,
+    PLOT_FILE,
+    RESULTS_FILE,
+    write_template,
+)
 from instructune.config import Config, ConfigError
 from instructune.data.pipeline import PreparedData, prepare_dataset
 from instructune.manifest import write_manifest
@@ -26,7 +33,6 @@ from instructune.noise import silence_known_noise
 from instructune.output_dir import check_output_dir
 from instructune.training.args import build_training_args, report_callbacks
 from instructune.training.callbacks import (
-    METRICS_FILE,
     CountsInCheckpoint,
     MetricsCallback,
     ProgressCallback,
@@ -34,14 +40,10 @@ from instructune.training.callbacks import (
     load_counts,
 )
 from instructune.training.dataset import TokenDataset, build_datasets
-from instructune.training.plots import PLOT_FILE, plot_training_curves, read_metrics
+from instructune.training.plots import plot_training_curves, read_metrics
 from instructune.training.trainer import InstructTrainer, TokenCounter
 
 logger = logging.getLogger(__name__)
-
-CHECKPOINTS_DIR = "checkpoints"
-RESULTS_FILE = "train_results.json"
-TEMPLATE_FILE = "template.jinja"
 
 
 @dataclass
@@ -120,6 +122,8 @@ def _build_trainer(
     callbacks: Sequence[Any],
 ) -> InstructTrainer:
     """The stock Trainer with our loss, collator and callbacks (metrics, progress, reports)."""
+    from instructune.models import pad_token_id
+
     train_set, eval_set = datasets
     counter, clock = meters
     out = cfg.output_path
@@ -131,7 +135,7 @@ def _build_trainer(
         args=args,
         train_dataset=train_set,
         eval_dataset=eval_set,
-        data_collator=train_set.collator(tokenizer.pad_token_id),
+        data_collator=train_set.collator(pad_token_id(tokenizer)),
         processing_class=tokenizer,
         callbacks=[
             clock,
@@ -143,7 +147,7 @@ def _build_trainer(
         ],
         loss_chunk_size=cfg.train.loss_chunk_size,
         label_smoothing=cfg.train.label_smoothing,
-        pad_token_id=tokenizer.pad_token_id,
+        pad_token_id=pad_token_id(tokenizer),
         counter=counter,
     )
 
@@ -225,8 +229,7 @@ def _save(trainer: Any, cfg: Config, tokenizer: Any, template_text: str, out: Pa
         return
     # The Trainer's save gathers sharded (FSDP/DeepSpeed) weights; it also saves the tokenizer.
     trainer.save_model(str(out))
-    with open(out / TEMPLATE_FILE, "w", encoding="utf-8", newline="") as handle:
-        handle.write(template_text)
+    write_template(out, template_text)
 
 
 def _manifest_extra(
