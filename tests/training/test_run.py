@@ -79,7 +79,7 @@ def test_cli_train(make_config: Any, tmp_path: Path) -> None:
 
 def test_resume_needs_a_checkpoint_and_fresh_runs_refuse_old_ones(make_config: Any) -> None:
     cfg = make_config(train={"max_steps": 2, "save_steps": 2})
-    with pytest.raises(ConfigError, match="no checkpoint"):
+    with pytest.raises(ConfigError, match="no complete checkpoint"):
         run_train(cfg, resume=True)
     run_train(cfg)
     with pytest.raises(ConfigError, match="--resume"):

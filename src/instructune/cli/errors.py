@@ -36,8 +36,8 @@ def report(err: BaseException) -> int:
     """Print `err` as the CLI's one-line error and return the exit code (re-raise in debug)."""
     if debug_enabled():
         raise err
-    if isinstance(err, KeyboardInterrupt):
-        print("error: interrupted", file=sys.stderr)
+    if isinstance(err, KeyboardInterrupt):  # training's says where it saved and how to resume
+        print(f"error: {err or 'interrupted'}", file=sys.stderr)
         return EXIT_INTERRUPTED
     if isinstance(err, ConfigError):
         print(f"error: {err}", file=sys.stderr)
