@@ -179,13 +179,16 @@ def claim_output_dir(out: Path, checkpoints: Path, resume: bool, overwrite: bool
 
 
 def segments(manifest: Path, checkpoint: Path | None, changes: list[str]) -> list[dict[str, Any]]:
-    """The manifest's `segments`: one per session of this run, resumed ones with their changes."""
+    """The manifest's `segments`: the sessions that led to this one's starting checkpoint, and
+    this one (resumed ones with their config changes)."""
     import time
 
     earlier: list[dict[str, Any]] = []
+    step = int(checkpoint.name.rsplit("-", 1)[-1]) if checkpoint is not None else 0
     if checkpoint is not None and manifest.is_file():
         earlier = json.loads(manifest.read_text(encoding="utf-8")).get("segments", [])
-    step = int(checkpoint.name.rsplit("-", 1)[-1]) if checkpoint is not None else 0
+        # sessions that started at or after this checkpoint left nothing in it (killed early)
+        earlier = [s for s in earlier if s.get("start_step", 0) < step]
     this = {
         "start_step": step,
         "resumed_from": checkpoint.name if checkpoint is not None else None,
