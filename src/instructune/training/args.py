@@ -193,8 +193,11 @@ def report_callbacks(targets: Sequence[str], out_dir: Path) -> list[TrainerCallb
     if "wandb" in targets:
         os.environ.setdefault("WANDB_MODE", "offline")
         os.environ.setdefault("WANDB_DIR", str(out_dir))
-    if "mlflow" in targets:
-        os.environ.setdefault("MLFLOW_TRACKING_URI", (out_dir / "mlruns").resolve().as_uri())
+    if "mlflow" in targets and "MLFLOW_TRACKING_URI" not in os.environ:
+        os.environ["MLFLOW_TRACKING_URI"] = (out_dir / "mlruns").resolve().as_uri()
+        # mlflow 3 refuses its file store (in "maintenance mode") unless allowed; a database
+        # backend needs the full mlflow package, and a local folder is what a run dir wants
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
     if "tensorboard" in targets:
         from torch.utils.tensorboard import SummaryWriter
         from transformers.integrations import TensorBoardCallback
