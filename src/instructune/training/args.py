@@ -123,6 +123,11 @@ def check_train_config(cfg: Config, dtype: torch.dtype) -> None:
         logger.warning(
             "train.lr_scheduler constant ignores warmup; use constant_with_warmup to warm up"
         )
+    if os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true" and not _cuda():
+        logger.warning(
+            "FSDP was requested but there is no GPU: accelerate runs FSDP only on accelerators, "
+            "so this run is plain DDP with every weight on every process (docs/multi-gpu.md)"
+        )
     for target in train.report_to:
         if target in ("wandb", "mlflow") and importlib.util.find_spec(target) is None:
             raise ConfigError(
