@@ -54,8 +54,21 @@ class RunDir:
         object.__setattr__(self, "path", Path(self.path).expanduser())
 
     @property
+    def owner(self) -> RunDir | None:
+        """The run a `checkpoints/checkpoint-N` folder belongs to: its config and template are
+        there (the Trainer saves only weights and tokenizer into a checkpoint)."""
+        if self.path.parent.name == CHECKPOINTS_DIR and self.path.name.startswith("checkpoint-"):
+            return RunDir(self.path.parent.parent)
+        return None
+
+    def _own_or_owners(self, name: str) -> Path:
+        here = self.path / name
+        owner = self.owner
+        return owner.path / name if owner is not None and not here.is_file() else here
+
+    @property
     def config_file(self) -> Path:
-        return self.path / CONFIG_FILE
+        return self._own_or_owners(CONFIG_FILE)
 
     @property
     def manifest_file(self) -> Path:
@@ -67,7 +80,7 @@ class RunDir:
 
     @property
     def template_file(self) -> Path:
-        return self.path / TEMPLATE_FILE
+        return self._own_or_owners(TEMPLATE_FILE)
 
     @property
     def checkpoints_dir(self) -> Path:
@@ -284,9 +297,9 @@ def load_run_tokenizer(run: RunDir | None, model_cfg: ModelConfig) -> Any:
     if run is not None and run.has_tokenizer:
         from transformers import AutoTokenizer
 
-        from instructune.models.loading import ensure_pad_token
+        from instructune.models import prepare_tokenizer
 
-        return ensure_pad_token(AutoTokenizer.from_pretrained(str(run.path)), str(run.path))
+        return prepare_tokenizer(AutoTokenizer.from_pretrained(str(run.path)), str(run.path))
     from instructune.models import load_tokenizer
 
     return load_tokenizer(model_cfg)

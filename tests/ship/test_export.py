@@ -119,6 +119,20 @@ def test_dtypes_round_trip_within_tolerance(
     assert {k for n, k in kinds.items() if not n.endswith("norm.weight")} == {matrix_type}
 
 
+def test_parity_catches_a_missing_rotary_permutation(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from instructune.ship import gguf_export
+    from instructune.ship.parity import ParityError
+
+    # Fault injection: the writer's q/k permutation left out. The loader still un-permutes.
+    monkeypatch.setattr(gguf_export, "permute", lambda weights, n_head, n_head_kv: weights)
+    with pytest.raises(ParityError, match=r"parity FAILED \(gguf f32 vs model"):
+        run_export(tiny_model_dir, tmp_path / "wrong.gguf", dtype="f32")
+    report = json.loads((tmp_path / "wrong.parity.json").read_text())
+    assert not report["parity"]["passed"]
+
+
 def test_tied_embeddings_and_explicit_head_dim(tiny_tok: Any, tmp_path: Path) -> None:
     from transformers import LlamaConfig, LlamaForCausalLM
 

@@ -61,6 +61,15 @@ def test_merge_lora_run(tiny_lora_run: Path, tiny_model_dir: Path, tmp_path: Pat
         assert (merged(input_ids=ids).logits - base(input_ids=ids).logits).abs().max() > 1e-3
 
 
+def test_bfloat16_merge_is_saved_in_bfloat16(tiny_lora_run: Path, tmp_path: Path) -> None:
+    from safetensors import safe_open
+
+    result = run_merge(tiny_lora_run, tmp_path / "bf16", dtype="bfloat16")
+    assert result.parity.storage == "bfloat16" and result.parity.passed
+    with safe_open(str(result.out_dir / "model.safetensors"), framework="pt") as handle:
+        assert {handle.get_slice(k).get_dtype() for k in handle.keys()} == {"BF16"}  # noqa: SIM118
+
+
 def test_qlora_run_merges_into_a_dense_base(tiny_model_dir: Path, tmp_path: Path) -> None:
     from safetensors import safe_open
 

@@ -131,9 +131,7 @@ def generate(
 
     encoded = [encode_text(tokenizer, p) for p in prompts]
     order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]), reverse=True)
-    from instructune.models import pad_token_id
-
-    pad_id = pad_token_id(tokenizer)
+    pad_id = _pad_id(tokenizer, stop_ids)
     config = _generation_config(settings, stop_ids, pad_id)
     results: list[Generated | None] = [None] * len(prompts)
     device = next(model.parameters()).device
@@ -156,6 +154,11 @@ def generate(
 
 def stop_rate(outputs: Sequence[Generated]) -> float:
     return sum(o.stopped for o in outputs) / len(outputs) if outputs else 0.0
+
+
+def _pad_id(tokenizer: Any, stop_ids: Sequence[int]) -> int:
+    pad = tokenizer.pad_token_id
+    return int(pad) if pad is not None else int(stop_ids[0])
 
 
 def _generation_config(settings: GenerationSettings, stop_ids: Sequence[int], pad_id: int) -> Any:

@@ -47,16 +47,17 @@ def load_tokenizer(cfg: ModelConfig, resolved: ResolvedModel | None = None) -> A
             "(tokenizer.save_pretrained(folder)) or copy them from the model you fine-tuned"
         )
     tokenizer = AutoTokenizer.from_pretrained(resolved.path, **_source_kwargs(cfg, resolved))
+    return prepare_tokenizer(tokenizer, cfg.path)
+
+
+def prepare_tokenizer(tokenizer: Any, name: str) -> Any:
+    """Check a loaded tokenizer is fast, and set pad to eos when it has no pad token (the one pad
+    rule; see load_tokenizer). Tokenizers saved in a run folder pass here too."""
     if not getattr(tokenizer, "is_fast", False):
         raise ValueError(
-            f"{cfg.path} loaded a slow tokenizer ({type(tokenizer).__name__}); instructune needs "
+            f"{name} loaded a slow tokenizer ({type(tokenizer).__name__}); instructune needs "
             "a fast one (tokenizer.json). Convert it with `tokenizers` or pick another model"
         )
-    return ensure_pad_token(tokenizer, cfg.path)
-
-
-def ensure_pad_token(tokenizer: Any, name: str) -> Any:
-    """Set pad to eos when the tokenizer has no pad token (the one pad rule; see load_tokenizer)."""
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
             raise ValueError(
@@ -69,7 +70,7 @@ def ensure_pad_token(tokenizer: Any, name: str) -> Any:
 
 
 def pad_token_id(tokenizer: Any) -> int:
-    """The id batches are padded with: the pad token, else eos (what `ensure_pad_token` sets)."""
+    """The id batches are padded with: the pad token, else eos (what `prepare_tokenizer` sets)."""
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     if pad is None:
         name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__

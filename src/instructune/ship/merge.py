@@ -49,9 +49,9 @@ def run_merge(
     into `out`; raises ParityError after writing them when the reloaded model's logits are out of
     the tolerance for `dtype`.
     """
+    torch_dtype = parse_dtype(dtype)
     source = RunDir(Path(run))
     out_dir = _fresh_output(source, Path(out))
-    torch_dtype = parse_dtype(dtype)
     bundle = load_bundle(source.path, dtype=torch_dtype)
     ids, prompt_source = parity_prompts(source, bundle.template, bundle.tokenizer, prompts)
     reference = compute_logits(bundle.model, ids)

@@ -27,15 +27,17 @@ log = logging.getLogger(__name__)
 PARITY_FILE = "parity.json"
 
 # storage → (absolute tolerance, tolerance relative to the reference's largest |logit|, least
-# share of positions whose argmax must agree). float32 differs by summation order only (~1e-6
-# relative); a bfloat16 weight keeps 8 bits of mantissa (2^-9 relative error per weight), float16
-# 11 bits, q8_0 about 8 bits per block of 32: the errors add up over layers, so the bounds are
-# what SmolLM2-135M measured with a margin (see tests/ship), not derived.
+# share of positions whose argmax must agree). float32 differs by summation order only; a float16
+# weight keeps 11 bits of mantissa, bfloat16 8, q8_0 8 bits per block of 32 scaled by the block's
+# largest value, and the errors add up over the layers. Measured on SmolLM2-135M (GGUF export vs
+# the float32 model, 190 tokens, largest |logit| 38.8): f32 0, f16 0.045, bf16 0.28, q8_0 1.32
+# (mean 0.22, argmax 96.8%). The bounds leave a margin over those; a q/k rotary permutation left
+# out of an f32 export is caught (tests/ship/test_export.py).
 TOLERANCES: dict[str, tuple[float, float, float]] = {
     "float32": (1e-4, 1e-4, 0.99),
     "float16": (1e-2, 1e-2, 0.95),
     "bfloat16": (5e-2, 5e-2, 0.9),
-    "q8_0": (5e-2, 5e-2, 0.85),
+    "q8_0": (5e-2, 8e-2, 0.85),
 }
 
 # Used when the run recorded no eval data (or it can't be read any more): short chats that every
@@ -137,11 +139,14 @@ def _held_out_texts(run: RunDir | None, template: Template, count: int) -> tuple
         return [], "the run recorded no data config"
     if not cfg.data.eval and cfg.data.eval_fraction == 0:
         return [], "the run held out no eval data"
-    from instructune.data.pipeline import load_splits
+    from instructune.data.pipeline import load_sources, load_splits
     from instructune.data.templates import is_raw_conversation
 
-    try:
-        held_out = load_splits(cfg.data).eval
+    try:  # explicit eval files are read alone; a held-out fraction needs the train split redone
+        if cfg.data.eval:
+            held_out = load_sources(cfg.data.eval, cfg.data)[0]
+        else:
+            held_out = load_splits(cfg.data).eval
     except (OSError, ValueError) as err:  # moved or edited data: fall back, saying why
         return [], f"its eval data can't be read: {err}"
     chats = [c for c in held_out if not is_raw_conversation(c.messages)][:count]
