@@ -44,7 +44,7 @@ test: $(STAMP) browser
 
 demo: $(STAMP)
 	$(VENV)/bin/instructune prepare configs/demo.yaml
-	$(VENV)/bin/instructune train configs/demo.yaml
+	$(VENV)/bin/instructune train configs/demo.yaml --overwrite  # a rerun replaces the last demo
 	$(VENV)/bin/instructune eval configs/demo-eval.yaml
 
 bench: $(STAMP)
