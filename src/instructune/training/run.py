@@ -88,9 +88,7 @@ def run_train(
     out = cfg.output_path
     check_output_dir(out)
     silence_known_noise()
-    checkpoint = claim_output_dir(out, out / CHECKPOINTS_DIR, resume, overwrite)
-    saved = read_run_info(checkpoint) if checkpoint is not None else None
-    changes = config_changes(saved, cfg, checkpoint) if checkpoint is not None else []
+    checkpoint, saved, changes = _claim(cfg, resume, overwrite)
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
     set_seed(cfg.train.seed)  # before the model: LoRA initialization draws random numbers
@@ -120,14 +118,7 @@ def run_train(
         extra = _manifest_extra(prepared, model, dtype, checkpoint) | {"segments": run_segments}
         write_manifest(out, cfg, "train", extra)
 
-    try:
-        output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    finally:
-        stop.restore()
-    if stop.requested:
-        step = trainer.state.global_step
-        saved_at = out / CHECKPOINTS_DIR / f"checkpoint-{step}"
-        raise TrainingInterrupted(saved_at if saved_at.is_dir() else None, step)
+    output = _train(trainer, stop, checkpoint, out / CHECKPOINTS_DIR)
     eval_loss = _final_eval_loss(trainer) if eval_set is not None else None
 
     if main:
@@ -141,6 +132,32 @@ def run_train(
         extra = _manifest_extra(prepared, model, dtype, checkpoint)
         write_manifest(out, cfg, "train", extra | {"segments": run_segments, "results": metrics})
     return TrainResult(out, metrics, trainer.model, tokenizer, prepared)
+
+
+def _claim(
+    cfg: Config, resume: bool, overwrite: bool
+) -> tuple[Path | None, dict[str, Any] | None, list[str]]:
+    """(checkpoint to resume, its run info, the resumable config changes) after claiming
+    output_dir; refuses another run's folder, or a resume whose config changed."""
+    out = cfg.output_path
+    checkpoint = claim_output_dir(out, out / CHECKPOINTS_DIR, resume, overwrite)
+    if checkpoint is None:
+        return None, None, []
+    saved = read_run_info(checkpoint)
+    return checkpoint, saved, config_changes(saved, cfg, checkpoint)
+
+
+def _train(trainer: Any, stop: StopOnInterrupt, checkpoint: Path | None, checkpoints: Path) -> Any:
+    """`trainer.train()`; a Ctrl-C stop becomes `TrainingInterrupted` naming the checkpoint."""
+    try:
+        output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    finally:
+        stop.restore()
+    if stop.requested:
+        step = trainer.state.global_step
+        saved_at = checkpoints / f"checkpoint-{step}"
+        raise TrainingInterrupted(saved_at if saved_at.is_dir() else None, step)
+    return output
 
 
 def _build_trainer(
