@@ -23,7 +23,7 @@ FUZZ = settings(
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
     derandomize=not os.environ.get("FUZZ_EXAMPLES"),  # fixed examples unless asked for more
 )
-EXTENSIONS = [".jsonl", ".json", ".csv", ".tsv"]
+EXTENSIONS = [".jsonl", ".json", ".csv", ".tsv", ".parquet"]
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
