@@ -347,8 +347,10 @@ class _Encoder:
         if isinstance(e, TemplateLimitError):  # the template itself is at fault: every row would be
             raise TemplateError(f"template {name!r} at {source}: {e}") from e
         if self.cfg.on_error == "skip":
-            problem = e.problem if isinstance(e, TemplateMismatch) else str(e)
-            self.drop(source, reason, " ".join(line.strip() for line in problem.splitlines()[:3]))
+            # a mismatch's first line is what `reason` says already; its token lines say where
+            lines = (e.problem if isinstance(e, TemplateMismatch) else str(e)).splitlines()
+            shown = lines[1:3] if isinstance(e, TemplateMismatch) and len(lines) > 2 else lines[:1]
+            self.drop(source, reason, " ".join(line.strip() for line in shown))
             return
         if isinstance(e, TemplateMismatch):
             raise e
