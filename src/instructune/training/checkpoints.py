@@ -15,6 +15,7 @@ cadence, reporting), which are recorded in the manifest's `segments`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -80,7 +81,8 @@ class AtomicCheckpoints:
             for file_name, data in self.checkpoint_json().items():
                 (staged / file_name).write_text(json.dumps(data, indent=1) + "\n", "utf-8")
             publish(staged, run_dir / name)
-            staged.parent.rmdir()  # empty now: nothing but complete checkpoints is left
+            with contextlib.suppress(OSError):  # empty now: only complete checkpoints are left
+                staged.parent.rmdir()
             rotate_checkpoints(
                 output_dir=str(run_dir),
                 save_total_limit=trainer.args.save_total_limit,
@@ -114,7 +116,7 @@ def _fsync_dir(path: Path) -> None:
 def clear_incomplete(checkpoints: Path) -> None:
     """Remove what an interrupted save left in the staging folder, saying so."""
     staging = checkpoints / STAGING_DIR
-    if not staging.is_dir():
+    if not staging.is_dir() or not _launch_main():
         return
     left = sorted(p.name for p in staging.iterdir())
     if left:
@@ -124,7 +126,7 @@ def clear_incomplete(checkpoints: Path) -> None:
             ", ".join(left),
             staging,
         )
-    shutil.rmtree(staging)
+    shutil.rmtree(staging, ignore_errors=True)
 
 
 # what a training run writes into output_dir besides prepare's files (config.yaml, manifest.json,
@@ -170,12 +172,19 @@ def claim_output_dir(out: Path, checkpoints: Path, resume: bool, overwrite: bool
             f"output_dir {str(out)!r} holds another training run ({', '.join(found[:4])}); "
             f"{hint}pass --overwrite to replace it, or choose another output_dir"
         )
-    for name in found:
-        path = out / name
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
-    if overwrite and checkpoints.is_dir():
-        shutil.rmtree(checkpoints)
+    if _launch_main():  # under torchrun every rank gets here; one removes
+        for name in found:
+            path = out / name
+            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(True)
+        if overwrite:
+            shutil.rmtree(checkpoints, ignore_errors=True)
     return None
+
+
+def _launch_main() -> bool:
+    """Rank 0 of a torchrun/accelerate launch (or a single process), before torch.distributed
+    is set up: the launchers set RANK."""
+    return os.environ.get("RANK", "0") == "0"
 
 
 def segments(manifest: Path, checkpoint: Path | None, changes: list[str]) -> list[dict[str, Any]]:
