@@ -238,6 +238,9 @@ def resolve_adapter(adapter: str | None) -> tuple[Path | None, str | None]:
         raise FileNotFoundError(f"adapter {adapter!r} is not a folder (a training output_dir)")
     kind = run.kind
     if kind == "adapter":
+        from instructune.models.peft_setup import check_adapter_weights
+
+        check_adapter_weights(run.path)
         return run.path, "peft"
     if kind == "model":
         return run.path, "merged"
@@ -276,6 +279,9 @@ def load_adapter(
             f"{adapter_dir} has no {ADAPTER_CONFIG_FILE}; point at a folder written by "
             "save_adapter (a training output_dir or its checkpoint-N folder)"
         )
+    from instructune.models.peft_setup import check_adapter_fits
+
+    check_adapter_fits(adapter_dir, base_model)
     if isinstance(base_model, PeftModel):
         base_model.load_adapter(
             str(adapter_dir), adapter_name=name or adapter_dir.name, is_trainable=is_trainable

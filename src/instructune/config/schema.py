@@ -30,7 +30,7 @@ FORMAT_NAMES = (
     "sharegpt",
     "text",
 )
-TEMPLATE_NAMES = ("alpaca", "chat")
+TEMPLATE_NAMES = ("alpaca", "alpaca_nl", "chat")
 
 
 def known_format(v: str | None) -> str | None:
@@ -76,8 +76,9 @@ class DataConfig(StrictModel):
     eval_fraction: float = Field(default=0.0, ge=0.0, lt=1.0)
     """Share of the train rows held out for eval (seeded; stratified by label when present)."""
     template: str = "chat"
-    """`chat` (the tokenizer's chat template), `alpaca` (the Stanford Alpaca prompt), or a path to a
-    `.jinja` file that renders `messages` the way a chat template does."""
+    """`chat` (the tokenizer's chat template), `alpaca` (the Stanford Alpaca prompt), `alpaca_nl`
+    (the same with a newline after "### Response:", for responses starting with `/`, `:` or the
+    like), or a path to a `.jinja` file that renders `messages` the way a chat template does."""
     system_prompt: str | None = None
     """Inserted as the system turn of conversations that have none."""
     max_length: int = Field(default=512, gt=8)
@@ -87,8 +88,11 @@ class DataConfig(StrictModel):
     """Also train on prompt tokens (system/user turns and template text)."""
     train_on_turns: Literal["all", "last"] = "all"
     """Which assistant turns of a multi-turn conversation carry loss."""
-    truncation: Literal["drop", "truncate_prompt"] = "drop"
-    """Examples over `max_length`: drop them, or cut the prompt's start keeping the response."""
+    truncation: Literal["turns", "truncate_prompt", "drop"] = "turns"
+    """Examples over `max_length`: `turns` keeps the leading whole turns that fit (at least one
+    trained assistant turn, else the row is dropped); `truncate_prompt` cuts the middle of the
+    longest user texts (marked `[...]`), keeping template, system prompt and responses; `drop`
+    drops the row. Cut rows are counted as truncated, dropped ones listed in summary.json."""
     on_error: Literal["fail", "skip"] = "fail"
     """A malformed row stops the run naming file and line, or is skipped and counted."""
     dedup: bool = True
@@ -121,7 +125,8 @@ class DataConfig(StrictModel):
 
 class LoraConfig(StrictModel):
     r: int = Field(default=16, gt=0)
-    alpha: float = 32
+    alpha: float = Field(default=32, gt=0)
+    """LoRA scaling numerator (the update is scaled by alpha / r); 0 would train nothing."""
     dropout: float = Field(default=0.05, ge=0.0, lt=1.0)
     target_modules: list[str] | Literal["all-linear"] = ["q_proj", "k_proj", "v_proj", "o_proj"]
     layers_to_transform: list[int] | None = None

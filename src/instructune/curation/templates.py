@@ -26,7 +26,8 @@ from pydantic import ValidationError
 
 from instructune.config.build import BuildSource, FlanTemplates, TemplateSpec
 from instructune.curation.builtin import BUILTIN_SETS
-from instructune.data.templates import TemplateError, sandbox_environment
+from instructune.data.template_sandbox import sandbox_environment
+from instructune.data.templates import TemplateError
 
 __all__ = ["SPECIAL", "BuildTemplate", "load_templates"]
 
@@ -58,6 +59,7 @@ class BuildTemplate:
 
     def render(self, context: Mapping[str, Any]) -> tuple[str, str]:
         """(prompt, target), both stripped; the caller checks neither is empty."""
+        self.prompt.environment.new_render()  # one loop budget per row, as for chat templates
         if self.target is None:
             text = self.prompt.render(context)
             if _SPLIT not in text:

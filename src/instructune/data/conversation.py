@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-Role = Literal["system", "user", "assistant"]
-ROLES: tuple[Role, ...] = ("system", "user", "assistant")
+Role = Literal["system", "user", "assistant", "tool"]
+ROLES: tuple[Role, ...] = ("system", "user", "assistant", "tool")
+"""`tool` holds a tool's result (OpenAI `tool`, ShareGPT `observation`): rendered by templates
+that know the role, never trained. A tool *call* is the assistant speaking: an assistant turn."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +56,23 @@ class RowError(ValueError):
 def row_error(source: str, reason: str, detail: str) -> RowError:
     """A RowError counted under the short `reason`, with the row's specifics in `detail`."""
     return RowError(source, f"{reason}: {detail}", reason=reason)
+
+
+@dataclass(frozen=True, slots=True)
+class Dropped:
+    """A row left out of the data, for the list in `summary.json`: where, why, and the details."""
+
+    source: str
+    """`file:line N` (or `file:row N`), as in error messages."""
+    reason: str
+    """The short reason rows are counted under (`too_long`, `empty response`, ...)."""
+    detail: str = ""
+
+    def as_dict(self) -> dict[str, str]:
+        return {"source": self.source, "reason": self.reason, "detail": self.detail}
+
+
+ON_ERROR_HINT = "set `data.on_error: skip` to drop such rows (each is counted and listed)"
 
 
 class DataError(ValueError):

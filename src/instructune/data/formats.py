@@ -137,11 +137,11 @@ def _finish(
             )
         if not turns or turns[0].role != "system":
             turns.insert(0, Message("system", system))
-    for i, message in enumerate(turns):
+    for i, message in enumerate(turns):  # indices are 0-based, like the data's own lists
         if message.role == "system" and i > 0:
-            raise row_error(location, "system turn not first", f"turn {i + 1} is a system turn")
+            raise row_error(location, "system turn not first", f"message {i} is a system turn")
         if message.role == "assistant" and not message.content.strip():
-            raise row_error(location, "empty response", f"assistant turn {i + 1} is empty")
+            raise row_error(location, "empty response", f"message {i} (assistant) is empty")
     if not any(m.role == "assistant" for m in turns):
         raise RowError(location, "no assistant turn")
     return Conversation(messages=turns, source=location, meta=meta or {})
@@ -186,8 +186,19 @@ _SHAREGPT_ROLES: dict[str, Role] = {
     "assistant": "assistant",
     "model": "assistant",
     "system": "system",
+    # tool use as LLaMA-Factory's ShareGPT writes it: the call is the assistant speaking (trained),
+    # the observation is the tool's answer (rendered as role `tool`, never trained)
+    "function_call": "assistant",
+    "observation": "tool",
+    "tool": "tool",
 }
-_OPENAI_ROLES: dict[str, Role] = {"system": "system", "user": "user", "assistant": "assistant"}
+_OPENAI_ROLES: dict[str, Role] = {
+    "system": "system",
+    "user": "user",
+    "assistant": "assistant",
+    "tool": "tool",
+    "function": "tool",  # the legacy name of `tool`
+}
 
 
 def _turns(
@@ -199,7 +210,7 @@ def _turns(
     if not isinstance(items, list):
         raise row_error(location, f"wrong type for {key!r}", f"expected a list, got {_kind(items)}")
     turns: list[Message] = []
-    for i, item in enumerate(items, start=1):
+    for i, item in enumerate(items):
         where = f"{key}[{i}]"
         if not isinstance(item, dict):
             raise row_error(
@@ -271,7 +282,7 @@ def _ni_expand(row: Row, location: str, columns: Columns) -> Iterator[Conversati
     except RowError as e:
         yield e
         return
-    for i, instance in enumerate(instances, start=1):
+    for i, instance in enumerate(instances):
         where = f"{location} Instances[{i}]"
         try:
             yield _ni_instance(instance, where, definition)
@@ -312,14 +323,15 @@ FORMATS: dict[str, RowFormat] = {
             "sharegpt",
             ("conversations",),
             ("system", "label"),
-            "ShareGPT: conversations = [{from: human|gpt|system, value}], multi-turn.",
+            "ShareGPT: conversations = [{from: human|gpt|system|function_call|observation, "
+            "value}], multi-turn.",
             _sharegpt,
         ),
         RowFormat(
             "messages",
             ("messages",),
             ("system", "label"),
-            "OpenAI chat: messages = [{role: system|user|assistant, content}], multi-turn.",
+            "OpenAI chat: messages = [{role: system|user|assistant|tool, content}], multi-turn.",
             _messages,
         ),
         RowFormat(

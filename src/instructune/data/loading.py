@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import logging
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -16,12 +17,21 @@ from pathlib import Path
 from typing import Any, Literal
 
 from instructune.config.schema import DataSource
-from instructune.data.conversation import Conversation, DataError, Message, RowError
+from instructune.data.conversation import (
+    ON_ERROR_HINT,
+    Conversation,
+    DataError,
+    Dropped,
+    Message,
+    RowError,
+)
 from instructune.data.formats import COLUMNS_EXAMPLE, FORMATS, Columns, RowFormat, detect_format
 from instructune.data.lineage import file_sha256
 from instructune.data.readers import iter_rows
 
 __all__ = ["MAX_ERRORS", "LoadResult", "load_conversations"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -36,6 +46,11 @@ class LoadResult:
     """Reason → count of rows dropped with `on_error: skip`."""
     errors: list[str] = field(default_factory=list)
     """The first `MAX_ERRORS` messages, for the report."""
+    dropped_rows: list[Dropped] = field(default_factory=list)
+    """Every dropped row: where and why (for `summary.json`)."""
+    adjusted: Counter[str] = field(default_factory=Counter)
+    """Rows kept with a change or a warning: `trailing_turns` (user/tool turns removed after the
+    last assistant turn), `non_alternating` (two user or two assistant turns in a row)."""
     file_hash: str = ""
 
 
@@ -65,11 +80,14 @@ def load_conversations(
         result.rows_read += 1
         if isinstance(item, RowError):
             if on_error == "fail":
-                raise item
+                raise RowError(item.source, f"{item.problem}; {ON_ERROR_HINT}", item.reason)
             result.dropped[item.reason] += 1
+            detail = item.problem.removeprefix(item.reason).removeprefix(": ")
+            result.dropped_rows.append(Dropped(item.source, item.reason, detail))
             if len(result.errors) < MAX_ERRORS:
                 result.errors.append(str(item))
             continue
+        _tidy_turns(item, result.adjusted)
         if system_prompt and item.messages[0].role == "user":
             item.messages.insert(0, Message("system", system_prompt))
         result.conversations.append(item)
@@ -78,7 +96,32 @@ def load_conversations(
         detail = f"all {result.rows_read} rows were dropped ({reasons})" if reasons else "no rows"
         raise DataError(f"{source.path}: no usable rows: {detail}")
     result.file_hash = digest.hexdigest() if digest else file_sha256(source.path)
+    if result.adjusted["non_alternating"]:
+        log.warning(
+            "%s: %d conversations have two user or two assistant turns in a row; they are kept "
+            "as they are (check the data if that is not intended)",
+            source.path,
+            result.adjusted["non_alternating"],
+        )
+    if result.adjusted["trailing_turns"]:
+        log.warning(
+            "%s: removed %d user/tool turns that came after a conversation's last assistant turn "
+            "(nothing answers them, so nothing could be trained on them)",
+            source.path,
+            result.adjusted["trailing_turns"],
+        )
     return result
+
+
+def _tidy_turns(conv: Conversation, adjusted: Counter[str]) -> None:
+    """Drop turns after the last assistant turn; count conversations whose roles don't alternate."""
+    last = max(conv.assistant_indices(), default=len(conv.messages) - 1)
+    if last + 1 < len(conv.messages):
+        adjusted["trailing_turns"] += len(conv.messages) - last - 1
+        del conv.messages[last + 1 :]
+    roles = [m.role for m in conv.messages if m.role != "system"]
+    if any(a == b != "tool" for a, b in itertools.pairwise(roles)):
+        adjusted["non_alternating"] += 1
 
 
 def _units(

@@ -41,6 +41,7 @@ class SourceReport:
     dropped: dict[str, int]
     errors: list[str]
     sha256: str
+    adjusted: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -68,6 +69,8 @@ class PreparedData:
     eval_packed: list[Packed] | None
     sources: list[SourceReport]
     dropped: Counter[str] = field(default_factory=Counter)
+    dropped_rows: list[dict[str, str]] = field(default_factory=list)
+    """Every dropped row: {stage (read, dedup, train, eval), source, reason, detail}."""
     truncated: int = 0
     stats: dict[str, SplitStats] = field(default_factory=dict)
     hashes: dict[str, str] = field(default_factory=dict)
@@ -75,9 +78,10 @@ class PreparedData:
 
 
 def load_sources(
-    sources: list[DataSource], cfg: DataConfig
+    sources: list[DataSource], cfg: DataConfig, dropped_rows: list[dict[str, str]] | None = None
 ) -> tuple[list[Conversation], list[SourceReport]]:
-    """Read every source (format detected when omitted) into conversations, with a report each."""
+    """Read every source (format detected when omitted) into conversations, with a report each;
+    rows dropped while reading are appended to `dropped_rows`."""
     conversations: list[Conversation] = []
     reports: list[SourceReport] = []
     for source in sources:
@@ -94,8 +98,11 @@ def load_sources(
                 dropped=dict(result.dropped),
                 errors=list(result.errors),
                 sha256=result.file_hash,
+                adjusted=dict(result.adjusted),
             )
         )
+        if dropped_rows is not None:
+            dropped_rows.extend({"stage": "read", **d.as_dict()} for d in result.dropped_rows)
     return conversations, reports
 
 
@@ -126,32 +133,39 @@ class Splits:
     eval: list[Conversation]
     sources: list[SourceReport]
     dropped: Counter[str]
+    dropped_rows: list[dict[str, str]] = field(default_factory=list)
+    """Rows dropped while reading and deduplicating: {stage, source, reason, detail}."""
 
 
 def load_splits(cfg: DataConfig) -> Splits:
     """Read the sources, drop duplicates, and hold out eval (its files, or `eval_fraction`)."""
-    train_convs, reports = load_sources(cfg.train, cfg)
+    rows: list[dict[str, str]] = []
+    train_convs, reports = load_sources(cfg.train, cfg, rows)
     dropped: Counter[str] = Counter()
     for report in reports:
         dropped.update(report.dropped)
     if cfg.dedup:
-        train_convs, n_dup = dedup(train_convs)
-        dropped["duplicate"] += n_dup
+        train_convs, duplicates = dedup(train_convs)
+        dropped["duplicate"] += len(duplicates)
+        rows.extend(
+            {"stage": "dedup", "source": c.source, "reason": "duplicate", "detail": ""}
+            for c in duplicates
+        )
     if cfg.eval:
-        eval_convs, eval_reports = load_sources(cfg.eval, cfg)
+        eval_convs, eval_reports = load_sources(cfg.eval, cfg, rows)
         reports.extend(eval_reports)
         for report in eval_reports:
             dropped.update({f"eval_{k}": v for k, v in report.dropped.items()})
     else:
         train_convs, eval_convs = train_eval_split(train_convs, cfg.eval_fraction, cfg.seed)
-    return Splits(train_convs, eval_convs, reports, dropped)
+    return Splits(train_convs, eval_convs, reports, dropped, rows)
 
 
 def _prepare(cfg: DataConfig, tokenizer: Any) -> PreparedData:
     template = load_template(cfg.template, tokenizer)
     splits = load_splits(cfg)
     train_convs, eval_convs = splits.train, splits.eval
-    reports, dropped = splits.sources, splits.dropped
+    reports, dropped, rows = splits.sources, splits.dropped, splits.dropped_rows
     del splits
     # train rows are freed as they are encoded; only the audit's sample keeps its conversation
     train_enc = encode_conversations(
@@ -160,6 +174,8 @@ def _prepare(cfg: DataConfig, tokenizer: Any) -> PreparedData:
     eval_enc = encode_conversations(eval_convs, template, tokenizer, cfg)
     dropped.update(train_enc.dropped)
     dropped.update({f"eval_{k}": v for k, v in eval_enc.dropped.items()})
+    for stage, enc in (("train", train_enc), ("eval", eval_enc)):
+        rows.extend({"stage": stage, **d.as_dict()} for d in enc.dropped_rows)
     if cfg.audit:
         audit(train_enc.examples, tokenizer, template, PROMPT_CHECKS)
         audit(eval_enc.examples, tokenizer, template, PROMPT_CHECKS)
@@ -171,6 +187,7 @@ def _prepare(cfg: DataConfig, tokenizer: Any) -> PreparedData:
         eval_packed=pack(eval_enc.examples, cfg.max_length) if cfg.packing else None,
         sources=reports,
         dropped=+dropped,
+        dropped_rows=rows,
         truncated=train_enc.truncated + eval_enc.truncated,
         eval_conversations=_kept_conversations(eval_convs, eval_enc),
     )

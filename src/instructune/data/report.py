@@ -10,6 +10,14 @@ if TYPE_CHECKING:
     from instructune.data.pipeline import PreparedData, SplitStats
 
 
+SHOWN_DROPS = 5
+"""Dropped rows printed by `prepare` (summary.json lists them all)."""
+_NOTES = {
+    "trailing_turns": "user/tool turns after the last assistant turn, removed",
+    "non_alternating": "conversations with two user or two assistant turns in a row",
+}
+
+
 def length_histogram(lengths: list[int], max_length: int, bins: int = 8, width: int = 40) -> str:
     """A text histogram of token lengths over [0, max_length] (bars scaled to `width`)."""
     if not lengths:
@@ -42,15 +50,20 @@ def summary_text(prepared: PreparedData, max_length: int) -> str:
         lines.append(f"  rows read {src.rows_read}, kept {src.kept}, sha256 {src.sha256[:16]}…")
         for reason, n in sorted(src.dropped.items()):
             lines.append(f"  dropped {n} ({reason})")
-        for message in src.errors[:5]:
-            lines.append(f"    e.g. {message}")
-    lines.append("== Dropped after reading ==")
+        for note, n in sorted(src.adjusted.items()):
+            lines.append(f"  kept with a note: {n} ({_NOTES.get(note, note)})")
+    lines.append("== Dropped ==")
     if prepared.dropped:
         lines.extend(f"  {reason}: {n}" for reason, n in sorted(prepared.dropped.items()))
+        for row in prepared.dropped_rows[:SHOWN_DROPS]:
+            detail = f": {row['detail']}" if row["detail"] else ""
+            lines.append(f"    {row['source']}: {row['reason']}{detail}"[:200])
+        if len(prepared.dropped_rows) > SHOWN_DROPS:
+            lines.append(f"    ... all {len(prepared.dropped_rows)} listed in summary.json")
     else:
         lines.append("  none")
     if prepared.truncated:
-        lines.append(f"  truncated (prompt side, response kept): {prepared.truncated}")
+        lines.append(f"  truncated to fit max_length (kept): {prepared.truncated}")
     lines.append("== Tokens ==")
     for name, stats in prepared.stats.items():
         lines.append(_split_line(name, stats))
@@ -66,6 +79,7 @@ def summary_dict(prepared: PreparedData) -> dict[str, Any]:
         "template": prepared.template.name,
         "sources": [vars(s) for s in prepared.sources],
         "dropped": dict(prepared.dropped),
+        "dropped_rows": prepared.dropped_rows,
         "truncated": prepared.truncated,
         "splits": {
             name: {

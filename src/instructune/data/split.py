@@ -14,15 +14,15 @@ from instructune.data.conversation import Conversation, DataError
 __all__ = ["dedup", "train_eval_split"]
 
 
-def dedup(conversations: Iterable[Conversation]) -> tuple[list[Conversation], int]:
+def dedup(conversations: Iterable[Conversation]) -> tuple[list[Conversation], list[Conversation]]:
     """Drop exact duplicates (on `Conversation.text_key()`), keeping the first; (kept, dropped)."""
     seen: set[str] = set()
     kept: list[Conversation] = []
-    dropped = 0
+    dropped: list[Conversation] = []
     for conversation in conversations:
         key = conversation.text_key()
         if key in seen:
-            dropped += 1
+            dropped.append(conversation)
         else:
             seen.add(key)
             kept.append(conversation)

@@ -4,7 +4,8 @@ Three kinds, all Jinja rendered in an immutable sandbox the way `apply_chat_temp
 (trim_blocks, lstrip_blocks, `raise_exception`, special tokens in the context):
 
 - `chat`: the tokenizer's own `chat_template`, so training text matches what serving sends.
-- `alpaca`: the Stanford Alpaca recipe, character for character (see `ALPACA_TEMPLATE`).
+- `alpaca`: the Stanford Alpaca recipe, character for character (see `ALPACA_TEMPLATE`), and
+  `alpaca_nl`, the same with a newline after "### Response:" (see `ALPACA_NL_TEMPLATE`).
 - a path to a `.jinja`/`.j2` file rendering `messages` like a chat template.
 
 A `{% generation %}` block is accepted and rendered as plain text: trained spans come from rendering
@@ -16,7 +17,6 @@ compiled.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,12 +58,22 @@ ALPACA_TEMPLATE = (
     "{%- set ns.first_user = false -%}"
     "{%- elif message['role'] == 'assistant' -%}"
     "{{ '\\n\\n### Response:' + message['content'] + eos_token }}"
-    "{%- elif not loop.first -%}"
+    "{%- elif message['role'] == 'system' -%}"
+    "{%- if not loop.first -%}"
     "{{ raise_exception('alpaca template: a system message is only allowed first') }}"
+    "{%- endif -%}"
+    "{%- else -%}"
+    "{{ raise_exception('the alpaca template has no place for role ' + message['role'] + "
+    "'; use data.template: chat for tool turns') }}"
     "{%- endif -%}"
     "{%- endfor -%}"
     "{%- if add_generation_prompt -%}{{ '\\n\\n### Response:' }}{%- endif -%}"
 )
+
+# The common fix for responses whose first characters merge with the ":" of "### Response:" into one
+# token (`/usr/bin`, `:)`, `// comment`): a newline after the marker, so the prompt ends at a token
+# boundary whatever the response starts with.
+ALPACA_NL_TEMPLATE = ALPACA_TEMPLATE.replace("### Response:'", "### Response:\\n'")
 
 # `text`-format rows (one assistant message, no prompt): the whole text plus eos is the response.
 RAW_TEMPLATE = "{%- for message in messages -%}{{ message['content'] + eos_token }}{%- endfor -%}"
@@ -117,6 +127,7 @@ class Template:
         (`_context` holds them already): same sandbox, same output, same exceptions.
         """
         compiled = self._compiled
+        compiled.environment.new_render()  # type: ignore[attr-defined]  # a fresh loop budget
         ctx = compiled.new_context(
             {
                 **self._context,
@@ -150,7 +161,15 @@ def _alpaca(tokenizer: Any) -> tuple[str, str]:
     return "alpaca", ALPACA_TEMPLATE
 
 
-TEMPLATES: dict[str, Callable[[Any], tuple[str, str]]] = {"chat": _chat, "alpaca": _alpaca}
+def _alpaca_nl(tokenizer: Any) -> tuple[str, str]:
+    return "alpaca_nl", ALPACA_NL_TEMPLATE
+
+
+TEMPLATES: dict[str, Callable[[Any], tuple[str, str]]] = {
+    "chat": _chat,
+    "alpaca": _alpaca,
+    "alpaca_nl": _alpaca_nl,
+}
 """Registry of builtin templates: name → (tokenizer → (name, Jinja source))."""
 
 
@@ -258,8 +277,10 @@ def compile_template(name: str, source: str, tokenizer: Any) -> Template:
     """Compile Jinja `source` once, with the tokenizer's special tokens in its context."""
     import jinja2
 
+    from instructune.data.template_sandbox import sandbox_environment
+
     try:
-        compiled = _environment().from_string(source)
+        compiled = sandbox_environment().from_string(source)
     except jinja2.TemplateSyntaxError as e:
         raise TemplateError(f"template {name!r} has a Jinja syntax error: {e}") from e
     context: dict[str, Any] = {
@@ -271,61 +292,3 @@ def compile_template(name: str, source: str, tokenizer: Any) -> Template:
         raise TemplateError(f"template {name!r} uses eos_token but the tokenizer has none")
     context = {**compiled.globals, **context}  # what render() would merge on every call
     return Template(name=name, source_text=source, _compiled=compiled, _context=context)
-
-
-def sandbox_environment() -> jinja2.Environment:
-    """A new sandbox like the one chat templates render in (used by `instructune build`)."""
-    return _environment()
-
-
-def _environment() -> jinja2.Environment:
-    """The sandbox HF renders chat templates in, with `{% generation %}` as a no-op block."""
-    import jinja2
-    from jinja2.ext import Extension
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-    class GenerationNoop(Extension):
-        tags = {"generation"}  # noqa: RUF012 - jinja's Extension API declares tags this way
-
-        def parse(self, parser: Any) -> Any:
-            lineno = next(parser.stream).lineno
-            body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
-            return jinja2.nodes.Scope(body).set_lineno(lineno)
-
-    def raise_exception(message: str) -> None:
-        raise jinja2.exceptions.TemplateError(message)
-
-    def tojson(x: Any, ensure_ascii: bool = False, indent: Any = None, **kw: Any) -> str:
-        # like HF: Jinja's own tojson escapes HTML characters, which chat templates don't want
-        return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, **kw)
-
-    class Sandbox(ImmutableSandboxedEnvironment):
-        """The immutable sandbox, its attribute verdicts memoized per (type, name).
-
-        `is_safe_attribute` depends only on the object's type and the attribute's name
-        (underscore names, internals of functions/frames/..., mutating methods of known mutable
-        types), so caching the verdict changes nothing but the cost of `message.role`.
-        """
-
-        def __init__(self, **kw: Any) -> None:
-            super().__init__(**kw)
-            self._verdicts: dict[tuple[type, str], bool] = {}
-
-        def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
-            cls = type(obj)
-            if obj.__class__ is not cls:  # a proxy: isinstance sees its __class__, don't cache
-                return bool(super().is_safe_attribute(obj, attr, value))
-            key = (cls, attr)
-            verdict = self._verdicts.get(key)
-            if verdict is None:
-                verdict = self._verdicts[key] = super().is_safe_attribute(obj, attr, value)
-            return verdict
-
-    env = Sandbox(
-        trim_blocks=True,
-        lstrip_blocks=True,
-        extensions=[GenerationNoop, jinja2.ext.loopcontrols],
-    )
-    env.filters["tojson"] = tojson
-    env.globals["raise_exception"] = raise_exception
-    return env

@@ -32,8 +32,6 @@ access.
 
 from __future__ import annotations
 
-import json
-import re
 from collections import Counter
 from collections.abc import Collection, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -44,7 +42,7 @@ import numpy as np
 
 from instructune.config.schema import DataConfig
 from instructune.data.audit import AuditError, render_example
-from instructune.data.conversation import Conversation
+from instructune.data.conversation import ON_ERROR_HINT, Conversation, Dropped
 from instructune.data.examples import (
     IGNORE_INDEX,
     Example,
@@ -52,6 +50,9 @@ from instructune.data.examples import (
     build_block,
     build_labels,
 )
+from instructune.data.pieces import PieceKey as _Key
+from instructune.data.pieces import Vocab as _Vocab
+from instructune.data.template_sandbox import TemplateLimitError
 from instructune.data.templates import (
     Rendered,
     Template,
@@ -62,109 +63,27 @@ from instructune.data.templates import (
     raw_template,
     render_conversation,
 )
+from instructune.data.truncation import SHRINK_ROUNDS, leading_turns, shrink_prompt, through_turn
 
-__all__ = ["IGNORE_INDEX", "EncodeResult", "Example", "Examples", "build_labels"]
+__all__ = [
+    "IGNORE_INDEX",
+    "EncodeResult",
+    "Example",
+    "Examples",
+    "build_labels",
+    "end_of_turn_ids",
+]
 
 CHUNK = 256  # conversations per tokenizer batch: bounds intermediates, keeps the batch large
-_KEEP_PIECES = 1 << 16  # repeating pieces remembered across chunks, at most
 
 
 @dataclass(slots=True)
 class EncodeResult:
     examples: Examples
     dropped: Counter[str] = field(default_factory=Counter)
+    dropped_rows: list[Dropped] = field(default_factory=list)
+    """Every dropped row: where and why."""
     truncated: int = 0
-
-
-_Key = str | tuple[str]  # a piece, or (piece,): encoded after an added token (see `_Vocab.key`)
-
-
-class _Vocab:
-    """Per-call tokenizer facts: added/end-of-turn tables, the piece splitter, the piece cache."""
-
-    def __init__(self, tokenizer: Any) -> None:
-        self.tokenizer = tokenizer
-        backend = getattr(tokenizer, "backend_tokenizer", None)
-        if backend is None:
-            raise TypeError(
-                f"{type(tokenizer).__name__} has no Rust backend; data preparation needs a fast "
-                "tokenizer (AutoTokenizer.from_pretrained(..., use_fast=True))"
-            )
-        self.backend: Any = backend
-        size = max(len(tokenizer), self.backend.get_vocab_size(with_added_tokens=True))
-        added = self.backend.get_added_tokens_decoder()
-        self.added_id = {t.content: i for i, t in added.items()}
-        self.is_eot = np.zeros(size, dtype=bool)
-        for tid in end_of_turn_ids(tokenizer):
-            self.is_eot[tid] = True
-        unsplit = getattr(self.backend, "encode_special_tokens", False)
-        flags = any(t.lstrip or t.rstrip or t.single_word for t in added.values())
-        normalized = self.backend.normalizer is not None and any(
-            t.normalized for t in added.values()
-        )
-        self.split_exact = not (unsplit or flags or normalized)
-        # added tokens are matched leftmost-longest, raw ones first, then normalized ones
-        self.splitters = [
-            _alternation([t.content for t in added.values() if t.normalized is norm])
-            for norm in (False, True)
-        ]
-        self.anchor = next(iter(self.added_id), None) if _prepends_first(self.backend) else None
-        self.cache: dict[_Key, list[int]] = {}
-
-    def split(self, text: str) -> list[str]:
-        """Text pieces at even and added tokens at odd positions, as the backend splits them."""
-        if not self.split_exact:
-            return [text]
-        parts = [text]
-        for rx in self.splitters:
-            if rx is not None:
-                parts = [
-                    q for i, p in enumerate(parts) for q in (rx.split(p) if i % 2 == 0 else [p])
-                ]
-        return parts
-
-    def key(self, piece: str, at_start: bool) -> _Key:
-        """A text piece's cache key: `(piece,)` where it is to be encoded after an added token."""
-        return piece if at_start or self.anchor is None else (piece,)
-
-    def encode(self, counts: dict[_Key, int]) -> dict[_Key, list[int]]:
-        """Ids of each key (`counts`: key → uses in the chunk)."""
-        todo = list(counts)
-        anchor = self.anchor or ""
-        texts = [k if isinstance(k, str) else anchor + k[0] for k in todo]
-        encs = self.backend.encode_batch_fast(texts, add_special_tokens=False) if todo else []
-        return {
-            k: e.ids if isinstance(k, str) else e.ids[1:] for k, e in zip(todo, encs, strict=True)
-        }
-
-    def remember(self, table: dict[_Key, list[int]], counts: dict[_Key, int]) -> None:
-        """Keep the pieces a chunk used more than once (system prompt, role headers) for later."""
-        room = _KEEP_PIECES - len(self.cache)
-        if room > 0:
-            self.cache.update([(k, table[k]) for k, n in counts.items() if n > 1][:room])
-
-
-def _alternation(tokens: list[str]) -> re.Pattern[str] | None:
-    if not tokens:
-        return None
-    ordered = sorted(tokens, key=len, reverse=True)  # at one position the longest match wins
-    return re.compile("(" + "|".join(re.escape(t) for t in ordered) + ")")
-
-
-def _prepends_first(backend: Any) -> bool:
-    """A Metaspace pre-tokenizer that prepends "▁" to the text's first piece only."""
-    pre = backend.pre_tokenizer
-    if pre is None:
-        return False
-
-    def walk(node: Any) -> bool:
-        if isinstance(node, dict):
-            if node.get("type") == "Metaspace" and node.get("prepend_scheme") == "first":
-                return True
-            return any(walk(v) for v in node.values())
-        return isinstance(node, list) and any(walk(v) for v in node)
-
-    return walk(json.loads(pre.__getstate__()))
 
 
 class _Row:
@@ -240,8 +159,13 @@ class _Row:
             f"whole conversation (the model would never see this prompt at generation):\n"
             f"  prefix tail {tail[-60:]!r} → {conv_tok(pre)[-12:]}\n"
             f"  in full text             → {conv_tok(whole[: len(pre)])[-12:]}\n"
-            "Make the prompt end at a token boundary (e.g. a newline after the response "
-            "marker), or set `data.on_error: skip` to drop such rows.",
+            + (
+                "Use `data.template: alpaca_nl` (a newline after '### Response:'), or set "
+                "`data.on_error: skip` to drop such rows (each is counted and listed)."
+                if self.name == "alpaca"
+                else "Make the prompt end at a token boundary (e.g. a newline after the response "
+                "marker), or set `data.on_error: skip` to drop such rows."
+            ),
         )
 
 
@@ -270,14 +194,23 @@ def encode_conversations(
     stride = 1 if keep_conversations is None else max(1, -(-total // max(keep_conversations, 1)))
     encoder = _Encoder(template, raw_template(tokenizer), _Vocab(tokenizer), cfg, result, stride)
     with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = None
-        for lo, chunk in enumerate(_chunks(convs)):
-            started = encoder.start(chunk, lo * CHUNK, pool)
-            if pending is not None:
-                encoder.finish(*pending)
-            pending = started
-        if pending is not None:
-            encoder.finish(*pending)
+        encoder.run(convs, 0, pool)
+        # `truncate_prompt`: rows still too long are cut again and re-encoded (appended last)
+        for _ in range(SHRINK_ROUNDS):
+            if not encoder.overflow:
+                break
+            todo, encoder.overflow = encoder.overflow, []
+            encoder.rounds += 1
+            shrunk = []
+            for conv, n in todo:
+                cut = shrink_prompt(conv, n, cfg.max_length, encoder.vocab.count)
+                if cut is None:
+                    encoder.drop(conv.source, "too_long", f"{n} tokens; no prompt text left to cut")
+                else:
+                    shrunk.append(cut)
+            encoder.run(shrunk, total, pool)
+    for conv, n in encoder.overflow:
+        encoder.drop(conv.source, "too_long", f"{n} tokens after {SHRINK_ROUNDS} prompt cuts")
     return result
 
 
@@ -308,6 +241,24 @@ class _Encoder:
     cfg: DataConfig
     result: EncodeResult
     stride: int
+    overflow: list[tuple[Conversation, int]] = field(default_factory=list)
+    """`truncate_prompt` rows still too long after this round: (conversation, tokens)."""
+    rounds: int = 0
+
+    def run(self, convs: Iterable[Conversation], seen: int, pool: ThreadPoolExecutor) -> None:
+        """Encode `convs` chunk by chunk, starting chunk k+1 before finishing chunk k."""
+        pending = None
+        for lo, chunk in enumerate(_chunks(convs)):
+            started = self.start(chunk, seen + lo * CHUNK, pool)
+            if pending is not None:
+                self.finish(*pending)
+            pending = started
+        if pending is not None:
+            self.finish(*pending)
+
+    def drop(self, source: str, reason: str, detail: str = "") -> None:
+        self.result.dropped[reason] += 1
+        self.result.dropped_rows.append(Dropped(source, reason, detail))
 
     def start(self, convs: list[Conversation], seen: int, pool: ThreadPoolExecutor) -> _Started:
         import jinja2
@@ -337,9 +288,9 @@ class _Encoder:
         counts: dict[_Key, int],
         future: Future[dict[_Key, list[int]]],
     ) -> None:
-        cfg, result, vocab = self.cfg, self.result, self.vocab
+        cfg, vocab = self.cfg, self.vocab
         for error in errors:
-            _fail_or_count(*error, cfg, result)
+            self._fail_or_count(*error)
         table = future.result()
         vocab.remember(table, counts)
         table.update(vocab.cache)
@@ -347,19 +298,65 @@ class _Encoder:
         flat: list[int] = []
         for row in rows:
             row.assemble(table, vocab, flat)
-            if cfg.truncation == "drop" and row.n > cfg.max_length:
-                result.dropped["too_long"] += 1  # cheap early exit: no boundary work
+            too_long = row.n > cfg.max_length
+            if too_long and cfg.truncation != "turns":  # cheap early exit: no boundary work
+                if cfg.truncation == "truncate_prompt" and self.rounds < SHRINK_ROUNDS:
+                    self.overflow.append((row.conv, row.n))
+                else:
+                    self.drop(row.conv.source, "too_long", f"{row.n} tokens")
                 del flat[len(flat) - row.n :]
                 continue
             try:
                 row.locate(table, vocab)
             except TemplateMismatch as e:
-                _fail_or_count(e, row.conv.source, row.name, cfg, result)
+                self._fail_or_count(e, row.conv.source, row.name)
                 del flat[len(flat) - row.n :]
                 continue
+            if too_long and not self._keep_leading_turns(row, flat):
+                continue
+            self.result.truncated += self.rounds > 0  # a `truncate_prompt` row that now fits
             kept.append(row)
         del table, rows, counts
         self._store(kept, np.array(flat, np.int32))
+
+    def _keep_leading_turns(self, row: _Row, flat: list[int]) -> bool:
+        """`turns` truncation of a too-long row (in place): True when at least one trained turn
+        fits, else the row is dropped (its ids removed from `flat`) and False."""
+        k = leading_turns(row.tbounds, self.cfg.max_length)
+        if k == 0:
+            self.drop(
+                row.conv.source,
+                "too_long",
+                f"{row.n} tokens; the first trained turn ends "
+                f"at token {row.tbounds[1] if row.tbounds else row.n}",
+            )
+            del flat[len(flat) - row.n :]
+            return False
+        end = row.tbounds[2 * k - 1]
+        del flat[len(flat) - (row.n - end) :]
+        trained = row.conv.assistant_indices()
+        if self.cfg.train_on_turns == "last":
+            trained = trained[-1:]
+        row.conv = through_turn(row.conv, trained, k)
+        row.n, row.tbounds = end, row.tbounds[: 2 * k]
+        self.result.truncated += 1
+        return True
+
+    def _fail_or_count(self, e: Exception, source: str, name: str) -> None:
+        reason = "template_mismatch" if isinstance(e, TemplateMismatch) else "template_error"
+        if isinstance(e, TemplateLimitError):  # the template itself is at fault: every row would be
+            raise TemplateError(f"template {name!r} at {source}: {e}") from e
+        if self.cfg.on_error == "skip":
+            # a mismatch's first line is what `reason` says already; its token lines say where
+            lines = (e.problem if isinstance(e, TemplateMismatch) else str(e)).splitlines()
+            shown = lines[1:3] if isinstance(e, TemplateMismatch) and len(lines) > 2 else lines[:1]
+            self.drop(source, reason, " ".join(line.strip() for line in shown))
+            return
+        if isinstance(e, TemplateMismatch):
+            raise e
+        raise TemplateError(
+            f"template {name!r} at {source}: the template raised: {e}; {ON_ERROR_HINT}"
+        ) from e
 
     def _store(self, rows: list[_Row], ids: np.ndarray) -> None:
         """Spans, truncation and labels of the kept rows (numpy over the chunk) → a block."""
@@ -376,25 +373,10 @@ class _Encoder:
             cfg.max_length,
             cfg.train_on_inputs,
         )
-        if built.too_long:
-            result.dropped["too_long"] += built.too_long
         for ex in built.untrained:
             if cfg.on_error == "fail":
                 render = render_example(ex, self.vocab.tokenizer)
-                raise AuditError(f"{ex.source}: no trained token\n{render}")
-            result.dropped["no_trained_tokens"] += 1
-        result.truncated += built.truncated
+                raise AuditError(f"{ex.source}: no trained token; {ON_ERROR_HINT}\n{render}")
+            self.drop(ex.source, "no_trained_tokens")
         if built.block is not None:
             result.examples.append(built.block)
-
-
-def _fail_or_count(
-    e: Exception, source: str, name: str, cfg: DataConfig, result: EncodeResult
-) -> None:
-    reason = "template_mismatch" if isinstance(e, TemplateMismatch) else "template_error"
-    if cfg.on_error == "skip":
-        result.dropped[reason] += 1
-        return
-    if isinstance(e, TemplateMismatch):
-        raise e
-    raise TemplateError(f"template {name!r} at {source}: the template raised: {e}") from e

@@ -71,6 +71,11 @@ def run_eval(cfg: Config, fail_on_regression: bool | None = None) -> EvalResult:
         raise ValueError("eval needs an `eval:` section with at least one task under eval.tasks")
     import torch
 
+    from instructune.noise import silence_known_noise
+    from instructune.output_dir import check_output_dir
+
+    check_output_dir(cfg.output_path)
+    silence_known_noise()
     torch.manual_seed(ecfg.seed)
     out_dir = cfg.output_path
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -214,6 +219,11 @@ def _evaluate_models(
     if assets.adapter_dir is not None:
         passes.append("tuned")
     model = _load_base(cfg) if passes[0] == "base" or assets.adapter_kind == "peft" else None
+    if assets.adapter_kind == "peft":
+        from instructune.models.peft_setup import check_adapter_fits
+
+        # before the base pass: a mismatch would otherwise surface only after it, as a shape error
+        check_adapter_fits(assets.adapter_dir, model, cfg.model.path)  # type: ignore[arg-type]
     for name in passes:
         if name == "tuned" and assets.adapter_kind == "merged":
             del model  # a merged model replaces the base: never hold both

@@ -14,7 +14,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from instructune.config.schema import Method, ModelConfig, QuantizationConfig
-from instructune.models.resolve import ResolvedModel, resolve_model
+from instructune.models.resolve import (
+    ResolvedModel,
+    check_hub_reachable,
+    has_tokenizer_files,
+    resolve_model,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -33,6 +38,14 @@ def load_tokenizer(cfg: ModelConfig, resolved: ResolvedModel | None = None) -> A
     from transformers import AutoTokenizer
 
     resolved = resolved or resolve_model(cfg)
+    if resolved.kind == "hub":
+        check_hub_reachable(cfg)
+    if resolved.kind in ("folder", "embedded") and not has_tokenizer_files(Path(resolved.path)):
+        raise FileNotFoundError(
+            f"{resolved.path} has no tokenizer files (tokenizer.json, tokenizer.model, "
+            "vocab.json); save the tokenizer next to the model "
+            "(tokenizer.save_pretrained(folder)) or copy them from the model you fine-tuned"
+        )
     tokenizer = AutoTokenizer.from_pretrained(resolved.path, **_source_kwargs(cfg, resolved))
     return prepare_tokenizer(tokenizer, cfg.path)
 
@@ -142,6 +155,8 @@ def load_model(
     from transformers import AutoModelForCausalLM
 
     resolved = resolved or resolve_model(cfg)
+    if resolved.kind == "hub":
+        check_hub_reachable(cfg)
     kwargs: dict[str, Any] = {
         "dtype": dtype,
         "attn_implementation": cfg.attn_implementation,

@@ -77,6 +77,76 @@ def save_adapter(model: Any, tokenizer: Any, template_text: str, out_dir: str | 
     return out
 
 
+def check_adapter_weights(adapter_dir: Path) -> Path:
+    """The adapter's weights file; a one-line error when the folder has none (peft would take the
+    folder for a Hub id and complain about the repo id's form)."""
+    weights = adapter_dir / ADAPTER_WEIGHTS_FILE
+    if not weights.is_file():
+        raise FileNotFoundError(
+            f"{adapter_dir} has adapter_config.json but no {ADAPTER_WEIGHTS_FILE}: the adapter's "
+            "weights are missing (an interrupted copy or save?); copy them in or retrain"
+        )
+    return weights
+
+
+def check_adapter_fits(adapter_dir: Path, base_model: Any, base_name: str | None = None) -> None:
+    """Raise a one-line error when the adapter's LoRA shapes don't fit `base_model`'s layers.
+
+    Read from the safetensors header (no weights loaded), so an adapter trained on another base
+    is refused before any evaluation rather than as a shape error deep inside peft.
+    """
+    from safetensors import safe_open
+
+    weights = check_adapter_weights(adapter_dir)
+    trained_on = _adapter_base_name(adapter_dir)
+    here = base_name or getattr(base_model, "name_or_path", None) or type(base_model).__name__
+    hidden = getattr(getattr(base_model, "config", None), "hidden_size", "?")
+    with safe_open(str(weights), framework="pt") as handle:
+        shapes = {key: handle.get_slice(key).get_shape() for key in handle.keys()}  # noqa: SIM118
+    a_dims = [shape[1] for key, shape in shapes.items() if key.endswith("lora_A.weight")]
+    a_hidden = max(set(a_dims), key=a_dims.count) if a_dims else "?"
+    # a model that has adapters already: its layers are looked up under the peft wrapper
+    plain = base_model.get_base_model() if hasattr(base_model, "get_base_model") else base_model
+    for key, shape in shapes.items():
+        problem = _lora_shape_problem(plain, key, shape)
+        if problem:
+            raise ValueError(
+                f"adapter {adapter_dir} was trained on {trained_on} (hidden {a_hidden}), this "
+                f"model is {here} (hidden {hidden}): {problem}; evaluate it on the base it was "
+                "trained on (model.path)"
+            )
+
+
+def _adapter_base_name(adapter_dir: Path) -> str:
+    import json
+
+    try:
+        config = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "an unknown base"
+    return str(config.get("base_model_name_or_path") or "an unknown base")
+
+
+_LORA_AXES = {".lora_A.weight": (1, "in_features"), ".lora_B.weight": (0, "out_features")}
+
+
+def _lora_shape_problem(model: Any, key: str, shape: list[int]) -> str | None:
+    """Why LoRA tensor `key` of `shape` can't attach to `model`, or None when it fits."""
+    end = next((e for e in _LORA_AXES if key.endswith(e)), None)
+    if end is None:
+        return None  # biases, embeddings, modules_to_save: peft checks those itself
+    axis, attr = _LORA_AXES[end]
+    name = key[: -len(end)].removeprefix("base_model.model.")
+    try:
+        module = model.get_submodule(name)
+    except AttributeError:
+        return f"it adapts {name}, which {type(model).__name__} does not have"
+    size = getattr(module, attr, None)
+    if size is not None and size != shape[axis]:
+        return f"{name} has {size} {attr.replace('_', ' ')} here, {shape[axis]} in the adapter"
+    return None
+
+
 def merge_adapter(model: Any) -> Any:
     """Fold the adapter into the base weights and return the plain model."""
     if getattr(model, "is_loaded_in_4bit", False) or getattr(

@@ -53,6 +53,59 @@ def resolve_model(cfg: ModelConfig) -> ResolvedModel:
     )
 
 
+def check_hub_reachable(cfg: ModelConfig) -> None:
+    """Fail in a second, not after transformers' retries, when a Hub id can't be fetched: it is not
+    cached and the Hub is offline (`HF_HUB_OFFLINE`) or its endpoint does not answer.
+
+    Called by the loaders, not by `resolve_model`: naming a Hub id is fine until it is loaded."""
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    wanted = cfg.gguf_file or "config.json"
+    if isinstance(try_to_load_from_cache(cfg.path, wanted, revision=cfg.revision), str):
+        return
+    where = (
+        f"model.path {cfg.path!r} is not a local folder (nothing at "
+        f"{Path(cfg.path).expanduser().resolve()}) and not the embedded model {EMBEDDED_MODEL!r}"
+    )
+    if constants.HF_HUB_OFFLINE:
+        raise FileNotFoundError(
+            f"{where}, and the Hub is offline (HF_HUB_OFFLINE=1) with no cached copy of "
+            f"{cfg.path}; fix the path, or download the model while online"
+        )
+    problem = _endpoint_problem(constants.ENDPOINT)
+    if problem:
+        raise FileNotFoundError(
+            f"{where}, and the Hub is unreachable ({problem}); fix the path, or check the network"
+        )
+
+
+def _endpoint_problem(endpoint: str, timeout: float = 5.0) -> str | None:
+    """Why a TCP connection to the Hub endpoint fails, or None when it connects.
+
+    Behind an HTTP(S) proxy a direct connection proves nothing: the check is left to the client.
+    """
+    import os
+    import socket
+    from urllib.parse import urlsplit
+
+    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy")):
+        return None
+    url = urlsplit(endpoint)
+    host = url.hostname or endpoint
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as err:
+        return f"{host}:{port}: {err.strerror or err}"
+    return None
+
+
+def has_tokenizer_files(folder: Path) -> bool:
+    """Whether a model folder holds any tokenizer (fast, sentencepiece, BPE vocab, tiktoken)."""
+    names = ("tokenizer.json", "tokenizer.model", "vocab.json", "spiece.model", "vocab.txt")
+    return any((folder / name).is_file() for name in names) or any(folder.glob("*.tiktoken"))
+
+
 def _resolve_folder(folder: Path, gguf_file: str | None) -> ResolvedModel:
     ggufs = sorted(p.name for p in folder.glob("*.gguf") if p.is_file())
     if gguf_file is not None:

@@ -123,6 +123,11 @@ def check_train_config(cfg: Config, dtype: torch.dtype) -> None:
         logger.warning(
             "train.lr_scheduler constant ignores warmup; use constant_with_warmup to warm up"
         )
+    if os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true" and not _cuda():
+        logger.warning(
+            "FSDP was requested but there is no GPU: accelerate runs FSDP only on accelerators, "
+            "so this run is plain DDP with every weight on every process (docs/multi-gpu.md)"
+        )
     for target in train.report_to:
         if target in ("wandb", "mlflow") and importlib.util.find_spec(target) is None:
             raise ConfigError(
@@ -193,8 +198,11 @@ def report_callbacks(targets: Sequence[str], out_dir: Path) -> list[TrainerCallb
     if "wandb" in targets:
         os.environ.setdefault("WANDB_MODE", "offline")
         os.environ.setdefault("WANDB_DIR", str(out_dir))
-    if "mlflow" in targets:
-        os.environ.setdefault("MLFLOW_TRACKING_URI", (out_dir / "mlruns").resolve().as_uri())
+    if "mlflow" in targets and "MLFLOW_TRACKING_URI" not in os.environ:
+        os.environ["MLFLOW_TRACKING_URI"] = (out_dir / "mlruns").resolve().as_uri()
+        # mlflow 3 refuses its file store (in "maintenance mode") unless allowed; a database
+        # backend needs the full mlflow package, and a local folder is what a run dir wants
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
     if "tensorboard" in targets:
         from torch.utils.tensorboard import SummaryWriter
         from transformers.integrations import TensorBoardCallback

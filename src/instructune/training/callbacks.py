@@ -15,9 +15,9 @@ from tqdm.auto import tqdm
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from instructune.manifest import MetricsLog
+from instructune.training.checkpoints import COUNTS_FILE
 from instructune.training.trainer import TokenCounter
 
-COUNTS_FILE = "token_counts.json"
 TRAIN_KEYS = (
     "step",
     "epoch",
@@ -158,21 +158,6 @@ class ProgressCallback(TrainerCallback):
         if self.bar is not None:
             self.bar.close()
             self.bar = None
-
-
-class CountsInCheckpoint(TrainerCallback):
-    """Stores the token counts in each checkpoint, so a resumed run continues them exactly."""
-
-    def __init__(self, counter: TokenCounter) -> None:
-        self.counter = counter
-
-    def on_save(
-        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
-    ) -> None:
-        folder = Path(str(args.output_dir)) / f"checkpoint-{state.global_step}"
-        if state.is_world_process_zero and folder.is_dir():
-            counts = {"tokens": self.counter.tokens, "trained_tokens": self.counter.trained_tokens}
-            (folder / COUNTS_FILE).write_text(json.dumps(counts) + "\n", encoding="utf-8")
 
 
 def load_counts(checkpoint: Path | None) -> TokenCounter:

@@ -21,6 +21,7 @@ from typing import Any
 
 from instructune.artifacts import (
     CHECKPOINTS_DIR,
+    MANIFEST_FILE,
     METRICS_FILE,
     PLOT_FILE,
     RESULTS_FILE,
@@ -29,15 +30,25 @@ from instructune.artifacts import (
 from instructune.config import Config, ConfigError
 from instructune.data.pipeline import PreparedData, prepare_dataset
 from instructune.manifest import write_manifest
+from instructune.noise import silence_known_noise
+from instructune.output_dir import check_output_dir
 from instructune.training.args import build_training_args, report_callbacks
 from instructune.training.callbacks import (
-    CountsInCheckpoint,
     MetricsCallback,
     ProgressCallback,
     StepClock,
     load_counts,
 )
+from instructune.training.checkpoints import (
+    check_data,
+    claim_output_dir,
+    config_changes,
+    read_run_info,
+    run_info,
+    segments,
+)
 from instructune.training.dataset import TokenDataset, build_datasets
+from instructune.training.interrupt import StopOnInterrupt, TrainingInterrupted
 from instructune.training.plots import plot_training_curves, read_metrics
 from instructune.training.trainer import InstructTrainer, TokenCounter
 
@@ -56,10 +67,17 @@ class TrainResult:
 
 
 def run_train(
-    cfg: Config, resume: bool = False, callbacks: Sequence[Any] = (), tokenizer: Any = None
+    cfg: Config,
+    resume: bool = False,
+    callbacks: Sequence[Any] = (),
+    tokenizer: Any = None,
+    overwrite: bool = False,
 ) -> TrainResult:
     """Fine-tune `cfg.model` on `cfg.data` with `cfg.method`; `resume` continues from the last
-    checkpoint in `output_dir/checkpoints`. Extra `callbacks` are TrainerCallbacks."""
+    checkpoint in `output_dir/checkpoints` (refusing a changed config or data), `overwrite`
+    replaces an earlier run in `output_dir`. Extra `callbacks` are TrainerCallbacks.
+
+    Ctrl-C saves a checkpoint at the end of the step and raises `TrainingInterrupted`."""
     import torch
     from transformers import set_seed
 
@@ -68,13 +86,17 @@ def run_train(
     if cfg.data is None:
         raise ConfigError("train needs a `data:` section")
     out = cfg.output_path
-    checkpoint = _resume_checkpoint(out / CHECKPOINTS_DIR, resume)
+    check_output_dir(out)
+    silence_known_noise()
+    checkpoint, saved, changes = _claim(cfg, resume, overwrite)
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
     set_seed(cfg.train.seed)  # before the model: LoRA initialization draws random numbers
 
     tokenizer = tokenizer if tokenizer is not None else load_tokenizer(cfg.model)
     prepared = prepare_dataset(cfg.data, tokenizer)
+    if checkpoint is not None:
+        check_data(saved, prepared.hashes, checkpoint)
     train_set, eval_set = build_datasets(prepared)
 
     dtype = resolve_dtype(cfg.train.precision, cfg.model.dtype)
@@ -83,16 +105,20 @@ def run_train(
 
     counter, clock = load_counts(checkpoint), StepClock()
     start = TokenCounter(counter.tokens, counter.trained_tokens)
+    stop = StopOnInterrupt()
     trainer = _build_trainer(
-        cfg, model, tokenizer, (train_set, eval_set), dtype, (counter, clock), callbacks
+        cfg, model, tokenizer, (train_set, eval_set), dtype, (counter, clock), [*callbacks, stop]
     )
+    trainer.run_info = run_info(cfg, prepared.hashes)
     _drop_printer(trainer)
     main = trainer.is_world_process_zero()
+    run_segments = segments(out / MANIFEST_FILE, checkpoint, changes)
     if main:
         _start_metrics_log(out / METRICS_FILE, checkpoint)
-        write_manifest(out, cfg, "train", _manifest_extra(prepared, model, dtype, checkpoint))
+        extra = _manifest_extra(prepared, model, dtype, checkpoint) | {"segments": run_segments}
+        write_manifest(out, cfg, "train", extra)
 
-    output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    output = _train(trainer, stop, checkpoint, out / CHECKPOINTS_DIR)
     eval_loss = _final_eval_loss(trainer) if eval_set is not None else None
 
     if main:
@@ -103,9 +129,35 @@ def run_train(
     if main:
         plot_training_curves(out / METRICS_FILE, out / PLOT_FILE)
         (out / RESULTS_FILE).write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-        extra = _manifest_extra(prepared, model, dtype, checkpoint) | {"results": metrics}
-        write_manifest(out, cfg, "train", extra)
+        extra = _manifest_extra(prepared, model, dtype, checkpoint)
+        write_manifest(out, cfg, "train", extra | {"segments": run_segments, "results": metrics})
     return TrainResult(out, metrics, trainer.model, tokenizer, prepared)
+
+
+def _claim(
+    cfg: Config, resume: bool, overwrite: bool
+) -> tuple[Path | None, dict[str, Any] | None, list[str]]:
+    """(checkpoint to resume, its run info, the resumable config changes) after claiming
+    output_dir; refuses another run's folder, or a resume whose config changed."""
+    out = cfg.output_path
+    checkpoint = claim_output_dir(out, out / CHECKPOINTS_DIR, resume, overwrite)
+    if checkpoint is None:
+        return None, None, []
+    saved = read_run_info(checkpoint)
+    return checkpoint, saved, config_changes(saved, cfg, checkpoint)
+
+
+def _train(trainer: Any, stop: StopOnInterrupt, checkpoint: Path | None, checkpoints: Path) -> Any:
+    """`trainer.train()`; a Ctrl-C stop becomes `TrainingInterrupted` naming the checkpoint."""
+    try:
+        output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    finally:
+        stop.restore()
+    if stop.requested:
+        step = trainer.state.global_step
+        saved_at = checkpoints / f"checkpoint-{step}"
+        raise TrainingInterrupted(saved_at if saved_at.is_dir() else None, step)
+    return output
 
 
 def _build_trainer(
@@ -137,7 +189,6 @@ def _build_trainer(
             clock,
             MetricsCallback(out / METRICS_FILE, counter, clock),
             ProgressCallback(counter, clock),
-            CountsInCheckpoint(counter),
             *report_callbacks(cfg.train.report_to, out),
             *callbacks,
         ],
@@ -186,24 +237,6 @@ def _final_eval_loss(trainer: Any) -> float:
         if "eval_loss" in record and record.get("step") == trainer.state.global_step:
             return float(record["eval_loss"])
     return float(trainer.evaluate()["eval_loss"])
-
-
-def _resume_checkpoint(checkpoints: Path, resume: bool) -> Path | None:
-    """The last checkpoint when resuming; refuses to start fresh over an earlier run's checkpoints
-    (the Trainer would rotate them together with the new ones)."""
-    from transformers.trainer_utils import get_last_checkpoint
-
-    last = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
-    if resume and last is None:
-        raise ConfigError(
-            f"--resume: no checkpoint-N folder in {checkpoints}; run without --resume"
-        )
-    if not resume and last is not None:
-        raise ConfigError(
-            f"{checkpoints} holds checkpoints of an earlier run ({Path(last).name}); pass --resume "
-            "to continue it, or choose another output_dir (or delete that folder)"
-        )
-    return Path(last) if last else None
 
 
 def _start_metrics_log(path: Path, checkpoint: Path | None) -> None:

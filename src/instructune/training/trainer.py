@@ -24,6 +24,7 @@ from torch import nn
 from transformers import Trainer
 
 from instructune.data.examples import IGNORE_INDEX
+from instructune.training.checkpoints import COUNTS_FILE, RUN_INFO_FILE, AtomicCheckpoints
 from instructune.training.forward import (
     causal_lm_parts,
     chunked_token_losses,
@@ -39,9 +40,11 @@ class TokenCounter:
     trained_tokens: int = 0
 
 
-class InstructTrainer(Trainer):
+class InstructTrainer(AtomicCheckpoints, Trainer):
     # compute_loss returns a loss already normalized over the whole accumulated step.
     loss_is_scaled_for_ga = True
+    run_info: dict[str, Any] | None = None
+    """Written into each checkpoint (resolved config, data hashes) to check resumes against."""
 
     def __init__(
         self,
@@ -57,6 +60,14 @@ class InstructTrainer(Trainer):
         self.label_smoothing = label_smoothing
         self.pad_token_id = pad_token_id
         self.counter = counter if counter is not None else TokenCounter()
+
+    def checkpoint_json(self) -> dict[str, Any]:
+        """Token counts (a resumed run continues them exactly) and the run info, per checkpoint."""
+        counts = {"tokens": self.counter.tokens, "trained_tokens": self.counter.trained_tokens}
+        files: dict[str, Any] = {COUNTS_FILE: counts}
+        if self.run_info is not None:
+            files[RUN_INFO_FILE] = self.run_info
+        return files
 
     def get_batch_samples(
         self, epoch_iterator: Iterator[Any], num_batches: int, device: torch.device
