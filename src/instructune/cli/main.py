@@ -24,6 +24,11 @@ COMMANDS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "prepare": ("instructune.cli.prepare", "load, template, tokenize, audit, pack data", ("data",)),
     "train": ("instructune.cli.train", "fine-tune (full, LoRA, QLoRA) on prepared data", ("data",)),
     "eval": ("instructune.cli.eval", "evaluate a model (and its base) on tasks", ("eval",)),
+    "synthesize": (
+        "instructune.cli.synthesize",
+        "generate instruction data with an LLM (Self-Instruct, Evol-Instruct, Unnatural)",
+        ("synthesize",),
+    ),
 }
 # command → (module, help): the positional is RUN, a training output_dir, a merged folder or any
 # model path (the embedded default included), so a new user can use the base model before training.
