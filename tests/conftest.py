@@ -42,3 +42,31 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Any:
     tiny_llama(len(tok)).save_pretrained(path)
     tok.save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_lora_run(tiny_model_dir: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A LoRA training output_dir on the tiny model, written by the real `run_train` (3 steps)."""
+    import json
+
+    from instructune.config import Config
+    from instructune.training.run import run_train
+
+    root = tmp_path_factory.mktemp("lora-run")
+    rows = [
+        {"instruction": f"What is {i} plus {i}?", "input": "", "output": f"It is {2 * i}."}
+        for i in range(16)
+    ]
+    data = root / "train.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    cfg = Config.model_validate(
+        {
+            "model": {"path": str(tiny_model_dir)},
+            "data": {"train": [{"path": str(data)}], "max_length": 64},
+            "method": "lora",
+            "lora": {"r": 4, "alpha": 8, "dropout": 0.0},
+            "train": {"max_steps": 3, "micro_batch_size": 4, "learning_rate": 5e-2},
+            "output_dir": str(root / "run"),
+        }
+    )
+    return run_train(cfg).out_dir

@@ -11,6 +11,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from instructune.artifacts import CONFIG_FILE, MANIFEST_FILE
 from instructune.config import Config, dump_config
 
 _PACKAGES = (
@@ -48,7 +49,7 @@ def git_commit(cwd: Path | None = None) -> str | None:
 def write_manifest(out_dir: Path, cfg: Config, command: str, extra: dict[str, Any]) -> Path:
     """Write `config.yaml` (resolved) and `manifest.json`; returns the manifest path."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "config.yaml").write_text(dump_config(cfg), encoding="utf-8")
+    (out_dir / CONFIG_FILE).write_text(dump_config(cfg), encoding="utf-8")
     manifest = {
         "command": command,
         "argv": sys.argv,
@@ -58,7 +59,7 @@ def write_manifest(out_dir: Path, cfg: Config, command: str, extra: dict[str, An
         "seed": {"data": cfg.data.seed if cfg.data else None, "train": cfg.train.seed},
         **extra,
     }
-    path = out_dir / "manifest.json"
+    path = out_dir / MANIFEST_FILE
     path.write_text(json.dumps(manifest, indent=2, default=str) + "\n", encoding="utf-8")
     return path
 

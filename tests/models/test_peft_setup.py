@@ -9,12 +9,12 @@ from typing import Any
 import pytest
 import torch
 
+from instructune.artifacts import load_adapter
 from instructune.config.schema import LoraConfig, ModelConfig, QuantizationConfig
 from instructune.models.loading import load_model
 from instructune.models.peft_setup import (
     apply_method,
     linear_module_names,
-    load_adapter,
     logit_parity,
     merge_adapter,
     save_adapter,

@@ -32,7 +32,10 @@ COMMANDS: dict[str, tuple[str, str, tuple[str, ...]]] = {
 }
 # command → (module, help): the positional is RUN, a training output_dir, a merged folder or any
 # model path (the embedded default included), so a new user can use the base model before training.
-RUN_COMMANDS: dict[str, tuple[str, str]] = {}
+RUN_COMMANDS: dict[str, tuple[str, str]] = {
+    "generate": ("instructune.cli.generate", "generate for one prompt or a JSONL file of prompts"),
+    "chat": ("instructune.cli.chat", "chat with a model in the terminal, answers streamed"),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:

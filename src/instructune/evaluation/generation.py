@@ -1,36 +1,23 @@
-"""Batched generation with exactly the training template, and the prompt helpers scoring shares.
+"""Generation tasks: the training template's prompt, generated on the inference engine, scored.
 
 A prompt is `template.render(messages before the last assistant turn, add_generation_prompt=True)`,
-the same text training rendered before the response it learned. Generation stops at the
-tokenizer's EOS or the template's end-of-turn token (found by rendering a probe conversation, so
-it works for ChatML, Llama-3, Alpaca-with-eos and custom templates alike). The stop rate (share of
-outputs that ended on a stop token before `max_new_tokens`) tells whether a fine-tune learned to
-end its answers.
+the same text training rendered before the response it learned; `inference.engine.Engine` decodes
+it and stops at EOS or the template's end-of-turn token. The stop rate (share of outputs that ended
+on a stop token before `max_new_tokens`) tells whether a fine-tune learned to end its answers.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
-
     from instructune.config import EvalTaskConfig
-    from instructune.data.conversation import Conversation, Message
+    from instructune.data.conversation import Conversation
     from instructune.evaluation.compare import TaskOutcome
-
-_PROBE = "\x00instructune-probe\x00"
-
-
-class TemplateLike(Protocol):
-    def render(
-        self,
-        messages: Sequence[Message],
-        add_generation_prompt: bool = False,
-        meta: Mapping[str, str] | None = None,
-    ) -> str: ...
+    from instructune.inference.engine import Engine
+    from instructune.inference.prompts import TemplateLike
 
 
 @dataclass(frozen=True)
@@ -74,135 +61,32 @@ def prompt_item(conv: Conversation, template: TemplateLike) -> PromptItem:
     return PromptItem(prompt, conv.messages[last].content, conv.source, conv.label)
 
 
-def encode_text(tokenizer: Any, text: str) -> list[int]:
-    """Token ids of rendered template text: the template writes BOS itself when it wants one."""
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
-
-
-def end_of_turn(template: TemplateLike, tokenizer: Any) -> tuple[str, int | None]:
-    """(text after an assistant message up to its end-of-turn token, that token's id).
-
-    Rendering `[user, assistant=PROBE]` and reading what follows PROBE gives the template's own
-    end of a turn, e.g. `<|im_end|>` for ChatML or `</s>` for Alpaca. The id is the first special
-    token there; None when the template ends turns with plain text only.
-    """
-    from instructune.data.conversation import Message
-
-    text = template.render([Message("user", "hi"), Message("assistant", _PROBE)])
-    after = text[text.index(_PROBE) + len(_PROBE) :] if _PROBE in text else ""
-    specials = sorted(
-        (t for t in tokenizer.all_special_tokens if t and t in after),
-        key=after.index,
-    )
-    if not specials:
-        return "", None
-    token = specials[0]
-    return after[: after.index(token) + len(token)], int(tokenizer.convert_tokens_to_ids(token))
-
-
-def stop_token_ids(template: TemplateLike, tokenizer: Any) -> list[int]:
-    """EOS, the template's end-of-turn token and the known end-of-turn tokens of the vocabulary.
-
-    The same set training's labels end at (`data.tokenize.end_of_turn_ids`), so a generation stops
-    exactly where a trained response ends.
-    """
-    from instructune.data.tokenize import end_of_turn_ids
-
-    ids: list[int] = []
-    eos = tokenizer.eos_token_id
-    first = [*(eos if isinstance(eos, list) else [eos]), end_of_turn(template, tokenizer)[1]]
-    for candidate in [*first, *sorted(end_of_turn_ids(tokenizer))]:
-        if candidate is not None and int(candidate) not in ids:
-            ids.append(int(candidate))
-    if not ids:
-        raise ValueError("the tokenizer has no EOS token and the template no end-of-turn token")
-    return ids
-
-
 def generate(
-    model: Any,
-    tokenizer: Any,
-    prompts: Sequence[str],
-    settings: GenerationSettings,
-    stop_ids: Sequence[int],
+    engine: Engine, prompts: Sequence[str], settings: GenerationSettings
 ) -> list[Generated]:
-    """Generate for every prompt: left-padded batches of similar length, seeded per batch."""
-    import torch
+    """Generate for every prompt on the engine; row i samples with seed `settings.seed + i`, so
+    an output does not depend on the batch it shared."""
+    from instructune.inference.sampling import SamplingParams
 
-    encoded = [encode_text(tokenizer, p) for p in prompts]
-    order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]), reverse=True)
-    pad_id = _pad_id(tokenizer, stop_ids)
-    config = _generation_config(settings, stop_ids, pad_id)
-    results: list[Generated | None] = [None] * len(prompts)
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
+    params = [
+        SamplingParams(
+            max_new_tokens=settings.max_new_tokens,
+            temperature=settings.temperature if settings.do_sample else 0.0,
+            top_p=settings.top_p,
+            seed=settings.seed + i,
+        )
+        for i in range(len(prompts))
+    ]
+    was_training = engine.model.training
     try:
-        for b, start in enumerate(range(0, len(order), settings.batch_size)):
-            batch = order[start : start + settings.batch_size]
-            ids, mask = _left_pad([encoded[i] for i in batch], pad_id, device)
-            # Seeding each batch makes sampled outputs independent of batches evaluated before.
-            torch.manual_seed(settings.seed + b)
-            with torch.inference_mode():
-                out = model.generate(input_ids=ids, attention_mask=mask, generation_config=config)
-            for row, i in enumerate(batch):
-                results[i] = _decode(tokenizer, out[row, ids.shape[1] :].tolist(), stop_ids)
+        done = engine.generate(prompts, params)
     finally:
-        model.train(was_training)
-    return [r for r in results if r is not None]
+        engine.model.train(was_training)
+    return [Generated(c.text.strip(), c.completion_tokens, c.finish_reason == "stop") for c in done]
 
 
 def stop_rate(outputs: Sequence[Generated]) -> float:
     return sum(o.stopped for o in outputs) / len(outputs) if outputs else 0.0
-
-
-def _pad_id(tokenizer: Any, stop_ids: Sequence[int]) -> int:
-    pad = tokenizer.pad_token_id
-    return int(pad) if pad is not None else int(stop_ids[0])
-
-
-def _generation_config(settings: GenerationSettings, stop_ids: Sequence[int], pad_id: int) -> Any:
-    from transformers import GenerationConfig
-
-    # A fresh config, not the checkpoint's generation_config.json: its sampling defaults (e.g.
-    # temperature 0.2) would silently change what "greedy" means between models.
-    sampling: dict[str, Any] = (
-        {"do_sample": True, "temperature": settings.temperature, "top_p": settings.top_p}
-        if settings.do_sample
-        else {"do_sample": False}
-    )
-    return GenerationConfig(
-        max_new_tokens=settings.max_new_tokens,
-        eos_token_id=list(stop_ids),
-        pad_token_id=pad_id,
-        **sampling,
-    )
-
-
-def _left_pad(rows: list[list[int]], pad_id: int, device: Any) -> tuple[Any, Any]:
-    import torch
-
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for r, row in enumerate(rows):
-        if row:
-            ids[r, width - len(row) :] = torch.tensor(row, dtype=torch.long)
-            mask[r, width - len(row) :] = 1
-    return ids.to(device), mask.to(device)
-
-
-def _decode(tokenizer: Any, new_ids: list[int], stop_ids: Sequence[int]) -> Generated:
-    """Cut at the first stop token (padding follows it in a batch) and decode the rest."""
-    stops = set(stop_ids)
-    cut = next((k for k, t in enumerate(new_ids) if t in stops), None)
-    kept = new_ids if cut is None else new_ids[:cut]
-    text = tokenizer.decode(kept, skip_special_tokens=True)
-    return Generated(
-        text=text.strip(),
-        n_new_tokens=len(new_ids) if cut is None else cut + 1,
-        stopped=cut is not None,
-    )
 
 
 def evaluate_generation(
@@ -223,8 +107,10 @@ def evaluate_generation(
             f"eval task {task.name!r}: unknown metric(s) {unknown}; choose from "
             f"{sorted(GENERATION_METRICS)}"
         )
-    stops = stop_token_ids(template, tokenizer)
-    outputs = generate(model, tokenizer, [it.prompt for it in items], settings, stops)
+    from instructune.inference.engine import Engine
+
+    engine = Engine(model, tokenizer, template, max_batch_size=settings.batch_size)
+    outputs = generate(engine, [it.prompt for it in items], settings)
     per_item: dict[str, list[float]] = {
         m: [
             GENERATION_METRICS[m](o.text, it.reference)

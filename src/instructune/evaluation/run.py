@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from instructune.artifacts import RunDir, resolve_adapter
 from instructune.config import Config, DataConfig, DataSource, EvalConfig, EvalTaskConfig
 from instructune.evaluation.compare import TaskOutcome, compare_task, regression
 
@@ -95,78 +96,46 @@ def run_eval(cfg: Config, fail_on_regression: bool | None = None) -> EvalResult:
 
 
 def _load_assets(cfg: Config) -> _Assets:
-    from instructune.data.templates import load_template
+    from instructune.artifacts import load_run_template, load_run_tokenizer
 
     adapter_dir, kind = resolve_adapter(cfg.adapter)
-    tokenizer = _load_tokenizer(cfg, adapter_dir)
-    data_cfg = _data_config(cfg, adapter_dir)
-    saved = adapter_dir / "template.jinja" if adapter_dir else None
-    if saved is not None and saved.is_file():
-        template = load_template(str(saved), tokenizer)
-    else:
-        template = load_template(data_cfg.template, tokenizer)
+    run = RunDir(adapter_dir) if adapter_dir is not None else None
+    tokenizer = load_run_tokenizer(run, cfg.model)
+    data_cfg = _data_config(cfg, run)
+    template = load_run_template(run, tokenizer, data_cfg.template)
     return _Assets(tokenizer, template, data_cfg, adapter_dir, kind)
 
 
-def resolve_adapter(adapter: str | None) -> tuple[Path | None, str | None]:
-    """(folder, "peft" | "merged") for `cfg.adapter`, (None, None) without one."""
-    if adapter is None:
-        return None, None
-    path = Path(adapter).expanduser()
-    if not path.is_dir():
-        raise FileNotFoundError(f"adapter {adapter!r} is not a folder (a training output_dir)")
-    if (path / "adapter_config.json").is_file():
-        return path, "peft"
-    if (path / "config.json").is_file():
-        return path, "merged"
-    raise FileNotFoundError(
-        f"adapter {adapter!r} has neither adapter_config.json (a LoRA adapter) nor config.json "
-        "(a merged or fully fine-tuned model)"
-    )
-
-
-def _load_tokenizer(cfg: Config, adapter_dir: Path | None) -> Any:
-    # Training saves the tokenizer it used (pad token included): prefer it for both passes.
-    if adapter_dir is not None and (adapter_dir / "tokenizer_config.json").is_file():
-        from transformers import AutoTokenizer
-
-        return AutoTokenizer.from_pretrained(str(adapter_dir))
-    from instructune.models import load_tokenizer
-
-    return load_tokenizer(cfg.model)
-
-
-def _data_config(cfg: Config, adapter_dir: Path | None) -> DataConfig:
+def _data_config(cfg: Config, run: RunDir | None) -> DataConfig:
     """Encoding settings for loss tasks: `cfg.data`, else training's, else the defaults."""
     if cfg.data is not None:
         return cfg.data
-    saved = adapter_dir / "config.yaml" if adapter_dir else None
-    if saved is not None and saved.is_file():
-        from instructune.config import load_config
-
+    if run is not None:
         try:
-            trained = load_config(saved).data
+            trained = run.config()
         except ValueError as err:  # an older or edited config: fall back rather than fail eval
-            log.warning("ignoring %s for eval defaults: %s", saved, err)
+            log.warning("ignoring %s for eval defaults: %s", run.config_file, err)
             trained = None
-        if trained is not None:
-            return trained
+        if trained is not None and trained.data is not None:
+            return trained.data
     return DataConfig(train=[DataSource(path=cfg.eval.tasks[0].path if cfg.eval else "-")])
 
 
 def _load_base(cfg: Config) -> Any:
-    from instructune.models import load_model, resolve_dtype
+    from instructune.artifacts import load_base
+    from instructune.models import resolve_dtype
 
     dtype = resolve_dtype(cfg.train.precision, cfg.model.dtype, for_training=False)
-    return load_model(cfg.model, dtype, cfg.method, cfg.quantization, for_training=False)
+    return load_base(cfg.model, dtype, cfg.method, cfg.quantization)
 
 
 def _load_merged(cfg: Config, folder: Path) -> Any:
-    from instructune.models import load_model, resolve_dtype
+    from instructune.artifacts import load_base
+    from instructune.models import resolve_dtype
 
     merged = cfg.model.model_copy(update={"path": str(folder), "gguf_file": None})
     dtype = resolve_dtype(cfg.train.precision, cfg.model.dtype, for_training=False)
-    return load_model(merged, dtype, "full", None, for_training=False)
+    return load_base(merged, dtype)
 
 
 # ----------------------------------------------------------------------------- tasks
@@ -221,10 +190,10 @@ def evaluate_task(
         )
         return evaluate_generation(model, tok, template, task.payload, task.cfg, settings)
     from instructune.evaluation.loss import evaluate_loss
+    from instructune.models import pad_token_id
 
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     return evaluate_loss(
-        model, task.payload, task.sources, task.cfg.name, int(pad), ecfg.batch_size
+        model, task.payload, task.sources, task.cfg.name, pad_token_id(tok), ecfg.batch_size
     )
 
 
@@ -250,7 +219,7 @@ def _evaluate_models(
             del model  # a merged model replaces the base: never hold both
             model = _load_merged(cfg, assets.adapter_dir)  # type: ignore[arg-type]
         elif name == "tuned":
-            from instructune.models import load_adapter
+            from instructune.artifacts import load_adapter
 
             # The base pass is finished before the adapter exists on the model: its numbers
             # can't include it, whatever peft does with enable/disable state.

@@ -41,15 +41,29 @@ def load_tokenizer(cfg: ModelConfig, resolved: ResolvedModel | None = None) -> A
             f"{cfg.path} loaded a slow tokenizer ({type(tokenizer).__name__}); instructune needs "
             "a fast one (tokenizer.json). Convert it with `tokenizers` or pick another model"
         )
+    return ensure_pad_token(tokenizer, cfg.path)
+
+
+def ensure_pad_token(tokenizer: Any, name: str) -> Any:
+    """Set pad to eos when the tokenizer has no pad token (the one pad rule; see load_tokenizer)."""
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
             raise ValueError(
-                f"the tokenizer of {cfg.path} has neither a pad nor an eos token; add an eos token "
+                f"the tokenizer of {name} has neither a pad nor an eos token; add an eos token "
                 "to its tokenizer_config.json"
             )
         tokenizer.pad_token = tokenizer.eos_token
         logger.info("tokenizer has no pad token; using eos %r as pad", tokenizer.eos_token)
     return tokenizer
+
+
+def pad_token_id(tokenizer: Any) -> int:
+    """The id batches are padded with: the pad token, else eos (what `ensure_pad_token` sets)."""
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    if pad is None:
+        name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
+        raise ValueError(f"the tokenizer {name!r} has neither a pad nor an eos token to pad with")
+    return int(pad)
 
 
 def resolve_dtype(precision: str, model_dtype: str, *, for_training: bool = True) -> torch.dtype:

@@ -1,4 +1,4 @@
-"""Make a loaded model trainable for a method (full, LoRA, QLoRA); save, load and merge adapters.
+"""Make a loaded model trainable for a method (full, LoRA, QLoRA); save and merge adapters.
 
 Gradient checkpointing is switched on here, not through `TrainingArguments`, so that its order
 relative to PEFT wrapping is fixed: checkpointing and input-require-grads on the base model first,
@@ -11,6 +11,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from instructune.artifacts import ADAPTER_WEIGHTS_FILE, TEMPLATE_FILE
 from instructune.config.schema import LoraConfig
 
 if TYPE_CHECKING:
@@ -19,8 +20,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 Method = Literal["lora", "qlora", "full"]
-TEMPLATE_FILE = "template.jinja"
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
 # Reentrant checkpointing drops the grads of frozen inputs, and torch warns when it isn't chosen.
 _CHECKPOINT_KWARGS = {"use_reentrant": False}
 
@@ -73,25 +72,12 @@ def save_adapter(model: Any, tokenizer: Any, template_text: str, out_dir: str | 
     # `auto` would also save embeddings whenever it guesses the vocabulary changed; resized
     # embeddings are saved through `lora.modules_to_save` instead.
     model.save_pretrained(out, safe_serialization=True, save_embedding_layers=False)
-    _check_adapter_only(out / ADAPTER_WEIGHTS, model)
+    _check_adapter_only(out / ADAPTER_WEIGHTS_FILE, model)
     tokenizer.save_pretrained(out)
     # newline="" keeps the template byte for byte: it is compared against at load time.
     with open(out / TEMPLATE_FILE, "w", encoding="utf-8", newline="") as handle:
         handle.write(template_text)
     return out
-
-
-def load_adapter(base_model: Any, adapter_dir: str | Path, is_trainable: bool = False) -> Any:
-    """Wrap `base_model` with the adapter saved in `adapter_dir`."""
-    from peft import PeftModel
-
-    adapter_dir = Path(adapter_dir)
-    if not (adapter_dir / "adapter_config.json").is_file():
-        raise FileNotFoundError(
-            f"{adapter_dir} has no adapter_config.json; point at a folder written by save_adapter "
-            "(a training output_dir or its checkpoint-N folder)"
-        )
-    return PeftModel.from_pretrained(base_model, str(adapter_dir), is_trainable=is_trainable)
 
 
 def merge_adapter(model: Any) -> Any:

@@ -17,7 +17,6 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 from instructune.manifest import MetricsLog
 from instructune.training.trainer import TokenCounter
 
-METRICS_FILE = "metrics.jsonl"
 COUNTS_FILE = "token_counts.json"
 TRAIN_KEYS = (
     "step",

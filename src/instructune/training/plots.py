@@ -6,8 +6,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-PLOT_FILE = "training_curves.png"
-
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():

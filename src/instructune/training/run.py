@@ -19,12 +19,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from instructune.artifacts import (
+    CHECKPOINTS_DIR,
+    METRICS_FILE,
+    PLOT_FILE,
+    RESULTS_FILE,
+    TEMPLATE_FILE,
+)
 from instructune.config import Config, ConfigError
 from instructune.data.pipeline import PreparedData, prepare_dataset
 from instructune.manifest import write_manifest
 from instructune.training.args import build_training_args, report_callbacks
 from instructune.training.callbacks import (
-    METRICS_FILE,
     CountsInCheckpoint,
     MetricsCallback,
     ProgressCallback,
@@ -32,14 +38,10 @@ from instructune.training.callbacks import (
     load_counts,
 )
 from instructune.training.dataset import TokenDataset, build_datasets
-from instructune.training.plots import PLOT_FILE, plot_training_curves, read_metrics
+from instructune.training.plots import plot_training_curves, read_metrics
 from instructune.training.trainer import InstructTrainer, TokenCounter
 
 logger = logging.getLogger(__name__)
-
-CHECKPOINTS_DIR = "checkpoints"
-RESULTS_FILE = "train_results.json"
-TEMPLATE_FILE = "template.jinja"
 
 
 @dataclass

@@ -1,0 +1,1 @@
+"""Inference: the engine (prompts, batched decoding, sampling, streaming), generate, chat, serve."""

@@ -1,0 +1,133 @@
+"""`run_generate`: prompts (one, or a JSONL file of them) → completions on the engine, batched.
+
+Input rows are JSON objects with `prompt` (one user message) or `messages` (a list of
+`{"role", "content"}`), and optionally `id` (kept in the output; the line number otherwise) and
+`system` (a system message put first). Each is rendered with the run's template. Output rows
+carry `id`, `text`, `finish_reason`, `prompt_tokens` and `completion_tokens`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from instructune.data.conversation import ROLES, Message
+from instructune.inference.sampling import SamplingParams
+
+if TYPE_CHECKING:
+    from instructune.inference.engine import Engine
+
+log = logging.getLogger(__name__)
+
+
+def read_prompts(path: Path) -> tuple[list[Any], list[list[Message]]]:
+    """(ids, conversations) from a JSONL file; a bad row raises naming file, line and field."""
+    if not path.is_file():
+        raise FileNotFoundError(f"input file {str(path)!r} does not exist")
+    ids: list[Any] = []
+    convs: list[list[Message]] = []
+    with open(path, encoding="utf-8") as handle:
+        for n, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{n}"
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{where}: not valid JSON ({err.msg})") from None
+            if not isinstance(row, dict):
+                raise ValueError(f"{where}: expected a JSON object, got {type(row).__name__}")
+            ids.append(row.get("id", n))
+            convs.append(_messages(row, where))
+    if not convs:
+        raise ValueError(f"{path}: no prompts (the file is empty)")
+    return ids, convs
+
+
+def _messages(row: dict[str, Any], where: str) -> list[Message]:
+    system = row.get("system")
+    if system is not None and not isinstance(system, str):
+        raise ValueError(f"{where}: field 'system' must be a string")
+    head = [Message("system", system)] if system else []
+    if isinstance(row.get("prompt"), str):
+        return [*head, Message("user", row["prompt"])]
+    raw = row.get("messages")
+    if not isinstance(raw, list) or not raw:
+        raise ValueError(f"{where}: needs 'prompt' (a string) or 'messages' (a non-empty list)")
+    out = list(head)
+    for k, m in enumerate(raw):
+        role = m.get("role") if isinstance(m, dict) else None
+        content = m.get("content") if isinstance(m, dict) else None
+        if role not in ROLES or not isinstance(content, str):
+            raise ValueError(
+                f"{where}: field 'messages[{k}]' needs role in {list(ROLES)} and string content"
+            )
+        out.append(Message(role, content))
+    return out
+
+
+def generate_rows(
+    engine: Engine,
+    ids: Sequence[Any],
+    convs: Sequence[list[Message]],
+    params: SamplingParams,
+    on_done: Callable[[int], None] | None = None,
+) -> list[dict[str, Any]]:
+    """One output row per conversation, in input order. With a seed, row i samples with
+    `seed + i`, so a row's output does not depend on the others in the file."""
+    prompts = [engine.render(c) for c in convs]
+    per_row = [
+        replace(params, seed=None if params.seed is None else params.seed + i)
+        for i in range(len(prompts))
+    ]
+    done = engine.generate(prompts, per_row, on_done=on_done)
+    return [
+        {
+            "id": row_id,
+            "text": c.text,
+            "finish_reason": c.finish_reason,
+            "prompt_tokens": c.prompt_tokens,
+            "completion_tokens": c.completion_tokens,
+        }
+        for row_id, c in zip(ids, done, strict=True)
+    ]
+
+
+def run_generate(
+    run: str,
+    input_path: Path,
+    output_path: Path,
+    params: SamplingParams,
+    *,
+    template: str | None = None,
+    dtype: str | None = None,
+    batch_size: int = 8,
+) -> dict[str, Any]:
+    """Generate for every row of `input_path` into `output_path` with RUN's model; a summary.
+
+    The input is read (and checked) before the model is loaded, so a bad row fails fast."""
+    from tqdm import tqdm
+
+    from instructune.inference.loading import load_engine
+
+    ids, convs = read_prompts(input_path)
+    engine = load_engine(run, template, dtype, max_batch_size=batch_size)
+    with tqdm(total=len(convs), desc="generate", unit="prompt") as bar:
+        rows = generate_rows(engine, ids, convs, params, on_done=bar.update)
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(output_path, "w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    reasons: dict[str, int] = {}
+    for row in rows:
+        reasons[row["finish_reason"]] = reasons.get(row["finish_reason"], 0) + 1
+    return {
+        "rows": len(rows),
+        "finish_reasons": reasons,
+        "completion_tokens": sum(r["completion_tokens"] for r in rows),
+        "output": str(output_path),
+    }

@@ -1,0 +1,29 @@
+"""RUN (a training output_dir, a merged folder or any model path) → an `Engine`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from instructune.inference.engine import Engine
+
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def load_engine(
+    run: str,
+    template: str | None = None,
+    dtype: str | None = None,
+    adapters: Sequence[str] = (),
+    **engine_kwargs: Any,
+) -> Engine:
+    """`artifacts.load_bundle(run, ...)` wrapped in an engine; `dtype` is one of `DTYPES`."""
+    import torch
+
+    from instructune.artifacts import load_bundle
+
+    if dtype is not None and dtype not in DTYPES:
+        raise ValueError(f"dtype {dtype!r}: choose one of {list(DTYPES)}")
+    torch_dtype = getattr(torch, dtype) if dtype else None
+    bundle = load_bundle(run, adapters=adapters, dtype=torch_dtype, template=template)
+    return Engine.from_bundle(bundle, **engine_kwargs)

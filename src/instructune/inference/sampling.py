@@ -1,0 +1,97 @@
+"""Sampling parameters and the per-row choice of the next token.
+
+Every row of a decode batch carries its own `SamplingParams` and its own seeded generator, so a
+request's output does not depend on which other requests share its forward pass. The logits
+pipeline follows `transformers.generate`'s order (repetition penalty, temperature, top-k, top-p),
+and temperature 0 is greedy: the argmax of the penalized logits, exactly what `generate` picks
+with `do_sample=False`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How one prompt is continued; validated on construction (errors name the field)."""
+
+    max_new_tokens: int = 256
+    temperature: float = 0.0
+    """0 is greedy decoding; > 0 samples from softmax(logits / temperature)."""
+    top_p: float = 1.0
+    """Nucleus sampling: keep the smallest set of tokens whose probability reaches top_p."""
+    top_k: int = 0
+    """Keep the k most likely tokens; 0 keeps all."""
+    repetition_penalty: float = 1.0
+    """CTRL-style penalty (> 1 discourages) on every token of the prompt and the output so far."""
+    stop: tuple[str, ...] = ()
+    """Strings that end the output; the output is cut before the first one."""
+    seed: int | None = None
+    """Seed of this row's generator; None draws a fresh one (sampling only)."""
+
+    def __post_init__(self) -> None:
+        checks = [
+            ("max_new_tokens", self.max_new_tokens >= 1, "an integer >= 1"),
+            ("temperature", 0.0 <= self.temperature <= 100.0, "a number in [0, 100]"),
+            ("top_p", 0.0 < self.top_p <= 1.0, "a number in (0, 1]"),
+            ("top_k", self.top_k >= 0, "an integer >= 0"),
+            ("repetition_penalty", self.repetition_penalty > 0.0, "a number > 0"),
+            ("stop", all(isinstance(s, str) and s for s in self.stop), "non-empty strings"),
+        ]
+        for name, ok, allowed in checks:
+            if not ok:
+                raise ValueError(f"{name}={getattr(self, name)!r}: must be {allowed}")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+
+def make_generator(params: SamplingParams, device: torch.device) -> torch.Generator | None:
+    """The row's own generator (None for greedy rows, which draw nothing)."""
+    import torch
+
+    if params.greedy:
+        return None
+    gen = torch.Generator(device=device)
+    if params.seed is None:
+        gen.seed()
+    else:
+        gen.manual_seed(params.seed)
+    return gen
+
+
+def penalize(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
+    """`RepetitionPenaltyLogitsProcessor` for one row: seen tokens' logits divided (or, when
+    negative, multiplied) by the penalty."""
+    import torch
+
+    scores = logits.gather(0, seen)
+    scores = torch.where(scores < 0, scores * penalty, scores / penalty)
+    return logits.scatter(0, seen, scores)
+
+
+def sample(logits: torch.Tensor, params: SamplingParams, gen: torch.Generator | None) -> int:
+    """The next token of one row from its (already penalized) float logits [vocab]."""
+    import torch
+
+    if params.greedy:
+        return int(logits.argmax())
+    logits = logits / params.temperature
+    if params.top_k > 0 and params.top_k < logits.shape[-1]:
+        kth = torch.topk(logits, params.top_k).values[-1]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if params.top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=False)
+        cum = sorted_logits.softmax(-1).cumsum(-1)
+        # like TopPLogitsWarper: drop the low tail whose mass is <= 1 - top_p, keep at least one
+        drop = cum <= 1 - params.top_p
+        drop[-1] = False
+        logits = logits.masked_fill(torch.zeros_like(drop).scatter(0, order, drop), float("-inf"))
+    probs = logits.softmax(-1)
+    return int(torch.multinomial(probs, 1, generator=gen))

@@ -1,0 +1,191 @@
+"""The engine: greedy == model.generate, continuous batching == one by one, stops, streaming,
+sampling, and the rendered prompt == the prefix training learned to continue."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+
+from instructune.data.conversation import Conversation, Message
+from instructune.data.templates import load_template
+from instructune.inference.engine import Completion, Engine
+from instructune.inference.prompts import end_of_turn, stop_token_ids
+from instructune.inference.sampling import SamplingParams, penalize
+
+QUESTIONS = [
+    "What is the capital of France?",
+    "Hi",
+    "The quick brown fox " * 5,
+    "Translate to German: good morning.",
+    "x",
+]
+
+
+@pytest.fixture
+def engine(tiny_model: Any, tiny_tok: Any) -> Engine:
+    return Engine(tiny_model, tiny_tok, load_template("chat", tiny_tok), max_batch_size=2)
+
+
+def _prompts(engine: Engine) -> list[str]:
+    return [engine.render([Message("user", q)]) for q in QUESTIONS]
+
+
+def _hf_greedy(engine: Engine, prompt: str, n: int) -> list[int]:
+    from transformers import GenerationConfig
+
+    ids = torch.tensor([engine.encode(prompt)])
+    config = GenerationConfig(
+        max_new_tokens=n, do_sample=False, eos_token_id=engine.stop_ids, pad_token_id=engine.pad_id
+    )
+    out = engine.model.generate(
+        input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=config
+    )
+    return [int(t) for t in out[0, ids.shape[1] :]]
+
+
+def _greedy_matches_generate(engine: Engine, prompts: list[str], n: int) -> None:
+    got = engine.generate(prompts, SamplingParams(max_new_tokens=n))
+    for prompt, completion in zip(prompts, got, strict=True):
+        ref = _hf_greedy(engine, prompt, n)
+        stopped = bool(ref) and ref[-1] in engine.stop_ids
+        text = engine.tokenizer.decode(ref[:-1] if stopped else ref, skip_special_tokens=True)
+        assert completion.text == text
+        assert completion.completion_tokens == len(ref)
+        assert completion.finish_reason == ("stop" if stopped else "length")
+        assert completion.prompt_tokens == len(engine.encode(prompt))
+
+
+def test_greedy_equals_model_generate(engine: Engine) -> None:
+    _greedy_matches_generate(engine, _prompts(engine), 12)
+
+
+def test_continuous_batching_equals_one_by_one(engine: Engine) -> None:
+    prompts = _prompts(engine)
+    # different lengths so that rows finish at different steps and later prompts join mid-flight
+    params = [SamplingParams(max_new_tokens=n) for n in (3, 9, 5, 12, 7)]
+    batched = engine.generate(prompts, params)
+    single = [engine.generate([p], sp)[0] for p, sp in zip(prompts, params, strict=True)]
+    assert [c.index for c in batched] == list(range(len(prompts)))
+    assert [(c.text, c.completion_tokens) for c in batched] == [
+        (c.text, c.completion_tokens) for c in single
+    ]
+
+
+def test_stop_token_ends_generation(tiny_model: Any, tiny_tok: Any) -> None:
+    template = load_template("chat", tiny_tok)
+    plain = Engine(tiny_model, tiny_tok, template)
+    prompt = _prompts(plain)[0]
+    first = _hf_greedy(plain, prompt, 1)[0]
+    stopping = Engine(tiny_model, tiny_tok, template, stop_ids=[first])
+    assert stopping.generate([prompt], SamplingParams(max_new_tokens=5)) == [
+        Completion("", "stop", len(plain.encode(prompt)), 1)
+    ]
+
+
+def test_stop_string_cuts_output_and_stream(engine: Engine) -> None:
+    prompt = _prompts(engine)[0]
+    full = engine.generate([prompt], SamplingParams(max_new_tokens=12))[0].text
+    stop = full[4:6]
+    assert stop and full.index(stop) == 4
+    params = SamplingParams(max_new_tokens=12, stop=(stop, "never-there"))
+    cut = engine.generate([prompt], params)[0]
+    assert cut.text == full[:4] and cut.finish_reason == "stop"
+    assert cut.completion_tokens < 12
+    deltas = list(engine.stream(prompt, params))
+    assert "".join(deltas) == cut.text
+    assert list(engine.stream(prompt, SamplingParams(max_new_tokens=12)))  # streams something
+    assert "".join(engine.stream(prompt, SamplingParams(max_new_tokens=12))) == full
+
+
+def test_stop_ids_include_eos_and_end_of_turn(tiny_tok: Any) -> None:
+    chat = load_template("chat", tiny_tok)
+    im_end = tiny_tok.convert_tokens_to_ids("<|im_end|>")
+    assert end_of_turn(chat, tiny_tok) == ("<|im_end|>", im_end)
+    assert im_end in stop_token_ids(chat, tiny_tok)
+    assert tiny_tok.eos_token_id in stop_token_ids(load_template("alpaca", tiny_tok), tiny_tok)
+
+
+def test_rendered_prompt_is_the_training_prefix(engine: Engine, tiny_tok: Any) -> None:
+    from instructune.config.schema import DataConfig, DataSource
+    from instructune.data.tokenize import IGNORE_INDEX, encode_conversations
+
+    messages = [
+        Message("system", "Be brief."),
+        Message("user", "What is the capital of France?"),
+        Message("assistant", "Paris."),
+        Message("user", "And of Germany?"),
+        Message("assistant", "Berlin."),
+    ]
+    cfg = DataConfig(train=[DataSource(path="x")], train_on_turns="last")
+    enc = encode_conversations([Conversation(messages, "t:1")], engine.template, tiny_tok, cfg)
+    example = enc.examples[0]
+    first_trained = next(i for i, y in enumerate(example.labels) if y != IGNORE_INDEX)
+    prompt = engine.render(messages[:4])
+    assert engine.encode(prompt) == list(example.input_ids[:first_trained])
+    dicts = [{"role": m.role, "content": m.content} for m in messages[:4]]
+    assert engine.render(dicts) == prompt  # OpenAI-style dict messages render the same
+
+
+def test_sampling_is_seeded_per_row(engine: Engine) -> None:
+    prompts = _prompts(engine)
+    params = SamplingParams(max_new_tokens=8, temperature=1.5, top_p=0.95, top_k=50, seed=7)
+    alone = engine.generate(prompts[:1], params)[0]
+    together = engine.generate(prompts, params)
+    assert together[0] == alone  # a row's sample does not depend on its batch
+    other = engine.generate(prompts[:1], SamplingParams(max_new_tokens=8, temperature=1.5, seed=8))
+    assert other[0].text != alone.text
+    top1 = SamplingParams(max_new_tokens=8, temperature=1.0, top_k=1, seed=3)
+    greedy = SamplingParams(max_new_tokens=8)
+    assert engine.generate(prompts, top1) == engine.generate(prompts, greedy)
+
+
+def test_logit_processing_matches_transformers() -> None:
+    from transformers.generation.logits_process import (
+        RepetitionPenaltyLogitsProcessor,
+        TopPLogitsWarper,
+    )
+
+    from instructune.inference.sampling import sample
+
+    torch.manual_seed(0)
+    logits = torch.randn(50)
+    seen = torch.tensor([1, 4, 4, 9])
+    ref = RepetitionPenaltyLogitsProcessor(1.3)(seen[None], logits[None].clone())[0]
+    assert torch.allclose(penalize(logits, seen, 1.3), ref)
+    warped = TopPLogitsWarper(0.5)(seen[None], logits[None].clone())[0]
+    allowed = set(torch.nonzero(warped > float("-inf")).flatten().tolist())
+    params = SamplingParams(temperature=1.0, top_p=0.5, seed=0)
+    gen = torch.Generator().manual_seed(0)
+    drawn = {sample(logits, params, gen) for _ in range(300)}
+    assert drawn == allowed
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("max_new_tokens", 0), ("temperature", -1.0), ("top_p", 0.0), ("top_k", -1), ("stop", ("",))],
+)
+def test_bad_sampling_params_name_the_field(field: str, value: Any) -> None:
+    with pytest.raises(ValueError, match=f"^{field}="):
+        SamplingParams(**{field: value})
+
+
+def test_prompt_longer_than_context_is_an_error(engine: Engine) -> None:
+    with pytest.raises(ValueError, match="does not fit the model's context"):
+        engine.generate(["word " * 1200])
+
+
+@pytest.mark.slow
+def test_embedded_greedy_equals_model_generate() -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from instructune.models.embedded import ensure_embedded_model
+
+    folder = ensure_embedded_model()
+    tok = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    engine = Engine(model, tok, load_template("chat", tok), max_batch_size=2)
+    questions = ["What is the capital of France?", "Name a primary color.", "Say hi."]
+    prompts = [engine.render([Message("user", q)]) for q in questions]
+    _greedy_matches_generate(engine, prompts, 16)

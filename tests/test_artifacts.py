@@ -1,0 +1,118 @@
+"""RunDir and load_bundle on the tiny model: a LoRA run, a merged folder, a plain model path,
+several adapters on one base, and the errors for folders that hold no model."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from instructune.artifacts import (
+    ADAPTER_WEIGHTS_FILE,
+    CONFIG_FILE,
+    TEMPLATE_FILE,
+    RunDir,
+    load_bundle,
+)
+
+
+def _logits(model: Any, vocab: int) -> torch.Tensor:
+    ids = torch.randint(0, vocab, (2, 10), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        return model(input_ids=ids).logits.float()
+
+
+def test_run_dir_layout(tiny_lora_run: Path, tiny_model_dir: Path) -> None:
+    run = RunDir(tiny_lora_run)
+    assert run.kind == "adapter"
+    assert run.adapter_weights_file.is_file() and run.metrics_file.is_file()
+    assert run.base_model().path == str(tiny_model_dir)
+    assert run.template_text() == run.template_file.read_text(encoding="utf-8")
+    assert run.config() is not None and run.config().method == "lora"  # type: ignore[union-attr]
+    assert RunDir(tiny_model_dir).kind == "model"
+    assert RunDir(tiny_model_dir).config() is None
+
+
+def test_base_from_adapter_config_without_config_yaml(tiny_lora_run: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "ckpt"
+    shutil.copytree(tiny_lora_run, copy)
+    (copy / CONFIG_FILE).unlink()
+    saved = json.loads((copy / "adapter_config.json").read_text())
+    assert RunDir(copy).base_model().path == saved["base_model_name_or_path"]
+
+
+def test_adapter_run_loads_base_plus_adapter(tiny_lora_run: Path, tiny_model_dir: Path) -> None:
+    bundle = load_bundle(tiny_lora_run)
+    assert bundle.adapters == [tiny_lora_run.name] and bundle.name == tiny_lora_run.name
+    assert not bundle.model.training
+    assert bundle.template.source_text == RunDir(tiny_lora_run).template_text()
+    base = load_bundle(tiny_model_dir)
+    assert base.adapters == []
+    vocab = len(bundle.tokenizer)
+    # 3 steps at a high learning rate move the adapter off its zero start.
+    assert (_logits(bundle.model, vocab) - _logits(base.model, vocab)).abs().max() > 1e-3
+
+
+def test_merged_folder_matches_adapter_run(tiny_lora_run: Path, tmp_path: Path) -> None:
+    bundle = load_bundle(tiny_lora_run)
+    vocab = len(bundle.tokenizer)
+    expected = _logits(bundle.model, vocab)
+    merged = tmp_path / "merged"
+    bundle.model.merge_and_unload().save_pretrained(merged)
+    bundle.tokenizer.save_pretrained(merged)
+    (merged / TEMPLATE_FILE).write_text("{{ messages[0]['content'] }}", encoding="utf-8")
+    loaded = load_bundle(merged)
+    assert RunDir(merged).kind == "model" and loaded.adapters == []
+    assert loaded.template.source_text == "{{ messages[0]['content'] }}"
+    assert (_logits(loaded.model, vocab) - expected).abs().max() < 1e-4
+
+
+def test_plain_model_path_uses_the_named_template(tiny_model_dir: Path) -> None:
+    chat = load_bundle(str(tiny_model_dir))
+    assert chat.template.name == "chat"
+    assert chat.template.source_text == chat.tokenizer.chat_template
+    alpaca = load_bundle(str(tiny_model_dir), template="alpaca", dtype=torch.bfloat16)
+    assert alpaca.template.name == "alpaca"
+    assert next(alpaca.model.parameters()).dtype == torch.bfloat16
+
+
+def test_several_adapters_switch_by_name(tiny_lora_run: Path, tmp_path: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    second = tmp_path / "second"
+    shutil.copytree(tiny_lora_run, second)
+    weights = load_file(second / ADAPTER_WEIGHTS_FILE)
+    save_file(
+        {k: v * 3 if "lora_B" in k else v for k, v in weights.items()},
+        second / ADAPTER_WEIGHTS_FILE,
+    )
+
+    both = load_bundle(tiny_lora_run, adapters=[second])
+    assert both.adapters == [tiny_lora_run.name, "second"]
+    vocab = len(both.tokenizer)
+    first = _logits(both.model, vocab)
+    both.model.set_adapter("second")
+    switched = _logits(both.model, vocab)
+    assert (first - switched).abs().max() > 1e-3
+    alone = load_bundle(second)
+    assert (switched - _logits(alone.model, vocab)).abs().max() < 1e-5
+
+
+def test_missing_files_are_one_line_errors(
+    tiny_lora_run: Path, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    shutil.copy(tiny_lora_run / CONFIG_FILE, unfinished / CONFIG_FILE)
+    with pytest.raises(FileNotFoundError, match="without weights"):
+        load_bundle(unfinished)
+    with pytest.raises(FileNotFoundError, match=r"has no adapter_config\.json"):
+        load_bundle(tiny_lora_run, adapters=[tiny_model_dir])
+    with pytest.raises(FileNotFoundError, match=r"can.t resolve model\.path"):
+        load_bundle(tmp_path / "nowhere")
+    with pytest.raises(ValueError, match="two adapters are named"):
+        load_bundle(tiny_lora_run, adapters=[tiny_lora_run])
