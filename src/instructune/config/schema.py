@@ -261,6 +261,8 @@ class SynthBackendConfig(StrictModel):
     max_retries: int = Field(default=5, ge=0)
     """openai: retries on refused connections, timeouts, 429 and 5xx, with exponential backoff
     and jitter; when they run out the run stops with an error naming the endpoint."""
+    backoff: float = Field(default=0.5, gt=0)
+    """openai: seconds the first retry waits at most (full jitter), doubling per retry, max 30."""
     max_requests: int | None = Field(default=None, gt=0)
     """Request budget: stop (keeping everything generated) after this many uncached requests."""
     price_prompt_per_1m: float = Field(default=0.0, ge=0)

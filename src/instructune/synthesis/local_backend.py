@@ -1,19 +1,24 @@
 """The `local` backend: the project's inference engine, in-process and batched.
 
 `backend.model` is anything `load_bundle` accepts: the embedded default, a model folder or Hub id,
-or a training output_dir (base + adapter, rendered with the run's own template).
+or a training output_dir (base + adapter, rendered with the run's own template). Every request
+keeps its own sampling parameters and seed (the engine samples per row), so an answer doesn't
+depend on which other requests shared its batch.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from instructune.synthesis.backends import GenParams, Request, Response
+from instructune.synthesis.backends import Request, Response
 
 if TYPE_CHECKING:
     from instructune.config.schema import SynthBackendConfig
+
+# Requests handed to the engine per call: enough to keep `batch_size` rows decoding (finished rows
+# are refilled), few enough that results reach the cache often.
+_CHUNK_BATCHES = 4
 
 
 class LocalBackend:
@@ -27,42 +32,31 @@ class LocalBackend:
             from instructune.artifacts import load_bundle
             from instructune.inference.engine import Engine
 
-            engine = Engine.from_bundle(load_bundle(cfg.model))
+            engine = Engine.from_bundle(load_bundle(cfg.model), max_batch_size=cfg.batch_size)
         self.engine = engine
 
     def complete(self, requests: Sequence[Request]) -> Iterator[tuple[int, Response]]:
-        # One batch shares its sampling parameters; the per-request seed only makes cache keys
-        # distinct, so batches group on everything else and take their first request's seed.
-        groups: dict[GenParams, list[int]] = {}
-        for i, req in enumerate(requests):
-            groups.setdefault(replace(req.params, seed=None), []).append(i)
-        for params, indices in groups.items():
-            # Similar lengths together: less padding per batch.
-            indices.sort(key=lambda i: len(requests[i].prompt))
-            for start in range(0, len(indices), self.batch_size):
-                chunk = indices[start : start + self.batch_size]
-                seed = requests[chunk[0]].params.seed
-                done = self._generate(requests, chunk, params, seed)
-                yield from zip(chunk, done, strict=True)
-
-    def _generate(
-        self, requests: Sequence[Request], chunk: list[int], params: GenParams, seed: int | None
-    ) -> list[Response]:
         from instructune.inference.engine import SamplingParams
 
-        sampling = SamplingParams(
-            max_new_tokens=params.max_tokens,
-            temperature=params.temperature,
-            top_p=params.top_p,
-            stop=params.stop,
-            seed=seed,
-        )
-        conversations = [[{"role": "user", "content": requests[i].prompt}] for i in chunk]
-        completions = self.engine.chat(conversations, sampling)
-        return [
-            Response(c.text, c.finish_reason, c.prompt_tokens, c.completion_tokens)
-            for c in completions
-        ]
+        chunk = self.batch_size * _CHUNK_BATCHES
+        for start in range(0, len(requests), chunk):
+            part = requests[start : start + chunk]
+            params = [
+                SamplingParams(
+                    max_new_tokens=r.params.max_tokens,
+                    temperature=r.params.temperature,
+                    top_p=r.params.top_p,
+                    stop=r.params.stop,
+                    seed=r.params.seed,
+                )
+                for r in part
+            ]
+            conversations = [[{"role": "user", "content": r.prompt}] for r in part]
+            for j, c in enumerate(self.engine.chat(conversations, params)):
+                yield (
+                    start + j,
+                    Response(c.text, c.finish_reason, c.prompt_tokens, c.completion_tokens),
+                )
 
     def close(self) -> None:
         pass

@@ -24,7 +24,6 @@ if TYPE_CHECKING:
     from instructune.config.schema import SynthBackendConfig
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
-_BACKOFF_BASE_S = 0.5
 _BACKOFF_MAX_S = 30.0
 
 
@@ -91,8 +90,9 @@ class OpenAIBackend:
                     ) from None
                 error = e
             if attempt >= self.cfg.max_retries:
+                tries = f"{attempt + 1} attempt" + ("s" if attempt else "")
                 raise BackendError(
-                    f"{self.endpoint}: {_describe(error)} (gave up after {attempt + 1} attempts)"
+                    f"{self.endpoint}: {_describe(error)} (gave up after {tries})"
                 ) from None
             attempt += 1
             with self._lock:
@@ -100,7 +100,7 @@ class OpenAIBackend:
             time.sleep(self._delay(attempt, error))
 
     def _delay(self, attempt: int, error: Exception) -> float:
-        cap = min(_BACKOFF_MAX_S, _BACKOFF_BASE_S * 2**attempt)
+        cap = min(_BACKOFF_MAX_S, self.cfg.backoff * 2 ** (attempt - 1))
         delay = self._jitter.uniform(0, cap)
         retry_after = getattr(getattr(error, "response", None), "headers", {}).get("retry-after")
         if retry_after:

@@ -19,8 +19,8 @@ class RowSink:
     """Appends rows to `synth.jsonl`; on a rerun, skips the rows the interrupted run already wrote.
 
     The pipeline replays deterministically from the request cache, so the first rows it emits are
-    the ones already on disk: each is checked by id (a different config would diverge) and not
-    written twice.
+    the ones already on disk, byte for byte: each is checked (a changed config or seed diverges)
+    and not written twice.
     """
 
     def __init__(self, path: Path) -> None:
@@ -28,22 +28,22 @@ class RowSink:
         truncate_torn_tail(path)
         self.existing: list[str] = []
         if path.exists():
-            with path.open(encoding="utf-8") as fh:
-                self.existing = [json.loads(line)["id"] for line in fh if line.strip()]
+            self.existing = path.read_text(encoding="utf-8").splitlines()
         path.parent.mkdir(parents=True, exist_ok=True)
         self._fh = path.open("a", encoding="utf-8")
         self.count = 0
 
     def emit(self, row: dict[str, Any]) -> None:
+        line = json.dumps(row, ensure_ascii=False)
         if self.count < len(self.existing):
-            if self.existing[self.count] != row["id"]:
+            if self.existing[self.count] != line:
                 raise ValueError(
-                    f"{self.path}: row {self.count + 1} is {self.existing[self.count]!r} but this "
-                    f"run produces {row['id']!r}: the file comes from a different config or seed; "
-                    "use a new output_dir or delete it"
+                    f"{self.path}:{self.count + 1}: this run produces a different row "
+                    f"({row['id']}): the file comes from a different config or seed; use a new "
+                    "output_dir or delete it"
                 )
         else:
-            self._fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+            self._fh.write(line + "\n")
             self._fh.flush()
         self.count += 1
 
