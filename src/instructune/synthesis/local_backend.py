@@ -28,16 +28,24 @@ class LocalBackend:
         self.model = cfg.model
         self.endpoint = f"local model {cfg.model}"
         self.batch_size = cfg.batch_size
-        if engine is None:
+        self._engine = engine
+
+    @property
+    def engine(self) -> Any:
+        """Loaded on first use: a rerun answered wholly from the cache never loads the model."""
+        if self._engine is None:
             from instructune.artifacts import load_bundle
             from instructune.inference.engine import Engine
 
-            engine = Engine.from_bundle(load_bundle(cfg.model), max_batch_size=cfg.batch_size)
-        self.engine = engine
+            bundle = load_bundle(self.model)
+            self._engine = Engine.from_bundle(bundle, max_batch_size=self.batch_size)
+        return self._engine
 
     def complete(self, requests: Sequence[Request]) -> Iterator[tuple[int, Response]]:
         from instructune.inference.engine import SamplingParams
 
+        if not requests:
+            return
         chunk = self.batch_size * _CHUNK_BATCHES
         for start in range(0, len(requests), chunk):
             part = requests[start : start + chunk]
