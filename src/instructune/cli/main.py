@@ -35,6 +35,7 @@ COMMANDS: dict[str, tuple[str, str, tuple[str, ...]]] = {
 RUN_COMMANDS: dict[str, tuple[str, str]] = {
     "generate": ("instructune.cli.generate", "generate for one prompt or a JSONL file of prompts"),
     "chat": ("instructune.cli.chat", "chat with a model in the terminal, answers streamed"),
+    "serve": ("instructune.cli.serve", "serve a model (and adapters) over the OpenAI API"),
 }
 
 

@@ -1,4 +1,4 @@
-"""RUN (a training output_dir, a merged folder or any model path) → an `Engine`."""
+"""RUN (a training output_dir, a merged folder or any model path) → a bundle, an `Engine`."""
 
 from __future__ import annotations
 
@@ -10,14 +10,10 @@ from instructune.inference.engine import Engine
 DTYPES = ("float32", "bfloat16", "float16")
 
 
-def load_engine(
-    run: str,
-    template: str | None = None,
-    dtype: str | None = None,
-    adapters: Sequence[str] = (),
-    **engine_kwargs: Any,
-) -> Engine:
-    """`artifacts.load_bundle(run, ...)` wrapped in an engine; `dtype` is one of `DTYPES`."""
+def load_run(
+    run: str, template: str | None = None, dtype: str | None = None, adapters: Sequence[str] = ()
+) -> Any:
+    """`artifacts.load_bundle` with the CLI's spelling of dtypes (one of `DTYPES`)."""
     import torch
 
     from instructune.artifacts import load_bundle
@@ -25,5 +21,14 @@ def load_engine(
     if dtype is not None and dtype not in DTYPES:
         raise ValueError(f"dtype {dtype!r}: choose one of {list(DTYPES)}")
     torch_dtype = getattr(torch, dtype) if dtype else None
-    bundle = load_bundle(run, adapters=adapters, dtype=torch_dtype, template=template)
-    return Engine.from_bundle(bundle, **engine_kwargs)
+    return load_bundle(run, adapters=adapters, dtype=torch_dtype, template=template)
+
+
+def load_engine(
+    run: str,
+    template: str | None = None,
+    dtype: str | None = None,
+    adapters: Sequence[str] = (),
+    **engine_kwargs: Any,
+) -> Engine:
+    return Engine.from_bundle(load_run(run, template, dtype, adapters), **engine_kwargs)
