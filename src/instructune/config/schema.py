@@ -275,7 +275,10 @@ class SynthSamplingConfig(StrictModel):
     max_tokens: int = Field(default=512, gt=0)
     """Completion length limit; answers cut by it (`finish_reason: length`) are handled per step."""
     temperature: float = Field(default=0.7, ge=0)
+    """Sampling temperature of the creative requests (new instructions, evolutions, paraphrases);
+    answers, instances and yes/no judgements are greedy."""
     top_p: float = Field(default=1.0, gt=0, le=1.0)
+    """Nucleus sampling for the same requests."""
 
 
 class SelfInstructConfig(StrictModel):
@@ -355,13 +358,17 @@ class UnnaturalConfig(StrictModel):
 
 class SynthesizeConfig(StrictModel):
     method: SynthMethod = "self_instruct"
+    """`self_instruct`, `evol_instruct` or `unnatural`."""
     backend: SynthBackendConfig = SynthBackendConfig()
+    """Where prompts go: `{type: local, model: ...}` or `{type: openai, base_url, model}`."""
     seeds: str
     """Seed tasks: JSONL/JSON rows with `instruction` and either `instances: [{input, output}]`
     (the Self-Instruct seed shape, optional `is_classification`) or `input`/`output`."""
     num_instructions: int = Field(default=200, gt=0)
     """Target number of kept instructions."""
     seed: int = 0
+    """Seeds the choice of in-context examples and operations and each request's sampling seed:
+    with a deterministic backend the same config and seed give byte-identical output."""
     sampling: SynthSamplingConfig = SynthSamplingConfig()
     request_batch_size: int = Field(default=8, gt=0)
     """Prompts issued per step (sent concurrently or batched by the backend)."""
