@@ -20,8 +20,13 @@ from instructune.synthesis.local_backend import LocalBackend
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_local_backend_answers_every_request_reproducibly(tiny_model_dir: Path) -> None:
-    backend = LocalBackend(SynthBackendConfig(model=str(tiny_model_dir), batch_size=2))
+@pytest.mark.parametrize("run", ["tiny_model_dir", "tiny_lora_run"])
+def test_local_backend_answers_every_request_reproducibly(
+    run: str, request: pytest.FixtureRequest
+) -> None:
+    """A model folder or a trained LoRA run (base + adapter, the run's template)."""
+    path = request.getfixturevalue(run)
+    backend = LocalBackend(SynthBackendConfig(model=str(path), batch_size=2))
     requests = [
         Request(f"Tell me about {word}.", GenParams(6, temperature=0.8, seed=i))
         for i, word in enumerate(["cats", "the ocean at night", "tea", "a very long winding road"])

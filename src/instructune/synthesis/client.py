@@ -17,9 +17,10 @@ class BudgetExhausted(Exception):
 class Client:
     """Sends requests through the cache: a cached request is answered without reaching the backend.
 
-    Each request gets a seed derived from the run seed and its position in the run's request
-    sequence, so two identical prompts at different points are distinct samples (and distinct
-    cache entries), while a replay after a crash asks exactly the same requests again.
+    Each sampled request gets a seed derived from the run seed and its position in the run's
+    request sequence, so two identical prompts at different points are distinct samples (and
+    distinct cache entries), while a replay after a crash asks exactly the same requests again.
+    Greedy requests carry no seed: the same greedy prompt is one cache entry, asked once.
     """
 
     def __init__(
@@ -45,7 +46,7 @@ class Client:
 
     def request(self, prompt: str, params: GenParams) -> Request:
         self._counter += 1
-        seed = (self.seed * 1_000_003 + self._counter) % 2**31
+        seed = (self.seed * 1_000_003 + self._counter) % 2**31 if params.temperature > 0 else None
         return Request(prompt, replace(params, seed=seed))
 
     def key(self, request: Request) -> str:

@@ -70,6 +70,9 @@ def run_synthesize(
     except BackendError as err:
         stop_reason = f"backend error: {err}"
         raise
+    except Exception as err:
+        stop_reason = f"stopped by {type(err).__name__}: {err}"
+        raise
     finally:
         if bar is not None:
             bar.close()
