@@ -54,7 +54,7 @@ def test_synthesize_self_instruct_config_end_to_end_on_embedded_model(tmp_path: 
         "synthesize.num_instructions=1",
         "synthesize.request_batch_size=2",
         "synthesize.max_stale_steps=1",
-        "synthesize.sampling.max_tokens=40",
+        "synthesize.sampling.max_tokens=32",
         "synthesize.self_instruct.max_instances=1",
     ]
     cmd = [
