@@ -166,3 +166,14 @@ def test_torn_last_lines_are_repaired_on_rerun(make_cfg: Any) -> None:
     run_synthesize(cfg, backend, show_progress=False)
     assert backend.calls == 2
     assert rows_path.read_bytes() == full_rows
+
+
+@pytest.mark.parametrize("method", ["self_instruct", "evol_instruct", "unnatural"])
+def test_every_row_carries_the_lineage_keys(make_cfg: Any, method: str) -> None:
+    cfg = make_cfg(method)
+    run_synthesize(cfg, ScriptedBackend(answer), show_progress=False)
+    keys = {"method", "instruction", "round", "operation", "parent_id", "backend", "model"}
+    keys |= {"sampling", "prompt_hash", "filter_scores"}
+    for row in rows(cfg.output_path):
+        assert keys <= set(row["meta"]), row["id"]
+        assert row["meta"]["method"] == method

@@ -90,7 +90,13 @@ def _evolve_batch(ctx: SynthContext, batch: list[Evolving], round_: int) -> list
             operation=operation,
             parent_id=item.id,
             request=request,
-            extra={"answer_prompt_hash": ctx.client.key(answer_req)},
+            extra={
+                "answer_prompt_hash": ctx.client.key(answer_req),
+                "filter_scores": {
+                    "answer_words": len(answer.text.split()),
+                    "equality_checked": ctx.cfg.evol_instruct.equality_check,
+                },
+            },
         )
         survivors.append(Evolving(row_id, evolved))
     return survivors

@@ -92,7 +92,9 @@ def _answer_and_paraphrase(
 ) -> None:
     prompts = [f"{t.prompt()}\n\n{t.input}" if t.input else t.prompt() for t, _ in triples]
     answered = []
-    for (triple, request), (_, answer) in zip(triples, ctx.ask(prompts, "answer"), strict=True):
+    for (triple, request), (answer_req, answer) in zip(
+        triples, ctx.ask(prompts, "answer"), strict=True
+    ):
         reason = _answer_problem(answer)
         if reason is None and ctx.remaining() <= 0:
             reason = "not_needed"
@@ -108,7 +110,11 @@ def _answer_and_paraphrase(
             operation="generate",
             parent_id=None,
             request=request,
-            extra={"constraints": triple.constraints},
+            extra={
+                "constraints": triple.constraints,
+                "answer_prompt_hash": ctx.client.key(answer_req),
+                "filter_scores": {"answer_words": len(answer.text.split())},
+            },
         )
         answered.append((triple, row_id, answer.text.strip()))
     _paraphrase(ctx, answered, step)
@@ -155,7 +161,7 @@ def _paraphrase(ctx: SynthContext, answered: list[tuple[Triple, str, str]], step
                 operation="paraphrase",
                 parent_id=parent_id,
                 request=request,
-                extra={"constraints": triple.constraints},
+                extra={"constraints": triple.constraints, "filter_scores": {"duplicate": False}},
             )
         if not items:
             ctx.tally.add(step, "paraphrase", "unparsable_response", response.text[:200])
