@@ -45,6 +45,24 @@ def test_base_from_adapter_config_without_config_yaml(tiny_lora_run: Path, tmp_p
     assert RunDir(copy).base_model().path == saved["base_model_name_or_path"]
 
 
+def test_checkpoint_folder_uses_its_runs_config_and_template(
+    tiny_lora_run: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    ckpt = run / "checkpoints" / "checkpoint-3"
+    ckpt.mkdir(parents=True)
+    for item in tiny_lora_run.iterdir():
+        if item.is_file():
+            keep_in_run = item.name in (CONFIG_FILE, TEMPLATE_FILE)
+            shutil.copy(item, (run if keep_in_run else ckpt) / item.name)
+    assert RunDir(ckpt).owner == RunDir(run)
+    assert RunDir(ckpt).template_text() == RunDir(tiny_lora_run).template_text()
+    assert RunDir(ckpt).base_model() == RunDir(tiny_lora_run).base_model()
+    bundle = load_bundle(ckpt)
+    assert bundle.template.source_text == RunDir(tiny_lora_run).template_text()
+    assert bundle.adapters == ["checkpoint-3"]
+
+
 def test_adapter_run_loads_base_plus_adapter(tiny_lora_run: Path, tiny_model_dir: Path) -> None:
     bundle = load_bundle(tiny_lora_run)
     assert bundle.adapters == [tiny_lora_run.name] and bundle.name == tiny_lora_run.name

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from instructune.config import Config, ModelConfig
+from instructune.config.schema import Method, QuantizationConfig
 
 if TYPE_CHECKING:
     import torch
@@ -53,8 +54,21 @@ class RunDir:
         object.__setattr__(self, "path", Path(self.path).expanduser())
 
     @property
+    def owner(self) -> RunDir | None:
+        """The run a `checkpoints/checkpoint-N` folder belongs to: its config and template are
+        there (the Trainer saves only weights and tokenizer into a checkpoint)."""
+        if self.path.parent.name == CHECKPOINTS_DIR and self.path.name.startswith("checkpoint-"):
+            return RunDir(self.path.parent.parent)
+        return None
+
+    def _own_or_owners(self, name: str) -> Path:
+        here = self.path / name
+        owner = self.owner
+        return owner.path / name if owner is not None and not here.is_file() else here
+
+    @property
     def config_file(self) -> Path:
-        return self.path / CONFIG_FILE
+        return self._own_or_owners(CONFIG_FILE)
 
     @property
     def manifest_file(self) -> Path:
@@ -66,7 +80,7 @@ class RunDir:
 
     @property
     def template_file(self) -> Path:
-        return self.path / TEMPLATE_FILE
+        return self._own_or_owners(TEMPLATE_FILE)
 
     @property
     def checkpoints_dir(self) -> Path:
@@ -131,6 +145,14 @@ class RunDir:
             return None
         with open(self.template_file, encoding="utf-8", newline="") as handle:
             return handle.read()
+
+
+def write_template(folder: Path, text: str) -> Path:
+    """Save the template byte for byte (newline="": it is compared against at load time)."""
+    path = Path(folder) / TEMPLATE_FILE
+    with open(path, "w", encoding="utf-8", newline="") as handle:
+        handle.write(text)
+    return path
 
 
 @dataclass
@@ -228,8 +250,8 @@ def resolve_adapter(adapter: str | None) -> tuple[Path | None, str | None]:
 def load_base(
     model_cfg: ModelConfig,
     dtype: torch.dtype | None = None,
-    method: str = "full",
-    quantization: Any = None,
+    method: Method = "full",
+    quantization: QuantizationConfig | None = None,
 ) -> Any:
     """`model_cfg`'s model for inference: dense in `dtype` (default float32 on CPU, else bf16 when
     native), or 4-bit for `method: qlora` (evaluation measures the model training saw)."""
@@ -237,9 +259,9 @@ def load_base(
 
     if dtype is None:
         dtype = resolve_dtype("auto", model_cfg.dtype, for_training=False)
-    if method != "qlora":
-        method = "full"  # lora differs from full only in what trains
-    return load_model(model_cfg, dtype, method, quantization, for_training=False)  # type: ignore[arg-type]
+    # lora differs from full only in what trains: both load the dense model.
+    dense: Method = "qlora" if method == "qlora" else "full"
+    return load_model(model_cfg, dtype, dense, quantization, for_training=False)
 
 
 def load_adapter(
@@ -269,9 +291,9 @@ def load_run_tokenizer(run: RunDir | None, model_cfg: ModelConfig) -> Any:
     if run is not None and run.has_tokenizer:
         from transformers import AutoTokenizer
 
-        from instructune.models.loading import ensure_pad_token
+        from instructune.models import prepare_tokenizer
 
-        return ensure_pad_token(AutoTokenizer.from_pretrained(str(run.path)), str(run.path))
+        return prepare_tokenizer(AutoTokenizer.from_pretrained(str(run.path)), str(run.path))
     from instructune.models import load_tokenizer
 
     return load_tokenizer(model_cfg)
@@ -305,4 +327,5 @@ __all__ = [
     "load_run_template",
     "load_run_tokenizer",
     "resolve_adapter",
+    "write_template",
 ]

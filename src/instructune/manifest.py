@@ -22,6 +22,7 @@ _PACKAGES = (
     "peft",
     "accelerate",
     "bitsandbytes",
+    "gguf",
 )
 
 
@@ -46,17 +47,20 @@ def git_commit(cwd: Path | None = None) -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
-def write_manifest(out_dir: Path, cfg: Config, command: str, extra: dict[str, Any]) -> Path:
-    """Write `config.yaml` (resolved) and `manifest.json`; returns the manifest path."""
+def write_manifest(out_dir: Path, cfg: Config | None, command: str, extra: dict[str, Any]) -> Path:
+    """Write `config.yaml` (resolved; when there is a config) and `manifest.json`; returns the
+    manifest path. Commands that act on a run (`merge`, `export`) pass its config, or None."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / CONFIG_FILE).write_text(dump_config(cfg), encoding="utf-8")
+    if cfg is not None:
+        (out_dir / CONFIG_FILE).write_text(dump_config(cfg), encoding="utf-8")
+    seed = {"data": cfg.data.seed if cfg.data else None, "train": cfg.train.seed} if cfg else None
     manifest = {
         "command": command,
         "argv": sys.argv,
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "versions": package_versions(),
         "git_commit": git_commit(),
-        "seed": {"data": cfg.data.seed if cfg.data else None, "train": cfg.train.seed},
+        "seed": seed,
         **extra,
     }
     path = out_dir / MANIFEST_FILE

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 import numpy as np
 
-from instructune.data.lineage import dataset_hash, file_sha256, write_lineage
+from instructune.data.lineage import dataset_hash, file_sha256
 
 
 def test_file_sha256_matches_hashlib(tmp_path: Path) -> None:
@@ -50,13 +49,3 @@ def test_dataset_hash_sensitive_to_one_token_a_label_and_boundaries() -> None:
     assert dataset_hash([([1, 2], [-100, 2]), ([3, 4, 5], [3, 4, 5])]) != base  # boundaries
     assert dataset_hash([([4, 5], [4, 5]), ([1, 2, 3], [-100, 2, 3])]) != base  # order
     assert dataset_hash([]) != dataset_hash([([], [])])
-
-
-def test_write_lineage_writes_sorted_json(tmp_path: Path) -> None:
-    path = tmp_path / "run" / "lineage.json"
-    write_lineage(path, {"sources": [{"path": Path("d.jsonl"), "sha256": "ab"}], "a": "é"})
-    assert json.loads(path.read_text(encoding="utf-8")) == {
-        "a": "é",
-        "sources": [{"path": "d.jsonl", "sha256": "ab"}],
-    }
-    assert list(path.parent.iterdir()) == [path]

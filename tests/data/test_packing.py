@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from instructune.data.collate import PackedCollator, PaddedCollator
-from instructune.data.packing import Packed, group_by_length, pack, packing_efficiency
+from instructune.data.packing import Packed, pack, packing_efficiency
 from instructune.data.tokenize import Example
 
 
@@ -76,18 +76,6 @@ def test_pack_scales_n_log_n() -> None:
     packed = pack(examples, max_length=2048)
     assert time.perf_counter() - start < 10
     assert packing_efficiency(packed, 2048) > 0.98
-
-
-def test_group_by_length_batches_similar_lengths_seeded() -> None:
-    rng = np.random.default_rng(1)
-    lengths = rng.integers(1, 500, size=103).tolist()
-    batches = group_by_length(lengths, batch_size=8, seed=3)
-    assert sorted(i for b in batches for i in b) == list(range(103))
-    assert all(len(b) == 8 for b in batches[:-1] if len(b) != 103 % 8)
-    spread = np.mean([np.ptp([lengths[i] for i in b]) for b in batches])
-    assert spread < 60  # vs ~430 for random batches
-    assert batches == group_by_length(lengths, batch_size=8, seed=3)
-    assert batches != group_by_length(lengths, batch_size=8, seed=4)
 
 
 def test_packed_collator_only_pads() -> None:

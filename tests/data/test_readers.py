@@ -9,7 +9,7 @@ import pytest
 
 from instructune.config.schema import DataSource
 from instructune.data.conversation import DataError, RowError
-from instructune.data.readers import iter_rows, read_records
+from instructune.data.readers import iter_rows
 
 
 def rows(path: Path, **kwargs: object) -> list[tuple[str, object]]:
@@ -35,14 +35,6 @@ def test_jsonl_locations_and_a_malformed_line_costs_only_that_line(tmp_path: Pat
     assert str(error).startswith(f"{path}:line 3: invalid JSON: Expecting")
     assert isinstance(got[3][1], RowError)
     assert "not a JSON object: got an array" in str(got[3][1])
-
-
-def test_read_records_raises_the_first_row_error(tmp_path: Path) -> None:
-    path = write(tmp_path / "d.jsonl", '{"a": 1}\nnope\n{"a": 3}\n')
-    records = read_records(DataSource(path=str(path)))
-    assert next(records) == (f"{path}:line 1", {"a": 1})
-    with pytest.raises(RowError, match=r"d\.jsonl:line 2: invalid JSON"):
-        next(records)
 
 
 def test_jsonl_non_utf8_line_is_a_row_error_and_reading_goes_on(tmp_path: Path) -> None:

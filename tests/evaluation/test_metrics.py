@@ -14,7 +14,6 @@ from instructune.evaluation.metrics import (
     macro_f1,
     normalize_answer,
     rouge_l,
-    score_generations,
     token_f1,
 )
 
@@ -117,29 +116,6 @@ def test_rouge_l_matches_rouge_score(pred: str, ref: str) -> None:
 def test_registry_names() -> None:
     assert set(GENERATION_METRICS) == {"exact_match", "f1", "rouge_l"}
     assert GENERATION_METRICS["f1"] is token_f1
-
-
-def test_score_generations_means() -> None:
-    preds = ["the cat", "dog"]
-    refs = ["cat", "a bird"]
-    # EM: [1, 0] -> 0.5; F1: [1, 0] -> 0.5
-    # ROUGE-L: [the, cat] vs [cat]: LCS 1, P = 1/2, R = 1 -> 2/3; "dog" vs "a bird" -> 0
-    # mean = 1/3
-    scores = score_generations(preds, refs, ["rouge_l", "exact_match", "f1"])
-    assert list(scores) == ["rouge_l", "exact_match", "f1"]
-    assert scores["exact_match"] == pytest.approx(0.5)
-    assert scores["f1"] == pytest.approx(0.5)
-    assert scores["rouge_l"] == pytest.approx(1 / 3)
-    assert set(score_generations(preds, refs)) == set(GENERATION_METRICS)
-
-
-def test_score_generations_errors() -> None:
-    with pytest.raises(ValueError, match="valid names: exact_match, f1, rouge_l"):
-        score_generations(["a"], ["a"], ["bleu"])
-    with pytest.raises(ValueError, match="non-empty"):
-        score_generations([], [], ["f1"])
-    with pytest.raises(ValueError, match="same length"):
-        score_generations(["a", "b"], ["a"], ["f1"])
 
 
 # --------------------------------------------------------------------------- classification

@@ -132,6 +132,35 @@ def test_chat_per_adapter_equals_engine(client: openai.OpenAI, engines: dict[str
         )
 
 
+def test_concurrent_requests_for_two_adapters(
+    client: openai.OpenAI, engines: dict[str, Engine]
+) -> None:
+    """Rows of different adapters never share a forward: each answer equals its adapter's own."""
+    names = list(engines) * 4
+    questions = [f"What is {i} plus {i}?" for i in range(len(names))]
+
+    def ask(k: int) -> str | None:
+        msgs = [{"role": "user", "content": questions[k]}]
+        out = client.chat.completions.create(model=names[k], messages=msgs, max_tokens=N)  # type: ignore[arg-type]
+        return out.choices[0].message.content
+
+    with ThreadPoolExecutor(len(names)) as pool:
+        got = list(pool.map(ask, range(len(names))))
+    params = SamplingParams(max_new_tokens=N)
+    refs = [
+        engines[name].chat([[{"role": "user", "content": q}]], params)[0].text
+        for name, q in zip(names, questions, strict=True)
+    ]
+    assert got == refs
+    # the adapters answer differently, so a row decoded with the wrong one would show
+    first, second = list(engines.values())
+    assert any(
+        first.chat([[{"role": "user", "content": q}]], params)[0].text
+        != second.chat([[{"role": "user", "content": q}]], params)[0].text
+        for q in questions
+    )
+
+
 def test_chat_stream_equals_non_stream(client: openai.OpenAI, tiny_lora_run: Path) -> None:
     kw: dict[str, Any] = {"model": tiny_lora_run.name, "messages": MESSAGES, "max_tokens": N}
     whole = client.chat.completions.create(**kw)
@@ -275,6 +304,26 @@ def _chat(port: int, max_tokens: int) -> tuple[int, Any]:
     return _raw(port, "POST", "/v1/chat/completions", json.dumps(body).encode())
 
 
+def _client_leaves_mid_stream(port: int) -> None:
+    """A streaming client that disconnects: its row is dropped long before its 900 tokens."""
+    body = {"model": "tiny", "messages": [{"role": "user", "content": "Hi"}], "stream": True}
+    body["max_tokens"] = 900  # type: ignore[assignment]
+    before = _raw(port, "GET", "/health")[1]["forwards"]
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    conn.request("POST", "/v1/chat/completions", body=json.dumps(body).encode())
+    resp = conn.getresponse()
+    assert resp.status == 200 and resp.read(64).startswith(b"data: ")
+    conn.close()
+    deadline = time.monotonic() + 20
+    while (load := _raw(port, "GET", "/health")[1])["running"] and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert load["running"] == 0
+    forwards = load["forwards"]
+    assert forwards - before < 450, forwards - before  # one forward per token otherwise
+    time.sleep(0.2)
+    assert _raw(port, "GET", "/health")[1]["forwards"] == forwards  # nothing decodes any more
+
+
 def test_full_queue_answers_429_and_deadline_504(tiny_model: Any, tiny_tok: Any) -> None:
     from instructune.data.templates import load_template
 
@@ -284,11 +333,12 @@ def test_full_queue_answers_429_and_deadline_504(tiny_model: Any, tiny_tok: Any)
     port, server = _serve_in_thread(engine, max_queue=1, max_tokens=1000, batch_window_s=0)
     try:
         with ThreadPoolExecutor(6) as pool:
-            statuses = sorted(s for s, _ in pool.map(lambda _: _chat(port, 900), range(6)))
+            statuses = sorted(s for s, _ in pool.map(lambda _: _chat(port, 300), range(6)))
         assert statuses.count(200) >= 2 and 429 in statuses, statuses
         assert set(statuses) <= {200, 429}
         status, data = _chat(port, 4)  # the server goes on
         assert status == 200 and data["choices"][0]["finish_reason"] == "length"
+        _client_leaves_mid_stream(port)
     finally:
         server.should_exit = True
     port, server = _serve_in_thread(engine, timeout_s=0.05, max_tokens=1000)

@@ -36,6 +36,8 @@ RUN_COMMANDS: dict[str, tuple[str, str]] = {
     "generate": ("instructune.cli.generate", "generate for one prompt or a JSONL file of prompts"),
     "chat": ("instructune.cli.chat", "chat with a model in the terminal, answers streamed"),
     "serve": ("instructune.cli.serve", "serve a model (and adapters) over the OpenAI API"),
+    "merge": ("instructune.cli.merge", "merge a LoRA run's adapter into its base (parity-checked)"),
+    "export": ("instructune.cli.export", "export a run or model as one GGUF file (parity-checked)"),
 }
 
 

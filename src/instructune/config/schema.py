@@ -12,15 +12,29 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 EMBEDDED_MODEL = "smollm2-135m-instruct"
+Method = Literal["lora", "qlora", "full"]
+"""How training changes the model: LoRA adapters, LoRA on a 4-bit base, or every weight."""
+
+
+# The registries' names (`data.formats.FORMATS`, `data.templates.TEMPLATES`), kept here so that
+# config imports nothing from the rest of the package; tests/config/test_names.py keeps them equal.
+FORMAT_NAMES = (
+    "alpaca",
+    "columns",
+    "dolly",
+    "messages",
+    "natural_instructions",
+    "sharegpt",
+    "text",
+)
+TEMPLATE_NAMES = ("alpaca", "chat")
 
 
 def known_format(v: str | None) -> str | None:
     """A row format from the registry (data sources and eval tasks share it), or None: detect."""
-    from instructune.data.formats import FORMATS  # lazy: keeps config import light
-
-    if v is None or v in FORMATS:
+    if v is None or v in FORMAT_NAMES:
         return v
-    raise ValueError(f"unknown format {v!r}; choose one of {sorted(FORMATS)} or omit it")
+    raise ValueError(f"unknown format {v!r}; choose one of {list(FORMAT_NAMES)} or omit it")
 
 
 class StrictModel(BaseModel):
@@ -89,12 +103,11 @@ class DataConfig(StrictModel):
     @field_validator("template")
     @classmethod
     def _known_template(cls, v: str) -> str:
-        from instructune.data.templates import TEMPLATES  # lazy: keeps config import light
-
-        if v in TEMPLATES or v.endswith((".jinja", ".j2")):
+        if v in TEMPLATE_NAMES or v.endswith((".jinja", ".j2")):
             return v
         raise ValueError(
-            f"unknown template {v!r}; choose one of {sorted(TEMPLATES)} or a path to a .jinja file"
+            f"unknown template {v!r}; choose one of {list(TEMPLATE_NAMES)} or a path to a .jinja "
+            "file"
         )
 
     @model_validator(mode="after")
@@ -384,7 +397,7 @@ class SynthesizeConfig(StrictModel):
 class Config(StrictModel):
     model: ModelConfig = ModelConfig()
     data: DataConfig | None = None
-    method: Literal["lora", "qlora", "full"] = "lora"
+    method: Method = "lora"
     lora: LoraConfig = LoraConfig()
     quantization: QuantizationConfig = QuantizationConfig()
     train: TrainConfig = TrainConfig()

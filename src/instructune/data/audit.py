@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from instructune.data.examples import Block, Example, Examples
+from instructune.data.examples import IGNORE_INDEX, Block, Example, Examples
 from instructune.data.templates import (
     Template,
     end_of_turn_ids,
@@ -21,7 +21,6 @@ from instructune.data.templates import (
     raw_template,
 )
 
-IGNORE_INDEX = -100
 _SHOWN_PROBLEMS = 5
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-IGNORE_INDEX = -100
+from instructune.data.examples import IGNORE_INDEX
 
 
 def _get(feature: Any, name: str) -> np.ndarray:

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from instructune.data.conversation import Conversation
 
 IGNORE_INDEX = -100
+"""The label of tokens nothing is trained on (what torch's cross_entropy skips); the one home."""
 
 
 @dataclass(slots=True)

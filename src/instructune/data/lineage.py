@@ -1,4 +1,4 @@
-"""Hashes that pin a run to its exact inputs, and the lineage record that stores them.
+"""Hashes that pin a run to its exact inputs (the manifest stores them).
 
 `file_sha256` identifies a source file (or a saved `datasets` folder); `dataset_hash` identifies
 the tokenized training set itself, so a change of template, tokenizer or truncation that alters
@@ -8,8 +8,6 @@ even one token changes the hash while the source files stay the same.
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,7 +15,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["dataset_hash", "file_sha256", "write_lineage"]
+__all__ = ["dataset_hash", "file_sha256"]
 
 _CHUNK = 1 << 20
 Tokens = Sequence[int] | npt.NDArray[np.integer[Any]]
@@ -63,13 +61,3 @@ def dataset_hash(examples: Iterable[tuple[Tokens, Tokens]]) -> str:
         count += 1
     digest.update(count.to_bytes(8, "little"))
     return digest.hexdigest()
-
-
-def write_lineage(path: str | Path, record: dict[str, Any]) -> None:
-    """Write the lineage record as JSON (atomically: a crash never leaves half a file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    text = json.dumps(record, indent=2, sort_keys=True, default=str, ensure_ascii=False)
-    tmp.write_text(text + "\n", encoding="utf-8")
-    os.replace(tmp, path)

@@ -176,15 +176,3 @@ def packing_efficiency(packed: Sequence[Packed], max_length: int) -> float:
     if not packed:
         return 0.0
     return float(sum(len(p) for p in packed)) / (len(packed) * max_length)
-
-
-def group_by_length(lengths: Sequence[int], batch_size: int, seed: int) -> list[list[int]]:
-    """Batches of indices with similar lengths (less padding), in a seeded random batch order.
-
-    Ties are broken by a seeded permutation so equal-length examples don't always batch together.
-    """
-    rng = np.random.default_rng(seed)
-    perm = rng.permutation(len(lengths))
-    order = perm[np.argsort(-np.asarray(lengths)[perm], kind="stable")]
-    batches = [order[i : i + batch_size].tolist() for i in range(0, len(order), batch_size)]
-    return [batches[j] for j in rng.permutation(len(batches))]

@@ -18,7 +18,7 @@ import numpy as np
 from instructune.config import DataConfig, DataSource
 from instructune.data.audit import audit
 from instructune.data.conversation import Conversation
-from instructune.data.examples import Example, Examples
+from instructune.data.examples import IGNORE_INDEX, Example, Examples
 from instructune.data.lineage import dataset_hash
 from instructune.data.loading import load_conversations
 from instructune.data.packing import Packed, pack, packing_efficiency
@@ -118,8 +118,18 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _prepare(cfg: DataConfig, tokenizer: Any) -> PreparedData:
-    template = load_template(cfg.template, tokenizer)
+@dataclass
+class Splits:
+    """The conversations of each split before tokenization, as training divides them."""
+
+    train: list[Conversation]
+    eval: list[Conversation]
+    sources: list[SourceReport]
+    dropped: Counter[str]
+
+
+def load_splits(cfg: DataConfig) -> Splits:
+    """Read the sources, drop duplicates, and hold out eval (its files, or `eval_fraction`)."""
     train_convs, reports = load_sources(cfg.train, cfg)
     dropped: Counter[str] = Counter()
     for report in reports:
@@ -134,6 +144,15 @@ def _prepare(cfg: DataConfig, tokenizer: Any) -> PreparedData:
             dropped.update({f"eval_{k}": v for k, v in report.dropped.items()})
     else:
         train_convs, eval_convs = train_eval_split(train_convs, cfg.eval_fraction, cfg.seed)
+    return Splits(train_convs, eval_convs, reports, dropped)
+
+
+def _prepare(cfg: DataConfig, tokenizer: Any) -> PreparedData:
+    template = load_template(cfg.template, tokenizer)
+    splits = load_splits(cfg)
+    train_convs, eval_convs = splits.train, splits.eval
+    reports, dropped = splits.sources, splits.dropped
+    del splits
     # train rows are freed as they are encoded; only the audit's sample keeps its conversation
     train_enc = encode_conversations(
         _Drain(train_convs), template, tokenizer, cfg, keep_conversations=PROMPT_CHECKS
@@ -200,7 +219,7 @@ def split_stats(
         trained = examples.trained_tokens()
     else:
         lengths = [len(e.input_ids) for e in examples]
-        trained = int(sum(int(np.count_nonzero(e.labels != -100)) for e in examples))
+        trained = int(sum(int(np.count_nonzero(e.labels != IGNORE_INDEX)) for e in examples))
     stats = SplitStats(
         examples=len(examples), tokens=int(sum(lengths)), trained_tokens=trained, lengths=lengths
     )

@@ -28,21 +28,13 @@ from instructune.data.conversation import DataError, RowError, row_error
 Row = dict[str, Any]
 RowOrError = Row | RowError
 
-__all__ = ["READERS", "Row", "RowOrError", "iter_rows", "read_records"]
+__all__ = ["READERS", "Row", "RowOrError", "iter_rows"]
 
 
 def iter_rows(source: DataSource) -> Iterator[tuple[str, RowOrError]]:
     """Yield `(location, row or RowError)` for each row, at most `source.max_rows` of them."""
     rows = _open_rows(source)
     return itertools.islice(rows, source.max_rows) if source.max_rows else rows
-
-
-def read_records(source: DataSource) -> Iterator[tuple[str, Row]]:
-    """Like `iter_rows` but raises the first RowError (for `on_error: fail` style callers)."""
-    for location, row in iter_rows(source):
-        if isinstance(row, RowError):
-            raise row
-        yield location, row
 
 
 def _open_rows(source: DataSource) -> Iterator[tuple[str, RowOrError]]:

@@ -45,7 +45,13 @@ import numpy as np
 from instructune.config.schema import DataConfig
 from instructune.data.audit import AuditError, render_example
 from instructune.data.conversation import Conversation
-from instructune.data.examples import Example, Examples, build_block, build_labels
+from instructune.data.examples import (
+    IGNORE_INDEX,
+    Example,
+    Examples,
+    build_block,
+    build_labels,
+)
 from instructune.data.templates import (
     Rendered,
     Template,
@@ -59,7 +65,6 @@ from instructune.data.templates import (
 
 __all__ = ["IGNORE_INDEX", "EncodeResult", "Example", "Examples", "build_labels"]
 
-IGNORE_INDEX = -100
 CHUNK = 256  # conversations per tokenizer batch: bounds intermediates, keeps the batch large
 _KEEP_PIECES = 1 << 16  # repeating pieces remembered across chunks, at most
 

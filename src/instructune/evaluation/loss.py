@@ -19,12 +19,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from instructune.data.examples import IGNORE_INDEX
+
 if TYPE_CHECKING:
     import torch
 
     from instructune.evaluation.compare import TaskOutcome
 
-IGNORE_INDEX = -100
 
 TokenSeq = Sequence[int] | np.ndarray
 

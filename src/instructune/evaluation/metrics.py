@@ -1,8 +1,8 @@
 """Pure metric functions for generation and classification evaluation.
 
 Generation metrics compare one predicted string with one reference string and
-return a score in ``[0, 1]``; :func:`score_generations` averages them over a
-dataset. Classification metrics operate on parallel sequences of hashable labels.
+return a score in ``[0, 1]``. Classification metrics operate on parallel sequences of
+hashable labels.
 
 All functions are pure (no I/O, no global state) so they can be unit-tested
 against hand-computed values and reused by any evaluation driver.
@@ -24,7 +24,6 @@ __all__ = [
     "macro_f1",
     "normalize_answer",
     "rouge_l",
-    "score_generations",
     "token_f1",
 ]
 
@@ -117,32 +116,6 @@ GENERATION_METRICS: dict[str, Callable[[str, str], float]] = {
     "rouge_l": rouge_l,
 }
 """Registry of per-example generation metrics: name → ``fn(pred, ref) -> float``."""
-
-
-def score_generations(
-    preds: Sequence[str],
-    refs: Sequence[str],
-    names: Sequence[str] | None = None,
-) -> dict[str, float]:
-    """Average the requested generation metrics over parallel ``preds``/``refs``.
-
-    ``names`` selects entries of :data:`GENERATION_METRICS` (all of them when
-    ``None``). Returns ``{name: mean score}`` in the order requested.
-
-    Raises:
-        ValueError: on empty or mismatched inputs, or an unknown metric name.
-    """
-    selected = list(GENERATION_METRICS) if names is None else list(names)
-    unknown = [n for n in selected if n not in GENERATION_METRICS]
-    if unknown:
-        valid = ", ".join(sorted(GENERATION_METRICS))
-        raise ValueError(f"Unknown generation metric(s) {unknown}; valid names: {valid}")
-    _check_parallel(preds, refs, "preds", "refs")
-    return {
-        name: sum(GENERATION_METRICS[name](p, r) for p, r in zip(preds, refs, strict=True))
-        / len(preds)
-        for name in selected
-    }
 
 
 # ----------------------------------------------------------------------- classification

@@ -137,8 +137,9 @@ def score_options(
     """Score every option of every item; all options of all items share length-sorted batches."""
     requests = option_requests(items, template, tokenizer)
     flat = [r for per_item in requests for r in per_item]
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    logps = sequence_logprobs(model, flat, int(pad_id), batch_size=batch_size)
+    from instructune.models import pad_token_id
+
+    logps = sequence_logprobs(model, flat, pad_token_id(tokenizer), batch_size=batch_size)
     scores, k = [], 0
     for per_item in requests:
         row = [logps[k + j] for j in range(len(per_item))]

@@ -7,10 +7,10 @@ from instructune.models.embedded import cache_root, ensure_converted_gguf, ensur
 from instructune.models.loading import (
     bf16_supported,
     describe_model,
-    ensure_pad_token,
     load_model,
     load_tokenizer,
     pad_token_id,
+    prepare_tokenizer,
     resolve_dtype,
 )
 from instructune.models.peft_setup import (
@@ -30,13 +30,13 @@ __all__ = [
     "describe_model",
     "ensure_converted_gguf",
     "ensure_embedded_model",
-    "ensure_pad_token",
     "linear_module_names",
     "load_model",
     "load_tokenizer",
     "logit_parity",
     "merge_adapter",
     "pad_token_id",
+    "prepare_tokenizer",
     "resolve_dtype",
     "resolve_model",
     "save_adapter",

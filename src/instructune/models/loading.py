@@ -11,17 +11,15 @@ from __future__ import annotations
 import logging
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
-from instructune.config.schema import ModelConfig, QuantizationConfig
+from instructune.config.schema import Method, ModelConfig, QuantizationConfig
 from instructune.models.resolve import ResolvedModel, resolve_model
 
 if TYPE_CHECKING:
     import torch
 
 logger = logging.getLogger(__name__)
-
-Method = Literal["lora", "qlora", "full"]
 
 _CPU_BF16_FLAGS = {"avx512_bf16", "amx_bf16", "bf16"}  # x86 AVX512/AMX, Arm `bf16` feature
 
@@ -36,16 +34,17 @@ def load_tokenizer(cfg: ModelConfig, resolved: ResolvedModel | None = None) -> A
 
     resolved = resolved or resolve_model(cfg)
     tokenizer = AutoTokenizer.from_pretrained(resolved.path, **_source_kwargs(cfg, resolved))
+    return prepare_tokenizer(tokenizer, cfg.path)
+
+
+def prepare_tokenizer(tokenizer: Any, name: str) -> Any:
+    """Check a loaded tokenizer is fast, and set pad to eos when it has no pad token (the one pad
+    rule; see load_tokenizer). Tokenizers saved in a run folder pass here too."""
     if not getattr(tokenizer, "is_fast", False):
         raise ValueError(
-            f"{cfg.path} loaded a slow tokenizer ({type(tokenizer).__name__}); instructune needs "
+            f"{name} loaded a slow tokenizer ({type(tokenizer).__name__}); instructune needs "
             "a fast one (tokenizer.json). Convert it with `tokenizers` or pick another model"
         )
-    return ensure_pad_token(tokenizer, cfg.path)
-
-
-def ensure_pad_token(tokenizer: Any, name: str) -> Any:
-    """Set pad to eos when the tokenizer has no pad token (the one pad rule; see load_tokenizer)."""
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
             raise ValueError(
@@ -58,7 +57,7 @@ def ensure_pad_token(tokenizer: Any, name: str) -> Any:
 
 
 def pad_token_id(tokenizer: Any) -> int:
-    """The id batches are padded with: the pad token, else eos (what `ensure_pad_token` sets)."""
+    """The id batches are padded with: the pad token, else eos (what `prepare_tokenizer` sets)."""
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     if pad is None:
         name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__

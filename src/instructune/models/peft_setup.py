@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
-from instructune.artifacts import ADAPTER_WEIGHTS_FILE, TEMPLATE_FILE
-from instructune.config.schema import LoraConfig
+from instructune.artifacts import ADAPTER_WEIGHTS_FILE, write_template
+from instructune.config.schema import LoraConfig, Method
 
 if TYPE_CHECKING:
     import torch
 
 logger = logging.getLogger(__name__)
 
-Method = Literal["lora", "qlora", "full"]
 # Reentrant checkpointing drops the grads of frozen inputs, and torch warns when it isn't chosen.
 _CHECKPOINT_KWARGS = {"use_reentrant": False}
 
@@ -74,9 +73,7 @@ def save_adapter(model: Any, tokenizer: Any, template_text: str, out_dir: str | 
     model.save_pretrained(out, safe_serialization=True, save_embedding_layers=False)
     _check_adapter_only(out / ADAPTER_WEIGHTS_FILE, model)
     tokenizer.save_pretrained(out)
-    # newline="" keeps the template byte for byte: it is compared against at load time.
-    with open(out / TEMPLATE_FILE, "w", encoding="utf-8", newline="") as handle:
-        handle.write(template_text)
+    write_template(out, template_text)
     return out
 
 

@@ -14,6 +14,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from instructune.data.collate import PackedCollator, PaddedCollator
+from instructune.data.examples import IGNORE_INDEX
 from instructune.data.packing import Packed
 from instructune.data.pipeline import PreparedData
 from instructune.data.tokenize import Example
@@ -42,7 +43,7 @@ class TokenDataset(Dataset[dict[str, np.ndarray]]):
 
     def trained_tokens(self) -> int:
         """Targets the loss sees: labels[1:] that are trained (labels[0] of an example never is)."""
-        return int(sum(np.count_nonzero(row.labels[1:] != -100) for row in self.rows))
+        return int(sum(np.count_nonzero(row.labels[1:] != IGNORE_INDEX) for row in self.rows))
 
     def tokens(self) -> int:
         return int(sum(len(row.input_ids) for row in self.rows))

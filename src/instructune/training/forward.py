@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-IGNORE_INDEX = -100
+from instructune.data.examples import IGNORE_INDEX
 
 
 def causal_lm_parts(model: nn.Module) -> tuple[nn.Module, nn.Module]:

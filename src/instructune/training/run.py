@@ -24,7 +24,7 @@ from instructune.artifacts import (
     METRICS_FILE,
     PLOT_FILE,
     RESULTS_FILE,
-    TEMPLATE_FILE,
+    write_template,
 )
 from instructune.config import Config, ConfigError
 from instructune.data.pipeline import PreparedData, prepare_dataset
@@ -118,6 +118,8 @@ def _build_trainer(
     callbacks: Sequence[Any],
 ) -> InstructTrainer:
     """The stock Trainer with our loss, collator and callbacks (metrics, progress, reports)."""
+    from instructune.models import pad_token_id
+
     train_set, eval_set = datasets
     counter, clock = meters
     out = cfg.output_path
@@ -129,7 +131,7 @@ def _build_trainer(
         args=args,
         train_dataset=train_set,
         eval_dataset=eval_set,
-        data_collator=train_set.collator(tokenizer.pad_token_id),
+        data_collator=train_set.collator(pad_token_id(tokenizer)),
         processing_class=tokenizer,
         callbacks=[
             clock,
@@ -141,7 +143,7 @@ def _build_trainer(
         ],
         loss_chunk_size=cfg.train.loss_chunk_size,
         label_smoothing=cfg.train.label_smoothing,
-        pad_token_id=tokenizer.pad_token_id,
+        pad_token_id=pad_token_id(tokenizer),
         counter=counter,
     )
 
@@ -223,8 +225,7 @@ def _save(trainer: Any, cfg: Config, tokenizer: Any, template_text: str, out: Pa
         return
     # The Trainer's save gathers sharded (FSDP/DeepSpeed) weights; it also saves the tokenizer.
     trainer.save_model(str(out))
-    with open(out / TEMPLATE_FILE, "w", encoding="utf-8", newline="") as handle:
-        handle.write(template_text)
+    write_template(out, template_text)
 
 
 def _manifest_extra(

@@ -23,8 +23,8 @@ import torch
 from torch import nn
 from transformers import Trainer
 
+from instructune.data.examples import IGNORE_INDEX
 from instructune.training.forward import (
-    IGNORE_INDEX,
     causal_lm_parts,
     chunked_token_losses,
     trained_hidden,

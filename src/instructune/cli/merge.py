@@ -1,0 +1,35 @@
+"""`instructune merge RUN --out DIR [--dtype float32]`: the adapter folded into the base, checked.
+
+Exit codes: 0 merged and in tolerance; 1 bad input or parity out of tolerance (the merged folder
+and its `parity.json` are still written, for inspection).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from instructune.config import Config
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from instructune.ship.merge import DTYPES
+
+    parser.add_argument("--out", required=True, help="new folder for the merged model")
+    parser.add_argument(
+        "--dtype",
+        default="float32",
+        choices=DTYPES,
+        help="dtype the base is loaded, merged and saved in (default float32; never 4-bit)",
+    )
+    parser.add_argument(
+        "--prompts", type=int, default=4, help="held-out prompts the parity check runs on"
+    )
+
+
+def main(args: argparse.Namespace, cfg: Config | None) -> int:
+    from instructune.ship.merge import run_merge
+
+    result = run_merge(args.run, args.out, dtype=args.dtype, prompts=args.prompts)
+    print(result.parity.summary())
+    print(f"wrote {result.out_dir} (parity report: {result.files['parity']})")
+    return 0
