@@ -24,6 +24,9 @@ class FaultServer:
     def __init__(self, delay: float = 0.0) -> None:
         self.faults: deque[str] = deque()
         self.always: str | None = None
+        self.fail_after: int | None = None
+        """Answer 500 to every request after this many answered ones (an endpoint going down)."""
+        self.answered = 0
         self.delay = delay
         self.auth: list[str | None] = []
         self.in_flight = 0
@@ -44,6 +47,9 @@ class FaultServer:
 
     def next_fault(self) -> str | None:
         with self.lock:
+            if self.fail_after is not None and self.answered >= self.fail_after:
+                return "500"
+            self.answered += 1
             return self.faults.popleft() if self.faults else self.always
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:

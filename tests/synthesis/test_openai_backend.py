@@ -11,9 +11,11 @@ from typing import Any
 
 import pytest
 from http_fault import FaultServer
+from world import answer
 
 from instructune.config.schema import SynthBackendConfig
-from instructune.synthesis.backends import BackendError, GenParams, Request
+from instructune.synthesis.backends import BackendError, GenParams, Request, ScriptedBackend
+from instructune.synthesis.cache import CACHE_FILE
 from instructune.synthesis.openai_backend import OpenAIBackend
 from instructune.synthesis.output import ROWS_FILE
 from instructune.synthesis.run import run_synthesize
@@ -142,3 +144,31 @@ def test_cli_reports_a_dead_endpoint_in_one_line(make_cfg: Any, tmp_path: Path) 
         "(rerun to resume)"
     ]
     assert (cfg.output_path / "synth_report.json").exists()
+
+
+def test_endpoint_going_down_keeps_everything_and_rerun_resumes(make_cfg: Any) -> None:
+    reference = make_cfg(out="ref")
+    run_synthesize(reference, ScriptedBackend(answer), show_progress=False)
+    with FaultServer() as server:
+        spec = {"type": "openai", "base_url": server.url, "model": "scripted"}
+        spec |= {"max_retries": 1, "backoff": 0.01, "concurrency": 2}
+        cfg = make_cfg(**{"synthesize.backend": json.dumps(spec)})
+        server.fail_after = 30
+        with pytest.raises(BackendError, match=rf"{server.url}: HTTP 500"):
+            run_synthesize(cfg, show_progress=False)
+        written = (cfg.output_path / ROWS_FILE).read_text().splitlines()
+        cached = (cfg.output_path / CACHE_FILE).read_text().splitlines()
+        assert written and len(cached) == 30
+        server.fail_after = None
+        run_synthesize(cfg, show_progress=False)
+        assert server.answered == reference_requests(reference)
+    ours = [json.loads(line) for line in (cfg.output_path / ROWS_FILE).read_text().splitlines()]
+    ref = [
+        json.loads(line) for line in (reference.output_path / ROWS_FILE).read_text().splitlines()
+    ]
+    assert [r["messages"] for r in ours] == [r["messages"] for r in ref]
+    assert [r["id"] for r in ours][: len(written)] == [json.loads(w)["id"] for w in written]
+
+
+def reference_requests(cfg: Any) -> int:
+    return len((cfg.output_path / CACHE_FILE).read_text().splitlines())
