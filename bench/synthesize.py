@@ -143,7 +143,7 @@ def bench_novelty(pool_target: int, ref_seconds: float) -> dict[str, Any]:
 
 def bench_local(prompts: int, batch_size: int, max_tokens: int) -> dict[str, Any]:
     from instructune.artifacts import load_bundle
-    from instructune.config.schema import SynthBackendConfig
+    from instructune.config.synthesize import SynthBackendConfig
     from instructune.inference.engine import Engine
     from instructune.synthesis.backends import GenParams, Request
     from instructune.synthesis.local_backend import LocalBackend

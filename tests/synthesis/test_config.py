@@ -24,6 +24,10 @@ def test_bad_values_name_key_value_and_choices(tmp_path: Path) -> None:
         load_config(path, ["synthesize.evol_instruct.operations=[deepen, shrink]"])
     with pytest.raises(ConfigError, match="min_words"):
         load_config(path, ["synthesize.self_instruct.min_words=200"])
+    with pytest.raises(
+        ConfigError, match=r"synthesize\.backend\.model is required for type openai"
+    ):
+        load_config(path, ["synthesize.backend.type=openai"])
     path.write_text("synthesize: {method: unnatural}\n")
     with pytest.raises(ConfigError, match=r"synthesize\.seeds"):
         load_config(path)

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from world import write_seeds
 
-from instructune.config.schema import SynthBackendConfig
+from instructune.config.synthesize import SynthBackendConfig
 from instructune.synthesis.backends import GenParams, Request
 from instructune.synthesis.local_backend import LocalBackend
 

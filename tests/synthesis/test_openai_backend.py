@@ -13,7 +13,7 @@ import pytest
 from http_fault import FaultServer
 from world import answer
 
-from instructune.config.schema import SynthBackendConfig
+from instructune.config.synthesize import SynthBackendConfig
 from instructune.synthesis.backends import BackendError, GenParams, Request, ScriptedBackend
 from instructune.synthesis.cache import CACHE_FILE
 from instructune.synthesis.openai_backend import OpenAIBackend

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from instructune.config.schema import SynthBackendConfig
+    from instructune.config.synthesize import SynthBackendConfig
 
 
 class BackendError(RuntimeError):

@@ -6,7 +6,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from instructune.config.schema import SynthesizeConfig
+from instructune.config.synthesize import SynthesizeConfig
 from instructune.synthesis.backends import GenParams, Request, Response
 from instructune.synthesis.client import Client
 from instructune.synthesis.output import RowSink, Tally

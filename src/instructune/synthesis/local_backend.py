@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from instructune.synthesis.backends import Request, Response
 
 if TYPE_CHECKING:
-    from instructune.config.schema import SynthBackendConfig
+    from instructune.config.synthesize import SynthBackendConfig
 
 # Requests handed to the engine per call: enough to keep `batch_size` rows decoding (finished rows
 # are refilled), few enough that results reach the cache often.
@@ -25,8 +25,10 @@ class LocalBackend:
     kind = "local"
 
     def __init__(self, cfg: SynthBackendConfig, engine: Any = None) -> None:
-        self.model = cfg.model
-        self.endpoint = f"local model {cfg.model}"
+        from instructune.config.schema import EMBEDDED_MODEL
+
+        self.model: str = cfg.model or EMBEDDED_MODEL
+        self.endpoint = f"local model {self.model}"
         self.batch_size = cfg.batch_size
         self._engine = engine
 

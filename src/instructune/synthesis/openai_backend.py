@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from instructune.synthesis.backends import BackendError, Request, Response
 
 if TYPE_CHECKING:
-    from instructune.config.schema import SynthBackendConfig
+    from instructune.config.synthesize import SynthBackendConfig
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 _BACKOFF_MAX_S = 30.0
@@ -45,7 +45,9 @@ class OpenAIBackend:
         import openai
 
         self.cfg = cfg
-        self.model = cfg.model
+        if not cfg.model:
+            raise ValueError("synthesize.backend.model: required for type openai")
+        self.model: str = cfg.model
         self.endpoint = cfg.base_url or DEFAULT_BASE_URL
         # Retries are ours (backoff with jitter, counted, and a clear final error).
         self.client = openai.OpenAI(
