@@ -82,6 +82,9 @@ def test_evol_elimination() -> None:
     assert evolution_failure(parent, "The given prompt asks for a poem") == (
         "copies_prompt_scaffolding"
     )
+    assert evolution_failure(parent, "This adds at most 10 to 20 words.") == (
+        "copies_prompt_scaffolding"
+    )
     assert evolution_failure(parent, "Write a sonnet about the sea at night.") is None
     assert answer_failure(Response("Sorry, I cannot help."), 80) == "answer_says_sorry"
     long_sorry = "I am sorry to hear that. " + "Here is a long detailed answer. " * 20

@@ -36,6 +36,8 @@ SCAFFOLDING = (
     "new instruction:",
     "original instruction",
     "the instruction below",
+    "make it harder",
+    "10 to 20 words",
 )
 
 
