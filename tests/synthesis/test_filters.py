@@ -110,7 +110,11 @@ def test_parsers() -> None:
         "Instruction: Do X\nInput: a\nb\nConstraints: none", ("Instruction", "Input", "Constraints")
     )
     assert fields == {"instruction": "Do X", "input": "a\nb", "constraints": "none"}
-    assert labelled_fields("Instruction: only this", ("Instruction", "Input")) is None
+    assert labelled_fields("Input: only this", ("Instruction", "Input")) is None
+    assert labelled_fields("Instructions: Do Y", ("Instruction",), ("Input",)) == {
+        "instruction": "Do Y",
+        "input": "",
+    }
     assert (yes_no(" Yes."), yes_no("no, it is not"), yes_no("maybe")) == (True, False, None)
 
 

@@ -58,16 +58,25 @@ def output_first_instances(text: str) -> list[Instance]:
     return out
 
 
-def labelled_fields(text: str, names: tuple[str, ...]) -> dict[str, str] | None:
-    """The `Name: value` fields of one example (values may span lines); None if one is missing."""
-    following = "|".join([*names, "Example"])
+def labelled_fields(
+    text: str, required: tuple[str, ...], optional: tuple[str, ...] = ()
+) -> dict[str, str] | None:
+    """The `Name: value` fields of one example (values may span lines; `Names:` is accepted too);
+    None if a required one is missing, "" for a missing optional one."""
+    names = (*required, *optional)
+    following = "|".join([*(f"{n}s?" for n in names), "Example"])
     found = {}
     for name in names:
-        value = _field(text, name, following)
-        if value is None:
+        value = _field(text, f"{name}s?", following)
+        if value is None and name in required:
             return None
-        found[name.lower()] = value
+        found[name.lower()] = value or ""
     return found
+
+
+def example_blocks(text: str) -> list[str]:
+    """The text split at `Example N` headers (the part before the first header included)."""
+    return re.split(r"^\s*Example\s*\d+\s*:?\s*$", text, flags=re.M | re.I)
 
 
 def yes_no(text: str, yes: str = "yes", no: str = "no") -> bool | None:

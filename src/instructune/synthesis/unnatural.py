@@ -11,10 +11,13 @@ from dataclasses import dataclass
 
 from instructune.synthesis.backends import Request, Response
 from instructune.synthesis.context import SynthContext
-from instructune.synthesis.parsing import labelled_fields, no_input, numbered_items
+from instructune.synthesis.parsing import (
+    example_blocks,
+    labelled_fields,
+    no_input,
+    numbered_items,
+)
 from instructune.synthesis.seeds import SeedTask
-
-_FIELDS = ("Instruction", "Input", "Constraints")
 
 
 @dataclass(frozen=True)
@@ -74,13 +77,15 @@ def _parse_triple(ctx: SynthContext, response: Response, step: int) -> Triple | 
     if response.error:
         ctx.tally.drop_instruction(step, "request_error", response.error)
         return None
-    # The answer may run on into another example: read only the first.
-    first = response.text.split("\nExample")[0]
-    fields = labelled_fields(first, _FIELDS)
-    if fields is None or not fields["instruction"]:
+    # The answer may run on into further examples: the first one with an instruction counts.
+    blocks = example_blocks(response.text)
+    parsed = [labelled_fields(b, ("Instruction",), ("Input", "Constraints")) for b in blocks]
+    found = [(i, f) for i, f in enumerate(parsed) if f is not None and f["instruction"]]
+    if not found:
         ctx.tally.drop_instruction(step, "unparsable_response", response.text[:200])
         return None
-    if response.finish_reason == "length" and first == response.text:
+    index, fields = found[0]
+    if response.finish_reason == "length" and index == len(blocks) - 1:
         ctx.tally.drop_instruction(step, "cut_by_length", response.text[:200])
         return None
     constraints = no_input(fields["constraints"])
