@@ -8,8 +8,9 @@ from `../shared/data`, short to long, with `max_tokens` 32..160, greedy). In one
 2. server, 8 concurrent clients (the official `openai` client, streaming, in threads) against
    `instructune serve` in a subprocess: aggregate generated tokens/s, p50/p95 latency, time to
    first token, errors;
-3. server, one request at a time, for the first 8 requests: latency vs the baseline's for the same
-   requests (the overhead of HTTP, scheduling and our decode loop).
+3. server, one request at a time (not streamed, like `generate`), for the first 8 requests:
+   latency vs the baseline's for the same requests (the overhead of HTTP, scheduling and our
+   decode loop).
 
 The server and the baseline use the same number of torch threads. Goal: ≥ 2.5× aggregate tokens/s
 over the baseline, 0 errors, single-request latency within 10% of plain generate. Writes
@@ -118,27 +119,33 @@ def start_server(port: int, threads: int, clients: int) -> subprocess.Popen[byte
     raise TimeoutError("the server did not come up in 300 s")
 
 
-def one_request(client: Any, req: dict[str, Any]) -> dict[str, Any]:
-    """Stream one chat request: latency, time to first token, tokens, text (or the error)."""
+def one_request(client: Any, req: dict[str, Any], stream: bool = True) -> dict[str, Any]:
+    """One chat request (streamed: with time to first token): latency, tokens, text or error."""
     start = time.perf_counter()
     first = None
     parts: list[str] = []
     tokens = 0
+    kwargs: dict[str, Any] = {
+        "model": MODEL,
+        "messages": req["messages"],
+        "max_tokens": req["max_tokens"],
+        "temperature": 0,
+    }
     try:
-        stream = client.chat.completions.create(
-            model=MODEL,
-            messages=req["messages"],
-            max_tokens=req["max_tokens"],
-            temperature=0,
-            stream=True,
-            stream_options={"include_usage": True},
-        )
-        for chunk in stream:
-            if chunk.choices and chunk.choices[0].delta.content:
-                first = first or time.perf_counter()
-                parts.append(chunk.choices[0].delta.content)
-            if chunk.usage is not None:
-                tokens = chunk.usage.completion_tokens
+        if not stream:
+            out = client.chat.completions.create(**kwargs)
+            parts.append(out.choices[0].message.content or "")
+            tokens = out.usage.completion_tokens
+        else:
+            chunks = client.chat.completions.create(
+                **kwargs, stream=True, stream_options={"include_usage": True}
+            )
+            for chunk in chunks:
+                if chunk.choices and chunk.choices[0].delta.content:
+                    first = first or time.perf_counter()
+                    parts.append(chunk.choices[0].delta.content)
+                if chunk.usage is not None:
+                    tokens = chunk.usage.completion_tokens
     except Exception as err:
         return {"error": f"{type(err).__name__}: {err}"}
     end = time.perf_counter()
@@ -172,7 +179,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             served = list(pool.map(lambda r: one_request(client, r), reqs))
         wall = time.perf_counter() - start
         print(f"server: the first {args.single} requests one at a time")
-        single = [one_request(client, r) for r in reqs[: args.single]]
+        # like plain generate, the whole answer in one response (no per-token SSE parsing)
+        single = [one_request(client, r, stream=False) for r in reqs[: args.single]]
     finally:
         proc.terminate()
         proc.wait(timeout=60)

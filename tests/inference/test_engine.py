@@ -73,6 +73,34 @@ def test_continuous_batching_equals_one_by_one(engine: Engine) -> None:
     ]
 
 
+def test_sliding_window_cache_waits_for_an_empty_batch(tiny_tok: Any) -> None:
+    """A cache that can't be joined mid-flight (sliding-window layers): rows start together,
+    finish on their own, and still decode exactly as `model.generate` does."""
+    from transformers import MistralConfig, MistralForCausalLM
+
+    torch.manual_seed(0)
+    config = MistralConfig(
+        vocab_size=len(tiny_tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        sliding_window=8,
+        max_position_embeddings=512,
+    )
+    model = MistralForCausalLM(config).eval()
+    engine = Engine(model, tiny_tok, load_template("chat", tiny_tok), max_batch_size=2)
+    batch = engine.new_batch()
+    batch.add([engine.row(_prompts(engine)[0], SamplingParams(max_new_tokens=2))])
+    assert not batch.can_join
+    _greedy_matches_generate(engine, _prompts(engine), 10)
+    params = [SamplingParams(max_new_tokens=n) for n in (3, 9, 5, 12, 7)]
+    batched = engine.generate(_prompts(engine), params)
+    single = [engine.generate([p], sp)[0] for p, sp in zip(_prompts(engine), params, strict=True)]
+    assert [c.text for c in batched] == [c.text for c in single]
+
+
 def test_stop_token_ends_generation(tiny_model: Any, tiny_tok: Any) -> None:
     template = load_template("chat", tiny_tok)
     plain = Engine(tiny_model, tiny_tok, template)

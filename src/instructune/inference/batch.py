@@ -166,6 +166,9 @@ class DecodeBatch:
             return done
         index = torch.tensor(keep, device=self.device)
         self.mask = self.mask[index]
+        if not self.can_join:  # e.g. sliding-window layers keep their own length bookkeeping
+            self.cache.batch_select_indices(index)
+            return done
         lead = int((self.mask.cumsum(-1) == 0).sum(-1).min())  # all-padding columns on the left
         self.mask = self.mask[:, lead:]
         for layer in self.cache.layers:
