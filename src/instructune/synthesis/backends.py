@@ -1,0 +1,141 @@
+"""The `Backend` protocol `synthesize` talks to, its request/response types, and the registry.
+
+A backend turns chat prompts (one user message each) into completions. It yields results as they
+finish, in any order, so the caller can put each one in the request cache at once: a crash then
+loses at most the requests still in flight. Failures a request can't recover from (an endpoint that
+stays down) raise `BackendError` with a one-line message naming the endpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from instructune.config.synthesize import SynthBackendConfig
+
+
+class BackendError(RuntimeError):
+    """The backend can't serve requests any more (endpoint down, auth refused, retries spent)."""
+
+
+@dataclass(frozen=True)
+class GenParams:
+    """Sampling parameters of one request; part of its cache key and of each row's meta."""
+
+    max_tokens: int
+    temperature: float = 0.0
+    top_p: float = 1.0
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        return {**asdict(self), "stop": list(self.stop)}
+
+
+@dataclass(frozen=True)
+class Request:
+    prompt: str
+    params: GenParams
+
+    def key(self, model_id: str) -> str:
+        """sha256 of the model, prompt and parameters: the request cache key."""
+        blob = json.dumps(
+            {"model": model_id, "prompt": self.prompt, "params": self.params.as_dict()},
+            sort_keys=True,
+            ensure_ascii=False,
+        )
+        return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+@dataclass
+class Response:
+    text: str
+    finish_reason: str = "stop"
+    """`stop`, `length` (cut by max_tokens), or `error` (the endpoint rejected this request)."""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    error: str | None = None
+    """Why a request failed for good (e.g. `http_400: prompt too long`); counted as a drop."""
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+@dataclass
+class BackendStats:
+    requests: int = 0
+    """Requests actually sent (cache hits excluded)."""
+    cache_hits: int = 0
+    retries: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+
+
+class Backend(Protocol):
+    kind: str
+    """Registry name: `local`, `openai`, `scripted`."""
+    model: str
+    endpoint: str
+    """Where requests go, for error messages (a URL, a model path, `scripted`)."""
+
+    def complete(self, requests: Sequence[Request]) -> Iterator[tuple[int, Response]]:
+        """Yield `(index into requests, response)` as each finishes, in any order."""
+        ...
+
+    def close(self) -> None: ...
+
+
+Script = Callable[[Request], "str | Response"]
+
+
+class ScriptedBackend:
+    """A deterministic backend whose answers come from a Python function of the request.
+
+    A real implementation of the protocol, for checking the pipelines' parsing, filters, caching
+    and resume without a model; `delay` (seconds per request) makes crash tests reproducible.
+    """
+
+    kind = "scripted"
+
+    def __init__(self, script: Script, model: str = "scripted", delay: float = 0.0) -> None:
+        self.script = script
+        self.model = model
+        self.endpoint = "scripted"
+        self.delay = delay
+        self.calls = 0
+
+    def complete(self, requests: Sequence[Request]) -> Iterator[tuple[int, Response]]:
+        for i, request in enumerate(requests):
+            if self.delay:
+                time.sleep(self.delay)
+            self.calls += 1
+            out = self.script(request)
+            if isinstance(out, str):
+                words = len(out.split())
+                cut = words > request.params.max_tokens
+                text = " ".join(out.split()[: request.params.max_tokens]) if cut else out
+                finish = "length" if cut else "stop"
+                out = Response(text, finish, len(request.prompt.split()), words)
+            yield i, out
+
+    def close(self) -> None:
+        pass
+
+
+def make_backend(cfg: SynthBackendConfig) -> Backend:
+    """The backend the config names (registry: local, openai)."""
+    if cfg.type == "openai":
+        from instructune.synthesis.openai_backend import OpenAIBackend
+
+        return OpenAIBackend(cfg)
+    if cfg.type == "local":
+        from instructune.synthesis.local_backend import LocalBackend
+
+        return LocalBackend(cfg)
+    raise ValueError(f"unknown synthesize.backend.type {cfg.type!r}; choose one of local, openai")
