@@ -204,7 +204,7 @@ SchedulerName = Literal[
 ReportTarget = Literal["none", "tensorboard", "wandb", "mlflow"]
 
 
-Objective = Literal["sft", "dpo"]
+Objective = Literal["sft", "dpo", "reward"]
 
 
 class DPOConfig(StrictModel):
@@ -230,8 +230,10 @@ class DPOConfig(StrictModel):
 
 class TrainConfig(StrictModel):
     objective: Objective = "sft"
-    """`sft` (next-token loss on responses) or `dpo` (preference pairs, see `dpo:`). `method`
-    still says which parameters train."""
+    """`sft` (next-token loss on responses), `dpo` (preference pairs, see `dpo:`) or `reward`
+    (a reward model: a one-output head on the base scores the answer's end-of-turn token,
+    trained on preference pairs with the Bradley-Terry loss). `method` still says which
+    parameters train (`lora`, `qlora` or `full` for `reward`)."""
     optimizer: OptimizerName = "adamw_torch"
     learning_rate: float = Field(default=2.0e-4, gt=0)
     weight_decay: float = Field(default=0.0, ge=0)
@@ -372,6 +374,8 @@ class Config(StrictModel):
                 f"train.objective: {objective} works with method lora, qlora, ia3 or full, not "
                 f"{self.method}"
             )
+        if objective == "reward" and self.method == "ia3":
+            raise ValueError("train.objective: reward works with method lora, qlora or full")
         if objective != "sft" and self.train.group_by_length:
             raise ValueError(f"train.group_by_length is for sft; set it false for {objective}")
         return self

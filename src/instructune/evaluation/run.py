@@ -57,6 +57,8 @@ class _Assets:
     data_cfg: DataConfig
     tuned: list[tuple[str, Path, str]]
     """(name in metrics.json, folder, "peft" | "merged") per model evaluated after the base."""
+    reward: bool = False
+    """The runs are reward models (`train.objective: reward`): loaded with their score head."""
 
 
 def run_eval(cfg: Config, fail_on_regression: bool | None = None) -> EvalResult:
@@ -110,7 +112,16 @@ def _load_assets(cfg: Config) -> _Assets:
     tokenizer = load_run_tokenizer(run, cfg.model)
     data_cfg = _data_config(cfg, run)
     template = load_run_template(run, tokenizer, data_cfg.template)
-    return _Assets(tokenizer, template, data_cfg, tuned)
+    trained = _run_config(run)
+    reward = trained is not None and trained.train.objective == "reward"
+    return _Assets(tokenizer, template, data_cfg, tuned, reward)
+
+
+def _run_config(run: RunDir | None) -> Config | None:
+    try:
+        return run.config() if run is not None else None
+    except ValueError:
+        return None
 
 
 def _tuned_models(cfg: Config) -> list[tuple[str, Path, str]]:
@@ -146,21 +157,21 @@ def _data_config(cfg: Config, run: RunDir | None) -> DataConfig:
     return DataConfig(train=[DataSource(path=cfg.eval.tasks[0].path if cfg.eval else "-")])
 
 
-def _load_base(cfg: Config) -> Any:
+def _load_base(cfg: Config, assets: _Assets, folder: Path | None = None) -> Any:
+    """The base model, or with `folder` the merged / fully fine-tuned model saved there."""
     from instructune.artifacts import load_base
-    from instructune.models import resolve_dtype
+    from instructune.models import pad_token_id, resolve_dtype
 
     dtype = resolve_dtype(cfg.train.precision, cfg.model.dtype, for_training=False)
-    return load_base(cfg.model, dtype, cfg.method, cfg.quantization)
-
-
-def _load_merged(cfg: Config, folder: Path) -> Any:
-    from instructune.artifacts import load_base
-    from instructune.models import resolve_dtype
-
-    merged = cfg.model.model_copy(update={"path": str(folder), "gguf_file": None})
-    dtype = resolve_dtype(cfg.train.precision, cfg.model.dtype, for_training=False)
-    return load_base(merged, dtype)
+    if folder is None:
+        model_cfg, method = cfg.model, cfg.method
+    else:
+        model_cfg = cfg.model.model_copy(update={"path": str(folder), "gguf_file": None})
+        method = "full"
+    model = load_base(model_cfg, dtype, method, cfg.quantization, reward_head=assets.reward)
+    if assets.reward:
+        model.config.pad_token_id = pad_token_id(assets.tokenizer)
+    return model
 
 
 # ----------------------------------------------------------------------------- tasks
@@ -249,7 +260,7 @@ def _evaluate_models(
     records: list[dict[str, Any]] = []
     with_base = not assets.tuned or ecfg.compare_base
     peft = [(name, folder) for name, folder, kind in assets.tuned if kind == "peft"]
-    model = _load_base(cfg) if with_base or peft else None
+    model = _load_base(cfg, assets) if with_base or peft else None
     from instructune.models.peft_setup import check_adapter_fits
 
     for _, adapter_dir in peft:
@@ -259,7 +270,7 @@ def _evaluate_models(
     for name, folder, kind in [*passes, *assets.tuned]:
         if kind == "merged":
             del model  # a merged model replaces the base: never hold both
-            model = _load_merged(cfg, folder)  # type: ignore[arg-type]
+            model = _load_base(cfg, assets, folder)
         elif kind == "peft":
             from instructune.artifacts import load_adapter
 

@@ -59,7 +59,8 @@ def apply_method(
     _check_targets(model, lora)
     if gradient_checkpointing:
         _enable_checkpointing(model)
-    model = _wrap_lora(model, lora)
+    reward = sections is not None and sections.train.objective == "reward"
+    model = _wrap_lora(model, lora, "SEQ_CLS" if reward else "CAUSAL_LM")
     trainable, total = model.get_nb_trainable_parameters()
     share = 100 * trainable / max(total, 1)
     logger.info("%s: %d of %d parameters train (%.3f%%)", method, trainable, total, share)
@@ -214,7 +215,7 @@ def logit_parity(model_a: Any, model_b: Any, input_ids: torch.Tensor) -> float:
     return float((a - b).abs().max())
 
 
-def _wrap_lora(model: Any, lora: LoraConfig) -> Any:
+def _wrap_lora(model: Any, lora: LoraConfig, task_type: str = "CAUSAL_LM") -> Any:
     from peft import LoraConfig as PeftLoraConfig
     from peft import get_peft_model
 
@@ -232,7 +233,7 @@ def _wrap_lora(model: Any, lora: LoraConfig) -> Any:
         use_dora=lora.use_dora,
         bias=lora.bias,
         modules_to_save=lora.modules_to_save,
-        task_type="CAUSAL_LM",
+        task_type=task_type,  # SEQ_CLS also trains (and saves) a reward model's new head
     )
     return get_peft_model(model, peft_config)
 

@@ -1,4 +1,4 @@
-"""`train.objective`: which data stage, datasets and Trainer a run uses (sft or dpo).
+"""`train.objective`: which data stage, datasets, model head and Trainer a run uses.
 
 The run itself (`run_train`: claim the folder, load, wrap for the method, train, save, report)
 is the same for every objective; only these three choices differ.
@@ -14,7 +14,7 @@ from instructune.data.pipeline import PreparedData, prepare_dataset
 from instructune.data.preference import PreparedPairs, prepare_pairs
 from instructune.training.dataset import TokenDataset, build_datasets
 from instructune.training.dpo import PairDataset, precompute_reference
-from instructune.training.preference_trainer import DPOTrainer
+from instructune.training.preference_trainer import DPOTrainer, RewardTrainer
 from instructune.training.trainer import InstructTrainer
 
 Prepared = PreparedData | PreparedPairs
@@ -24,7 +24,7 @@ Datasets = tuple[TokenDataset | PairDataset, TokenDataset | PairDataset | None]
 def prepare_data(cfg: Config, tokenizer: Any) -> Prepared:
     if cfg.data is None:
         raise ConfigError("train needs a `data:` section")
-    if cfg.train.objective == "dpo":
+    if cfg.train.objective in ("dpo", "reward"):
         return prepare_pairs(cfg.data, tokenizer)
     return prepare_dataset(cfg.data, tokenizer)
 
@@ -38,6 +38,8 @@ def datasets(prepared: Prepared) -> Datasets:
 def trainer_setup(cfg: Config, dtype: Any) -> tuple[type[InstructTrainer], dict[str, Any]]:
     """The Trainer class and its extra arguments: DPO's config and, for `method: full`, a frozen
     reference copy of the base (adapter methods disable their adapter instead)."""
+    if cfg.train.objective == "reward":
+        return RewardTrainer, {}
     if cfg.train.objective != "dpo":
         return InstructTrainer, {}
     ref_model = None
@@ -63,3 +65,17 @@ def before_training(cfg: Config, trainer: Any, data: Datasets, pad_token_id: int
                 cfg.train.micro_batch_size,
                 cfg.train.loss_chunk_size,
             )
+
+
+def load_for_objective(cfg: Config, dtype: Any, tokenizer: Any) -> Any:
+    """The model to train: the causal LM, or for `reward` the same body with a one-output head
+    (its pad token set: transformers' classification pooling needs one for batches)."""
+    from instructune.models import load_model, pad_token_id
+
+    reward = cfg.train.objective == "reward"
+    model = load_model(
+        cfg.model, dtype, cfg.method, cfg.quantization, for_training=True, reward_head=reward
+    )
+    if reward:
+        model.config.pad_token_id = pad_token_id(tokenizer)
+    return model

@@ -1,9 +1,10 @@
-"""`DPOTrainer`: `InstructTrainer` with the DPO loss over pair batches (see `training/dpo.py`).
+"""Trainers for preference pairs: `DPOTrainer` (training/dpo.py) and `RewardTrainer`
+(training/reward.py), both `InstructTrainer` with another loss over pair batches.
 
 The loss of an optimizer step is the sum of its pairs' losses divided by the number of pairs in
 the whole step (all micro-batches, all processes), like the SFT loss is normalized by trained
 targets. Rewards, margins and preference accuracy are averaged over the pairs of each logging
-window and logged with the loss (so they reach metrics.jsonl).
+window (this process's pairs) and logged with the loss, so they reach metrics.jsonl.
 """
 
 from __future__ import annotations
@@ -17,18 +18,23 @@ from torch import nn
 
 from instructune.config.schema import DPOConfig
 from instructune.training.dpo import dpo_losses, reference_logps, sequence_logps
+from instructune.training.reward import bradley_terry_losses, sequence_rewards
 from instructune.training.trainer import InstructTrainer
 
 
-class DPOTrainer(InstructTrainer):
-    def __init__(
-        self, *args: Any, dpo: DPOConfig, ref_model: nn.Module | None = None, **kwargs: Any
-    ) -> None:
+class PairTrainer(InstructTrainer):
+    """Pair batches (chosen rows, then rejected rows); subclasses give `pair_losses`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.dpo = dpo
-        self.ref_model = ref_model.to(self.args.device) if ref_model is not None else None
         self._sums: dict[str, float] = defaultdict(float)
         self._pairs = 0
+
+    def pair_losses(
+        self, model: nn.Module, inputs: dict[str, Any]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(per-pair losses [B], chosen rewards [B], rejected rewards [B])."""
+        raise NotImplementedError
 
     def get_batch_samples(
         self, epoch_iterator: Iterator[Any], num_batches: int, device: torch.device
@@ -49,28 +55,22 @@ class DPOTrainer(InstructTrainer):
         return_outputs: bool = False,
         num_items_in_batch: torch.Tensor | int | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, Any]:
-        chunk = self.loss_chunk_size
-        reference = reference_logps(model, self.ref_model, inputs, chunk)
-        policy = sequence_logps(model, inputs, chunk)
-        out = dpo_losses(policy, reference, inputs["labels"], self.dpo)
+        losses, chosen, rejected = self.pair_losses(model, inputs)
         if model.training:
-            self._record(out.chosen_rewards, out.rejected_rewards, policy.detach())
+            self._record(chosen.detach(), rejected.detach())
         if model.training and num_items_in_batch is not None:
-            loss = out.losses.sum() / torch.as_tensor(num_items_in_batch).clamp(min=1)
+            loss = losses.sum() / torch.as_tensor(num_items_in_batch).clamp(min=1)
             loss = loss * self.accelerator.num_processes
         else:
-            loss = out.losses.mean()
+            loss = losses.mean()
         return (loss, {}) if return_outputs else loss
 
-    def _record(self, chosen: torch.Tensor, rejected: torch.Tensor, policy: torch.Tensor) -> None:
-        logp_chosen, logp_rejected = policy.chunk(2)
+    def _record(self, chosen: torch.Tensor, rejected: torch.Tensor) -> None:
         sums = self._sums
         sums["rewards/chosen"] += float(chosen.sum())
         sums["rewards/rejected"] += float(rejected.sum())
         sums["rewards/margins"] += float((chosen - rejected).sum())
         sums["rewards/accuracies"] += float((chosen > rejected).float().sum())
-        sums["logps/chosen"] += float(logp_chosen.sum())
-        sums["logps/rejected"] += float(logp_rejected.sum())
         self._pairs += int(chosen.numel())
 
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
@@ -79,3 +79,36 @@ class DPOTrainer(InstructTrainer):
             self._sums.clear()
             self._pairs = 0
         super().log(logs, *args, **kwargs)
+
+
+class DPOTrainer(PairTrainer):
+    def __init__(
+        self, *args: Any, dpo: DPOConfig, ref_model: nn.Module | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.dpo = dpo
+        self.ref_model = ref_model.to(self.args.device) if ref_model is not None else None
+
+    def pair_losses(
+        self, model: nn.Module, inputs: dict[str, Any]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        chunk = self.loss_chunk_size
+        reference = reference_logps(model, self.ref_model, inputs, chunk)
+        policy = sequence_logps(model, inputs, chunk)
+        out = dpo_losses(policy, reference, inputs["labels"], self.dpo)
+        if model.training:
+            chosen, rejected = policy.detach().chunk(2)
+            self._sums["logps/chosen"] += float(chosen.sum())
+            self._sums["logps/rejected"] += float(rejected.sum())
+        return out.losses, out.chosen_rewards, out.rejected_rewards
+
+
+class RewardTrainer(PairTrainer):
+    """Bradley-Terry loss on the reward head's scores of chosen and rejected answers."""
+
+    def pair_losses(
+        self, model: nn.Module, inputs: dict[str, Any]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        rewards = sequence_rewards(model, inputs)
+        chosen, rejected = rewards.chunk(2)
+        return bradley_terry_losses(rewards), chosen, rejected

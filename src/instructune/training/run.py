@@ -53,6 +53,7 @@ from instructune.training.objectives import (
     Prepared,
     before_training,
     datasets,
+    load_for_objective,
     prepare_data,
     trainer_setup,
 )
@@ -91,7 +92,6 @@ def run_train(
 
     from instructune.models import (
         apply_method,
-        load_model,
         load_tokenizer,
         pad_token_id,
         resolve_dtype,
@@ -114,7 +114,7 @@ def run_train(
     train_set, eval_set = datasets(prepared)
 
     dtype = resolve_dtype(cfg.train.precision, cfg.model.dtype)
-    model = load_model(cfg.model, dtype, cfg.method, cfg.quantization, for_training=True)
+    model = load_for_objective(cfg, dtype, tokenizer)
     model = apply_method(
         model, cfg.method, cfg.lora, cfg.train.gradient_checkpointing, cfg, tokenizer
     )
