@@ -71,6 +71,8 @@ def _config(steps: int, out: str) -> Any:
 
 def held_out_accuracy(model: Any, tokenizer: Any) -> float:
     """Preference accuracy on the held-out pairs, the same scoring for both sides (eval's)."""
+    import torch
+
     from instructune.config import DataConfig, DataSource
     from instructune.data.loading import load_conversations
     from instructune.data.preference import encode_pairs
@@ -81,7 +83,12 @@ def held_out_accuracy(model: Any, tokenizer: Any) -> float:
     cfg = DataConfig(train=[DataSource(path=str(test), format="preference")], max_length=MAX_LENGTH)
     convs = load_conversations(cfg.train[0], "fail", None).conversations
     pairs = encode_pairs(convs, load_template("chat", tokenizer), tokenizer, cfg).pairs
-    outcome, _ = evaluate_preference(model, pairs, "held_out", tokenizer.pad_token_id, 8)
+    # peft keeps TRL's LoRA weights in fp32 beside a bf16 base: score in autocast, as it trained
+    bf16 = next(model.parameters()).dtype == torch.bfloat16 or any(
+        p.dtype == torch.bfloat16 for p in model.parameters()
+    )
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        outcome, _ = evaluate_preference(model, pairs, "held_out", tokenizer.pad_token_id, 8)
     return float(outcome.metrics["accuracy"])
 
 
