@@ -255,16 +255,20 @@ def load_base(
     dtype: torch.dtype | None = None,
     method: Method = "full",
     quantization: QuantizationConfig | None = None,
+    reward_head: bool = False,
 ) -> Any:
     """`model_cfg`'s model for inference: dense in `dtype` (default float32 on CPU, else bf16 when
-    native), or 4-bit for `method: qlora` (evaluation measures the model training saw)."""
+    native), or 4-bit for `method: qlora` (evaluation measures the model training saw);
+    `reward_head`: with a reward model's one-output head (`train.objective: reward` runs)."""
     from instructune.models import load_model, resolve_dtype
 
     if dtype is None:
         dtype = resolve_dtype("auto", model_cfg.dtype, for_training=False)
     # lora differs from full only in what trains: both load the dense model.
     dense: Method = "qlora" if method == "qlora" else "full"
-    return load_model(model_cfg, dtype, dense, quantization, for_training=False)
+    return load_model(
+        model_cfg, dtype, dense, quantization, for_training=False, reward_head=reward_head
+    )
 
 
 def load_adapter(

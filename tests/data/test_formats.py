@@ -407,6 +407,7 @@ def test_every_format_is_described() -> None:
         "dolly",
         "messages",
         "natural_instructions",
+        "preference",
         "sharegpt",
         "text",
     ]

@@ -32,7 +32,7 @@ def main(args: argparse.Namespace, cfg: Config) -> int:
     from instructune.evaluation.run import run_eval
 
     if args.adapter:
-        cfg.adapter = args.adapter
+        cfg.adapter, cfg.adapters = args.adapter, None
     if args.no_base and cfg.eval is not None:
         cfg.eval.compare_base = False
     result = run_eval(cfg, fail_on_regression=args.fail_on_regression)

@@ -44,6 +44,7 @@ RUN_COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("instructune.cli.serve", "serve a model (and adapters) over the OpenAI API"),
     "merge": ("instructune.cli.merge", "merge a LoRA run's adapter into its base (parity-checked)"),
     "export": ("instructune.cli.export", "export a run or model as one GGUF file (parity-checked)"),
+    "combine": ("instructune.cli.combine", "combine LoRA runs on one base into one adapter"),
 }
 
 

@@ -16,8 +16,13 @@ from instructune.config.build import BuildConfig
 from instructune.config.synthesize import SynthesizeConfig
 
 EMBEDDED_MODEL = "smollm2-135m-instruct"
-Method = Literal["lora", "qlora", "full"]
-"""How training changes the model: LoRA adapters, LoRA on a 4-bit base, or every weight."""
+Method = Literal["lora", "qlora", "full", "prompt_tuning", "prefix_tuning", "ia3"]
+"""Which parameters train: LoRA adapters, LoRA on a 4-bit base, every weight, virtual prompt
+embeddings (prompt tuning), per-layer key/value prefixes (prefix tuning) or IA3 scaling vectors."""
+ADAPTER_METHODS: tuple[Method, ...] = ("lora", "qlora", "prompt_tuning", "prefix_tuning", "ia3")
+"""Methods whose run saves a peft adapter (adapter_config.json), not the whole model."""
+PROMPT_METHODS: tuple[Method, ...] = ("prompt_tuning", "prefix_tuning")
+"""Methods that add virtual tokens in front of the input: nothing to merge into weights."""
 
 
 # The registries' names (`data.formats.FORMATS`, `data.templates.TEMPLATES`), kept here so that
@@ -28,6 +33,7 @@ FORMAT_NAMES = (
     "dolly",
     "messages",
     "natural_instructions",
+    "preference",
     "sharegpt",
     "text",
 )
@@ -59,7 +65,8 @@ class DataSource(StrictModel):
     """A file (.json, .jsonl, .csv, .tsv, .parquet), a `datasets` folder, or a Hub dataset id."""
     format: str | None = None
     """Row format from the registry (alpaca, sharegpt, messages, dolly, text, columns,
-    natural_instructions). Omitted: detected from the columns, and the choice is reported."""
+    natural_instructions, preference). Omitted: detected from the columns, and the choice is
+    reported."""
     columns: dict[str, str] | None = None
     """Maps our field names to the file's columns, e.g. {instruction: question, output: answer}."""
     split: str | None = None
@@ -137,6 +144,43 @@ class LoraConfig(StrictModel):
     modules_to_save: list[str] | None = None
 
 
+class PromptTuningConfig(StrictModel):
+    """`method: prompt_tuning`: trained embeddings of virtual tokens put before every input."""
+
+    num_virtual_tokens: int = Field(default=20, gt=0)
+    init_text: str | None = None
+    """Initialise the virtual tokens with this text's token embeddings (repeated or cut to
+    `num_virtual_tokens`), e.g. "Classify whether the sentence makes a promise:"; omitted:
+    random initialisation."""
+
+
+class PrefixTuningConfig(StrictModel):
+    """`method: prefix_tuning`: trained key/value vectors of virtual tokens in every layer."""
+
+    num_virtual_tokens: int = Field(default=20, gt=0)
+    projection: bool = False
+    """Reparameterise the prefix through a two-layer MLP during training (peft's
+    `prefix_projection`)."""
+
+
+class IA3Config(StrictModel):
+    """`method: ia3`: learned vectors that rescale keys, values and feed-forward activations."""
+
+    target_modules: list[str] = ["k_proj", "v_proj", "down_proj"]
+    feedforward_modules: list[str] = ["down_proj"]
+    """Of `target_modules`, those whose input (not output) is rescaled; must be a subset."""
+
+    @model_validator(mode="after")
+    def _feedforward_subset(self) -> IA3Config:
+        extra = [m for m in self.feedforward_modules if m not in self.target_modules]
+        if extra:
+            raise ValueError(
+                f"ia3.feedforward_modules {extra} are not in ia3.target_modules "
+                f"{self.target_modules}: feed-forward modules must be targets too"
+            )
+        return self
+
+
 class QuantizationConfig(StrictModel):
     """bitsandbytes 4-bit settings used by `method: qlora`."""
 
@@ -160,7 +204,36 @@ SchedulerName = Literal[
 ReportTarget = Literal["none", "tensorboard", "wandb", "mlflow"]
 
 
+Objective = Literal["sft", "dpo", "reward"]
+
+
+class DPOConfig(StrictModel):
+    """`train.objective: dpo`: Direct Preference Optimization on preference pairs."""
+
+    beta: float = Field(default=0.1, gt=0)
+    """Strength of the pull towards the reference model (IPO: its regularization tau)."""
+    loss: Literal["sigmoid", "ipo", "robust"] = "sigmoid"
+    """`sigmoid` (DPO; with `label_smoothing` the conservative cDPO form), `ipo` (squared loss on
+    per-token log-ratios, as TRL), `robust` (rDPO: unbiased under `label_smoothing` label noise)."""
+    label_smoothing: float = Field(default=0.0, ge=0.0, lt=0.5)
+    """Assumed share of flipped preference labels (sigmoid and robust losses)."""
+    precompute_ref: bool = False
+    """Compute the reference log-probs of every pair once before training (one no-grad pass)
+    instead of a reference forward per step."""
+
+    @model_validator(mode="after")
+    def _smoothing_applies(self) -> DPOConfig:
+        if self.loss == "ipo" and self.label_smoothing > 0:
+            raise ValueError("dpo.label_smoothing has no effect with dpo.loss: ipo; set it to 0")
+        return self
+
+
 class TrainConfig(StrictModel):
+    objective: Objective = "sft"
+    """`sft` (next-token loss on responses), `dpo` (preference pairs, see `dpo:`) or `reward`
+    (a reward model: a one-output head on the base scores the answer's end-of-turn token,
+    trained on preference pairs with the Bradley-Terry loss). `method` still says which
+    parameters train (`lora`, `qlora` or `full` for `reward`)."""
     optimizer: OptimizerName = "adamw_torch"
     learning_rate: float = Field(default=2.0e-4, gt=0)
     weight_decay: float = Field(default=0.0, ge=0)
@@ -210,7 +283,9 @@ class EvalTaskConfig(StrictModel):
     path: str
     format: str | None = None
     columns: dict[str, str] | None = None
-    type: Literal["classification", "generation", "loss"] = "generation"
+    type: Literal["classification", "generation", "loss", "preference"] = "generation"
+    """`preference`: held-out pairs (format: preference); accuracy = how often the chosen answer
+    has the higher log-probability, compared with the base item by item."""
     options: list[str] | None = None
     """Label set for classification; omitted: from the data (label column or OPTIONS clause)."""
     metrics: list[str] = ["exact_match", "f1", "rouge_l"]
@@ -255,6 +330,10 @@ class Config(StrictModel):
     data: DataConfig | None = None
     method: Method = "lora"
     lora: LoraConfig = LoraConfig()
+    dpo: DPOConfig = DPOConfig()
+    prompt_tuning: PromptTuningConfig = PromptTuningConfig()
+    prefix_tuning: PrefixTuningConfig = PrefixTuningConfig()
+    ia3: IA3Config = IA3Config()
     quantization: QuantizationConfig = QuantizationConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig | None = None
@@ -264,6 +343,10 @@ class Config(StrictModel):
     """`instructune synthesize`: LLM-generated instruction data."""
     adapter: str | None = None
     """A training output_dir (or adapter folder) to evaluate/serve on top of `model`."""
+    adapters: dict[str, str] | None = None
+    """Several adapter runs evaluated in one report, {name: output_dir}, e.g. {a: runs/a, b: runs/b,
+    ab: runs/a+b}: each is compared with the base (paired tests). Can't be combined with
+    `adapter`."""
     output_dir: str = "runs/default"
 
     @field_validator("output_dir")
@@ -272,6 +355,41 @@ class Config(StrictModel):
         if not v.strip():
             raise ValueError("output_dir must not be empty")
         return v
+
+    @model_validator(mode="after")
+    def _one_adapter_choice(self) -> Config:
+        if self.adapter is not None and self.adapters:
+            raise ValueError("adapter and adapters can't both be set: put every run in adapters")
+        reserved = {"base", "tuned", "comparison", "comparisons", "regressions", "meta"}
+        taken = sorted(reserved & set(self.adapters or {}))
+        if taken:
+            raise ValueError(f"adapters: names {taken} are reserved; choose other names")
+        return self
+
+    @model_validator(mode="after")
+    def _preference_objectives(self) -> Config:
+        objective = self.train.objective
+        if objective != "sft" and self.method in PROMPT_METHODS:
+            raise ValueError(
+                f"train.objective: {objective} works with method lora, qlora, ia3 or full, not "
+                f"{self.method}"
+            )
+        if objective == "reward" and self.method == "ia3":
+            raise ValueError("train.objective: reward works with method lora, qlora or full")
+        if objective != "sft" and self.train.group_by_length:
+            raise ValueError(f"train.group_by_length is for sft; set it false for {objective}")
+        return self
+
+    @model_validator(mode="after")
+    def _prompt_methods_unpacked(self) -> Config:
+        # Virtual tokens are put before each row; packed rows would share them and attend across
+        # examples (peft drops the position ids packing relies on).
+        if self.method in PROMPT_METHODS and self.data is not None and self.data.packing:
+            raise ValueError(
+                f"method: {self.method} needs data.packing: false (virtual tokens go before each "
+                "row, and packed examples would see each other)"
+            )
+        return self
 
     @property
     def output_path(self) -> Path:

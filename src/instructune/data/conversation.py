@@ -36,7 +36,10 @@ class Conversation:
 
     def text_key(self) -> str:
         """Normalized text used for exact dedup (whitespace folded, case kept)."""
-        return "\x1e".join(f"{m.role}\x1f{' '.join(m.content.split())}" for m in self.messages)
+        key = "\x1e".join(f"{m.role}\x1f{' '.join(m.content.split())}" for m in self.messages)
+        # preference rows with one prompt and chosen answer but different rejected ones differ
+        rejected = self.meta.get("rejected")
+        return key if rejected is None else f"{key}\x1d{' '.join(rejected.split())}"
 
 
 class RowError(ValueError):

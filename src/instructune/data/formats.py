@@ -26,6 +26,7 @@ from instructune.data.conversation import (
     RowError,
     row_error,
 )
+from instructune.data.preference import preference_row
 from instructune.data.readers import Row
 
 __all__ = [
@@ -357,6 +358,15 @@ FORMATS: dict[str, RowFormat] = {
             _ni_expand,
         ),
         RowFormat(
+            "preference",
+            ("chosen", "rejected"),
+            ("prompt", "messages", "completions", "system", "label"),
+            "Preference pairs: prompt (or messages) with chosen and rejected answers, full "
+            "chosen/rejected conversations (UltraFeedback, Anthropic HH), or completions with "
+            "scores.",
+            preference_row,
+        ),
+        RowFormat(
             "columns",
             ("instruction", "output"),
             ("input", "system", "label"),
@@ -370,6 +380,7 @@ FORMATS: dict[str, RowFormat] = {
 COLUMNS_EXAMPLE = "{instruction: question, output: answer}"
 # Detection priority: the first format whose key columns are all present wins.
 _DETECTION: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("preference", ("chosen", "rejected")),
     ("messages", ("messages",)),
     ("sharegpt", ("conversations",)),
     ("dolly", ("instruction", "response")),

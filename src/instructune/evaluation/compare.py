@@ -25,6 +25,7 @@ _PAIRED: dict[str, tuple[str, str, bool]] = {
     "rouge_l": ("rouge_l", "bootstrap", True),
     "stop_rate": ("stopped", "mcnemar", True),
     "loss": ("loss", "bootstrap", False),
+    "margin": ("margin", "bootstrap", True),
 }
 _UNPAIRED_DIRECTION = {"macro_f1": True, "ece": False, "perplexity": False}
 

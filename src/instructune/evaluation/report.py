@@ -25,11 +25,17 @@ def task_slug(task: str) -> str:
     return re.sub(r"[^\w.-]+", "_", task).strip("_") or "task"
 
 
-def summary_rows(metrics: Mapping[str, Any]) -> list[list[str]]:
+def tuned_names(metrics: Mapping[str, Any]) -> list[str]:
+    """The models compared with the base: "tuned", or the names of eval's `adapters:`."""
+    names = metrics.get("meta", {}).get("tuned")
+    return list(names) if names else ["tuned"]
+
+
+def summary_rows(metrics: Mapping[str, Any], tuned_name: str = "tuned") -> list[list[str]]:
     """[task, metric, base, tuned, Δ, p-value] rows; `-` where a model or test is missing."""
     rows: list[list[str]] = []
-    base, tuned = metrics.get("base", {}), metrics.get("tuned", {})
-    comparison = metrics.get("comparison", {})
+    base, tuned = metrics.get("base", {}), metrics.get(tuned_name, {})
+    comparison = metrics.get("comparisons", {}).get(tuned_name) or metrics.get("comparison", {})
     for task in dict.fromkeys([*base, *tuned]):
         values_b, values_t = base.get(task, {}), tuned.get(task, {})
         for name in dict.fromkeys([*values_b, *values_t]):
@@ -52,11 +58,16 @@ def summary_rows(metrics: Mapping[str, Any]) -> list[list[str]]:
 
 def summary_table(metrics: Mapping[str, Any]) -> str:
     """The rows as an aligned plain-text table, plus any regressions, for the terminal."""
-    header = ["task", "metric", "base", "tuned", "Δ", "p-value"]
-    rows = [header, *summary_rows(metrics)]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines: list[str] = []
+    for name in tuned_names(metrics):
+        header = ["task", "metric", "base", name, "Δ", "p-value"]
+        rows = [header, *summary_rows(metrics, name)]
+        widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+        table = [
+            "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
+        ]
+        table.insert(1, "  ".join("-" * w for w in widths))
+        lines += ([""] if lines else []) + table
     for task, reg in metrics.get("regressions", {}).items():
         lines.append(
             f"REGRESSION {task}: {reg['metric']} {reg['base']:.4f} → {reg['tuned']:.4f} "
@@ -99,11 +110,14 @@ def markdown_report(
         f"model `{meta.get('model')}`, adapter `{meta.get('adapter')}`, template "
         f"`{meta.get('template')}`",
         "",
-        "| task | metric | base | tuned | Δ | p-value |",
-        "|---|---|---:|---:|---:|---:|",
-        *("| " + " | ".join(r) + " |" for r in summary_rows(metrics)),
-        "",
     ]
+    for name in tuned_names(metrics):
+        lines += [
+            f"| task | metric | base | {name} | Δ | p-value |",
+            "|---|---|---:|---:|---:|---:|",
+            *("| " + " | ".join(r) + " |" for r in summary_rows(metrics, name)),
+            "",
+        ]
     for task, reg in metrics.get("regressions", {}).items():
         lines.append(
             f"**Regression** on `{task}`: {reg['metric']} worsened by {reg['drop']:.4f} "
@@ -131,20 +145,23 @@ def html_report(
     """The same content as the Markdown report as one HTML file with inline PNGs."""
     esc = html.escape
     meta = metrics.get("meta", {})
-    head = "".join(
-        f"<th>{esc(h)}</th>" for h in ("task", "metric", "base", "tuned", "Δ", "p-value")
-    )
-    body = "".join(
-        "<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>"
-        for row in summary_rows(metrics)
-    )
+    tables = []
+    for name in tuned_names(metrics):
+        head = "".join(
+            f"<th>{esc(h)}</th>" for h in ("task", "metric", "base", name, "Δ", "p-value")
+        )
+        body = "".join(
+            "<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>"
+            for row in summary_rows(metrics, name)
+        )
+        tables.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
     parts = [
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>Evaluation report</title>",
         f"<style>{_CSS}</style></head><body><h1>Evaluation report</h1>",
         f"<p>model <code>{esc(str(meta.get('model')))}</code>, adapter "
         f"<code>{esc(str(meta.get('adapter')))}</code>, template "
         f"<code>{esc(str(meta.get('template')))}</code></p>",
-        f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>",
+        *tables,
     ]
     for task, reg in metrics.get("regressions", {}).items():
         parts.append(
@@ -186,7 +203,7 @@ def _examples(records: Sequence[Mapping[str, Any]], show: int) -> dict[str, list
     """Per task, up to `show` items with every model's output; items where models differ first."""
     grouped: dict[str, dict[str, dict[str, Any]]] = {}
     for r in records:
-        if r.get("type") == "loss" or show == 0:
+        if r.get("type") in ("loss", "preference") or show == 0:
             continue
         item = grouped.setdefault(r["task"], {}).setdefault(
             r["source"],

@@ -55,8 +55,10 @@ class _Assets:
     tokenizer: Any
     template: Any
     data_cfg: DataConfig
-    adapter_dir: Path | None
-    adapter_kind: str | None
+    tuned: list[tuple[str, Path, str]]
+    """(name in metrics.json, folder, "peft" | "merged") per model evaluated after the base."""
+    reward: bool = False
+    """The runs are reward models (`train.objective: reward`): loaded with their score head."""
 
 
 def run_eval(cfg: Config, fail_on_regression: bool | None = None) -> EvalResult:
@@ -88,6 +90,8 @@ def run_eval(cfg: Config, fail_on_regression: bool | None = None) -> EvalResult:
     metrics["meta"] = {
         "model": cfg.model.path,
         "adapter": cfg.adapter,
+        "adapters": cfg.adapters,
+        "tuned": [name for name, _, _ in assets.tuned],
         "template": getattr(assets.template, "name", "?"),
         "seconds": round(time.time() - started, 2),
         "fail_on_regression": fail,
@@ -103,12 +107,39 @@ def run_eval(cfg: Config, fail_on_regression: bool | None = None) -> EvalResult:
 def _load_assets(cfg: Config) -> _Assets:
     from instructune.artifacts import load_run_template, load_run_tokenizer
 
-    adapter_dir, kind = resolve_adapter(cfg.adapter)
-    run = RunDir(adapter_dir) if adapter_dir is not None else None
+    tuned = _tuned_models(cfg)
+    run = RunDir(tuned[0][1]) if tuned else None
     tokenizer = load_run_tokenizer(run, cfg.model)
     data_cfg = _data_config(cfg, run)
     template = load_run_template(run, tokenizer, data_cfg.template)
-    return _Assets(tokenizer, template, data_cfg, adapter_dir, kind)
+    trained = _run_config(run)
+    reward = trained is not None and trained.train.objective == "reward"
+    return _Assets(tokenizer, template, data_cfg, tuned, reward)
+
+
+def _run_config(run: RunDir | None) -> Config | None:
+    try:
+        return run.config() if run is not None else None
+    except ValueError:
+        return None
+
+
+def _tuned_models(cfg: Config) -> list[tuple[str, Path, str]]:
+    """`adapter` as "tuned", or each of `adapters` under its name (adapter runs only: they are
+    attached in turn to the one base). The first run's tokenizer and template prompt them all."""
+    if not cfg.adapters:
+        folder, kind = resolve_adapter(cfg.adapter)
+        return [] if folder is None or kind is None else [("tuned", folder, kind)]
+    out = []
+    for name, path in cfg.adapters.items():
+        folder, kind = resolve_adapter(path)
+        if kind != "peft" or folder is None:
+            raise ValueError(
+                f"adapters.{name}: {path} is a merged or full model folder; adapters: attaches "
+                "adapter runs to one base (evaluate a model folder alone with adapter:)"
+            )
+        out.append((name, folder, kind))
+    return out
 
 
 def _data_config(cfg: Config, run: RunDir | None) -> DataConfig:
@@ -126,21 +157,21 @@ def _data_config(cfg: Config, run: RunDir | None) -> DataConfig:
     return DataConfig(train=[DataSource(path=cfg.eval.tasks[0].path if cfg.eval else "-")])
 
 
-def _load_base(cfg: Config) -> Any:
+def _load_base(cfg: Config, assets: _Assets, folder: Path | None = None) -> Any:
+    """The base model, or with `folder` the merged / fully fine-tuned model saved there."""
     from instructune.artifacts import load_base
-    from instructune.models import resolve_dtype
+    from instructune.models import pad_token_id, resolve_dtype
 
     dtype = resolve_dtype(cfg.train.precision, cfg.model.dtype, for_training=False)
-    return load_base(cfg.model, dtype, cfg.method, cfg.quantization)
-
-
-def _load_merged(cfg: Config, folder: Path) -> Any:
-    from instructune.artifacts import load_base
-    from instructune.models import resolve_dtype
-
-    merged = cfg.model.model_copy(update={"path": str(folder), "gguf_file": None})
-    dtype = resolve_dtype(cfg.train.precision, cfg.model.dtype, for_training=False)
-    return load_base(merged, dtype)
+    if folder is None:
+        model_cfg, method = cfg.model, cfg.method
+    else:
+        model_cfg = cfg.model.model_copy(update={"path": str(folder), "gguf_file": None})
+        method = "full"
+    model = load_base(model_cfg, dtype, method, cfg.quantization, reward_head=assets.reward)
+    if assets.reward:
+        model.config.pad_token_id = pad_token_id(assets.tokenizer)
+    return model
 
 
 # ----------------------------------------------------------------------------- tasks
@@ -161,6 +192,13 @@ def prepare_task(task: EvalTaskConfig, assets: _Assets) -> PreparedTask:
         from instructune.evaluation.generation import prompt_item
 
         return PreparedTask(task, [prompt_item(c, assets.template) for c in convs])
+    if task.type == "preference":
+        from instructune.data.preference import encode_pairs
+
+        encoded = encode_pairs(convs, assets.template, assets.tokenizer, assets.data_cfg)
+        if not encoded.pairs:
+            raise ValueError(f"eval task {task.name!r}: no pairs left ({dict(encoded.dropped)})")
+        return PreparedTask(task, encoded.pairs)
     from instructune.data.tokenize import encode_conversations
 
     enc = encode_conversations(convs, assets.template, assets.tokenizer, assets.data_cfg)
@@ -197,6 +235,13 @@ def evaluate_task(
     from instructune.evaluation.loss import evaluate_loss
     from instructune.models import pad_token_id
 
+    if task.cfg.type == "preference":
+        from instructune.evaluation.preference import evaluate_preference
+
+        return evaluate_preference(
+            model, task.payload, task.cfg.name, pad_token_id(tok), ecfg.batch_size
+        )
+
     return evaluate_loss(
         model, task.payload, task.sources, task.cfg.name, pad_token_id(tok), ecfg.batch_size
     )
@@ -213,27 +258,27 @@ def _evaluate_models(
     ecfg = cfg.eval
     outcomes: dict[str, dict[str, TaskOutcome]] = {}
     records: list[dict[str, Any]] = []
-    passes = []
-    if assets.adapter_dir is None or ecfg.compare_base:
-        passes.append("base")
-    if assets.adapter_dir is not None:
-        passes.append("tuned")
-    model = _load_base(cfg) if passes[0] == "base" or assets.adapter_kind == "peft" else None
-    if assets.adapter_kind == "peft":
-        from instructune.models.peft_setup import check_adapter_fits
+    with_base = not assets.tuned or ecfg.compare_base
+    peft = [(name, folder) for name, folder, kind in assets.tuned if kind == "peft"]
+    model = _load_base(cfg, assets) if with_base or peft else None
+    from instructune.models.peft_setup import check_adapter_fits
 
+    for _, adapter_dir in peft:
         # before the base pass: a mismatch would otherwise surface only after it, as a shape error
-        check_adapter_fits(assets.adapter_dir, model, cfg.model.path)  # type: ignore[arg-type]
-    for name in passes:
-        if name == "tuned" and assets.adapter_kind == "merged":
+        check_adapter_fits(adapter_dir, model, cfg.model.path)
+    passes: list[tuple[str, Path | None, str | None]] = [("base", None, None)] if with_base else []
+    for name, folder, kind in [*passes, *assets.tuned]:
+        if kind == "merged":
             del model  # a merged model replaces the base: never hold both
-            model = _load_merged(cfg, assets.adapter_dir)  # type: ignore[arg-type]
-        elif name == "tuned":
+            model = _load_base(cfg, assets, folder)
+        elif kind == "peft":
             from instructune.artifacts import load_adapter
 
             # The base pass is finished before the adapter exists on the model: its numbers
             # can't include it, whatever peft does with enable/disable state.
-            model = load_adapter(model, assets.adapter_dir)  # type: ignore[arg-type]
+            label = None if name == "tuned" else name
+            model = load_adapter(model, folder, name=label)  # type: ignore[arg-type]
+            model.set_adapter(label or model.active_adapter)
         log.info("evaluating %s (%d tasks)", name, len(tasks))
         outcomes[name] = {}
         for task in tasks:
@@ -266,11 +311,13 @@ def _metrics_json(
     metrics: dict[str, Any] = {
         name: {t: o.metrics for t, o in per.items()} for name, per in outcomes.items()
     }
-    comparison: dict[str, Any] = {}
+    comparisons: dict[str, Any] = {}
     regressions: dict[str, Any] = {}
     checked = {t.name for t in ecfg.tasks if t.regression_check}
-    if "base" in outcomes and "tuned" in outcomes:
-        for name, tuned in outcomes["tuned"].items():
+    tuned_names = [name for name in outcomes if name != "base"]
+    for tuned_name in tuned_names if "base" in outcomes else []:
+        comparison = comparisons.setdefault(tuned_name, {})
+        for name, tuned in outcomes[tuned_name].items():
             base = outcomes["base"][name]
             comp = compare_task(base, tuned, seed=ecfg.seed, n_resamples=ecfg.bootstrap_resamples)
             comp["main_metric"] = tuned.main_metric
@@ -278,7 +325,11 @@ def _metrics_json(
             if name in checked:
                 found = regression(comp, tuned.main_metric, ecfg.regression_threshold)
                 if found is not None:
-                    regressions[name] = found
+                    key = name if tuned_name == "tuned" else f"{tuned_name}/{name}"
+                    regressions[key] = found
+    comparison = comparisons.get("tuned", {})
+    if tuned_names and tuned_names != ["tuned"]:
+        metrics["comparisons"] = comparisons
     metrics["comparison"] = comparison
     metrics["regressions"] = regressions
     return metrics, regressions

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from instructune.inference.sampling import SamplingParams, make_generator, penalize, sample
+from instructune.models.peft_methods import prefix_mask, virtual_prefix, virtual_token_count
 
 
 @dataclass(eq=False)
@@ -78,6 +79,10 @@ class DecodeBatch:
         self.model = model
         self.decode = decode
         self.stop_ids = frozenset(stop_ids)
+        # Prompt/prefix tuning: peft's forward would put the virtual tokens before every step's
+        # input, so they go into the cache once at prefill and the base model decodes after them.
+        self.virtual = virtual_token_count(model)
+        self.forward = model.get_base_model() if self.virtual else model
         self.pad_id = pad_id
         self.max_length = max_length
         self.device = next(model.parameters()).device
@@ -118,11 +123,16 @@ class DecodeBatch:
             ids[i, width - len(row.prompt_ids) :] = torch.tensor(row.prompt_ids)
             mask[i, width - len(row.prompt_ids) :] = 1
         ids, mask = ids.to(self.device), mask.to(self.device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
         from transformers import DynamicCache
 
-        cache = DynamicCache(config=self.model.config)
-        out = self.model(
+        if self.virtual:
+            cache = virtual_prefix(self.model, len(rows))
+            mask = prefix_mask(mask, self.virtual)
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, self.virtual :]
+        else:
+            cache = DynamicCache(config=self.model.config)
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = self.forward(
             input_ids=ids,
             attention_mask=mask,
             position_ids=positions,
@@ -144,7 +154,7 @@ class DecodeBatch:
         ids = torch.tensor(last, dtype=torch.long, device=self.device)[:, None]
         self.mask = torch.cat([self.mask, torch.ones_like(self.mask[:, :1])], dim=1)
         positions = self.mask.sum(-1, keepdim=True) - 1
-        out = self.model(
+        out = self.forward(
             input_ids=ids,
             attention_mask=self.mask,
             position_ids=positions,

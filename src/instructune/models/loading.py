@@ -150,9 +150,12 @@ def load_model(
     for_training: bool = True,
     *,
     resolved: ResolvedModel | None = None,
+    reward_head: bool = False,
 ) -> Any:
-    """The causal LM for `cfg`: dense in `dtype`, or 4-bit (bitsandbytes) for `method: qlora`."""
-    from transformers import AutoModelForCausalLM
+    """The causal LM for `cfg`: dense in `dtype`, or 4-bit (bitsandbytes) for `method: qlora`.
+    `reward_head`: the same body with a one-output sequence-classification head (a reward model;
+    the head is new, the rest is the causal LM's weights)."""
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
     resolved = resolved or resolve_model(cfg)
     if resolved.kind == "hub":
@@ -169,12 +172,16 @@ def load_model(
         # bitsandbytes needs a device_map. Elsewhere we avoid one: the Trainer reads any
         # `hf_device_map` as a placement it must not touch.
         kwargs["device_map"] = {"": _device_index()}
+    auto: Any = AutoModelForCausalLM
+    if reward_head:
+        auto, kwargs["num_labels"] = AutoModelForSequenceClassification, 1
+        resolved = _gguf_as_folder(cfg, resolved)  # the GGUF loader maps causal-LM tensors only
     kwargs |= _source_kwargs(cfg, resolved)
     if resolved.gguf_file:
         from instructune.models.embedded import gguf_load_kwargs
 
         kwargs |= gguf_load_kwargs(resolved.gguf_file)
-    model: Any = AutoModelForCausalLM.from_pretrained(resolved.path, **kwargs)
+    model: Any = auto.from_pretrained(resolved.path, **kwargs)
     if resolved.gguf_file:
         from instructune.models.embedded import detach_gguf_quantizer
 

@@ -13,9 +13,12 @@ from typing import TYPE_CHECKING, Any
 
 from instructune.artifacts import ADAPTER_WEIGHTS_FILE, write_template
 from instructune.config.schema import LoraConfig, Method
+from instructune.models.peft_methods import ADAPTER_KEY_MARKERS
 
 if TYPE_CHECKING:
     import torch
+
+    from instructune.config.schema import Config
 
 logger = logging.getLogger(__name__)
 
@@ -23,9 +26,20 @@ logger = logging.getLogger(__name__)
 _CHECKPOINT_KWARGS = {"use_reentrant": False}
 
 
-def apply_method(model: Any, method: Method, lora: LoraConfig, gradient_checkpointing: bool) -> Any:
-    """`full`: every parameter trains. `lora`/`qlora`: a PEFT model where only adapters train."""
+def apply_method(
+    model: Any,
+    method: Method,
+    lora: LoraConfig,
+    gradient_checkpointing: bool,
+    sections: Config | None = None,
+    tokenizer: Any = None,
+) -> Any:
+    """`full`: every parameter trains. `lora`/`qlora`: a PEFT model where only adapters train.
+    `prompt_tuning`/`prefix_tuning`/`ia3`: their peft model, configured by `sections` (the run's
+    config; its `prompt_tuning`, `prefix_tuning`, `ia3`) and `tokenizer` (for `init_text`)."""
     quantized = bool(getattr(model, "is_loaded_in_4bit", False))
+    if method in ("prompt_tuning", "prefix_tuning", "ia3"):
+        return _apply_other(model, method, gradient_checkpointing, sections, tokenizer)
     if method == "full":
         if quantized:
             raise ValueError("method: full can't train a 4-bit model; use method: qlora or lora")
@@ -45,10 +59,33 @@ def apply_method(model: Any, method: Method, lora: LoraConfig, gradient_checkpoi
     _check_targets(model, lora)
     if gradient_checkpointing:
         _enable_checkpointing(model)
-    model = _wrap_lora(model, lora)
+    reward = sections is not None and sections.train.objective == "reward"
+    model = _wrap_lora(model, lora, "SEQ_CLS" if reward else "CAUSAL_LM")
     trainable, total = model.get_nb_trainable_parameters()
     share = 100 * trainable / max(total, 1)
     logger.info("%s: %d of %d parameters train (%.3f%%)", method, trainable, total, share)
+    return model
+
+
+def _apply_other(
+    model: Any, method: Method, checkpointing: bool, sections: Config | None, tokenizer: Any
+) -> Any:
+    from instructune.config.schema import Config
+    from instructune.models import peft_methods
+
+    cfg = sections if sections is not None else Config()
+    if checkpointing:
+        _enable_checkpointing(model)
+    if method == "prompt_tuning":
+        if cfg.prompt_tuning.init_text is not None and tokenizer is None:
+            raise ValueError("prompt_tuning.init_text needs the tokenizer: pass tokenizer=")
+        model = peft_methods.prompt_tuning_model(model, cfg.prompt_tuning, tokenizer)
+    elif method == "prefix_tuning":
+        model = peft_methods.prefix_tuning_model(model, cfg.prefix_tuning)
+    else:
+        model = peft_methods.ia3_model(model, cfg.ia3)
+    trainable, total = model.get_nb_trainable_parameters()
+    logger.info("%s: %d of %d parameters train", method, trainable, total)
     return model
 
 
@@ -178,7 +215,7 @@ def logit_parity(model_a: Any, model_b: Any, input_ids: torch.Tensor) -> float:
     return float((a - b).abs().max())
 
 
-def _wrap_lora(model: Any, lora: LoraConfig) -> Any:
+def _wrap_lora(model: Any, lora: LoraConfig, task_type: str = "CAUSAL_LM") -> Any:
     from peft import LoraConfig as PeftLoraConfig
     from peft import get_peft_model
 
@@ -196,7 +233,7 @@ def _wrap_lora(model: Any, lora: LoraConfig) -> Any:
         use_dora=lora.use_dora,
         bias=lora.bias,
         modules_to_save=lora.modules_to_save,
-        task_type="CAUSAL_LM",
+        task_type=task_type,  # SEQ_CLS also trains (and saves) a reward model's new head
     )
     return get_peft_model(model, peft_config)
 
@@ -242,15 +279,15 @@ def _check_adapter_only(weights: Path, model: Any) -> None:
     from safetensors import safe_open
 
     config = model.peft_config[model.active_adapter]
-    saved = set(config.modules_to_save or [])
+    saved = set(getattr(config, "modules_to_save", None) or [])
     with safe_open(str(weights), framework="pt") as handle:
         keys = list(handle.keys())
     stray = [
         key
         for key in keys
-        if "lora_" not in key
+        if not any(marker in key for marker in ADAPTER_KEY_MARKERS)
         and not any(f".{name}." in f".{key}" for name in saved)
-        and not (config.bias != "none" and key.endswith(".bias"))
+        and not (getattr(config, "bias", "none") != "none" and key.endswith(".bias"))
     ]
     if stray:
         raise RuntimeError(

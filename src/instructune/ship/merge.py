@@ -51,6 +51,7 @@ def run_merge(
     """
     torch_dtype = parse_dtype(dtype)
     source = RunDir(Path(run))
+    check_mergeable(source)
     out_dir = _fresh_output(source, Path(out))
     bundle = load_bundle(source.path, dtype=torch_dtype)
     ids, prompt_source = parity_prompts(source, bundle.template, bundle.tokenizer, prompts)
@@ -88,6 +89,25 @@ def merge_into(bundle: Bundle, out_dir: Path, source: RunDir) -> Any:
     bundle.tokenizer.save_pretrained(out_dir)
     write_template(out_dir, bundle.template.source_text)
     return merged
+
+
+UNMERGEABLE = {"PROMPT_TUNING": "prompt_tuning", "PREFIX_TUNING": "prefix_tuning"}
+
+
+def check_mergeable(source: RunDir) -> None:
+    """Refuse adapters that are no weight update: prompt and prefix tuning add virtual tokens."""
+    import json
+
+    if source.kind != "adapter":
+        return
+    saved = json.loads(source.adapter_config_file.read_text(encoding="utf-8"))
+    method = UNMERGEABLE.get(str(saved.get("peft_type")))
+    if method is not None:
+        raise ValueError(
+            f"{source.path} is a method: {method} run: its virtual tokens are extra inputs, not "
+            "a change of the base weights, so there is nothing to merge; serve the run folder "
+            "itself (generate, chat, serve and eval load it)"
+        )
 
 
 def parse_dtype(name: str) -> torch.dtype:

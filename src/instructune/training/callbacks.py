@@ -105,11 +105,16 @@ class MetricsCallback(TrainerCallback):
                 "trained_tokens_per_s": trained_per_s,
                 "elapsed_s": self.clock.seconds,
             }
+            # preference objectives log their rewards and accuracies per step (dpo, reward)
+            record |= {k: v for k, v in logs.items() if k.startswith(PREFERENCE_METRICS)}
         elif "eval_loss" in logs:
             record["eval_loss"] = logs["eval_loss"]
         else:
             return  # the Trainer's end-of-training summary: run_train writes its own
         self.log.write(record)
+
+
+PREFERENCE_METRICS = ("rewards/", "logps/")
 
 
 class ProgressCallback(TrainerCallback):

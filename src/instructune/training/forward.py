@@ -19,6 +19,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from instructune.data.examples import IGNORE_INDEX
+from instructune.models.peft_methods import virtual_input_positions
 
 
 def causal_lm_parts(model: nn.Module) -> tuple[nn.Module, nn.Module]:
@@ -66,6 +67,8 @@ def trained_hidden(
         if batch.get(key) is not None:
             kwargs[key] = batch[key]
     hidden = model(**kwargs).hidden_states[-1]
+    # prompt tuning puts its virtual tokens' states first; they predict nothing
+    hidden = hidden[:, virtual_input_positions(model) :]
     targets = labels[:, 1:]
     keep = targets != IGNORE_INDEX
     return hidden[:, :-1][keep], targets[keep]

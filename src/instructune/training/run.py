@@ -28,7 +28,7 @@ from instructune.artifacts import (
     write_template,
 )
 from instructune.config import Config, ConfigError
-from instructune.data.pipeline import PreparedData, prepare_dataset
+from instructune.config.schema import ADAPTER_METHODS
 from instructune.manifest import write_manifest
 from instructune.noise import silence_known_noise
 from instructune.output_dir import check_output_dir
@@ -47,8 +47,16 @@ from instructune.training.checkpoints import (
     run_info,
     segments,
 )
-from instructune.training.dataset import TokenDataset, build_datasets
 from instructune.training.interrupt import StopOnInterrupt, TrainingInterrupted
+from instructune.training.objectives import (
+    Datasets,
+    Prepared,
+    before_training,
+    datasets,
+    load_for_objective,
+    prepare_data,
+    trainer_setup,
+)
 from instructune.training.plots import plot_training_curves, read_metrics
 from instructune.training.trainer import InstructTrainer, TokenCounter
 
@@ -63,7 +71,8 @@ class TrainResult:
     model: Any = field(repr=False)
     """The trained model (a PEFT model for lora/qlora), still in memory."""
     tokenizer: Any = field(repr=False)
-    prepared: PreparedData = field(repr=False)
+    prepared: Prepared = field(repr=False)
+    """The data stage's result: `PreparedData` (sft) or `PreparedPairs` (dpo)."""
 
 
 def run_train(
@@ -81,7 +90,12 @@ def run_train(
     import torch
     from transformers import set_seed
 
-    from instructune.models import apply_method, load_model, load_tokenizer, resolve_dtype
+    from instructune.models import (
+        apply_method,
+        load_tokenizer,
+        pad_token_id,
+        resolve_dtype,
+    )
 
     if cfg.data is None:
         raise ConfigError("train needs a `data:` section")
@@ -94,14 +108,16 @@ def run_train(
     set_seed(cfg.train.seed)  # before the model: LoRA initialization draws random numbers
 
     tokenizer = tokenizer if tokenizer is not None else load_tokenizer(cfg.model)
-    prepared = prepare_dataset(cfg.data, tokenizer)
+    prepared = prepare_data(cfg, tokenizer)
     if checkpoint is not None:
         check_data(saved, prepared.hashes, checkpoint)
-    train_set, eval_set = build_datasets(prepared)
+    train_set, eval_set = datasets(prepared)
 
     dtype = resolve_dtype(cfg.train.precision, cfg.model.dtype)
-    model = load_model(cfg.model, dtype, cfg.method, cfg.quantization, for_training=True)
-    model = apply_method(model, cfg.method, cfg.lora, cfg.train.gradient_checkpointing)
+    model = load_for_objective(cfg, dtype, tokenizer)
+    model = apply_method(
+        model, cfg.method, cfg.lora, cfg.train.gradient_checkpointing, cfg, tokenizer
+    )
 
     counter, clock = load_counts(checkpoint), StepClock()
     start = TokenCounter(counter.tokens, counter.trained_tokens)
@@ -110,6 +126,7 @@ def run_train(
         cfg, model, tokenizer, (train_set, eval_set), dtype, (counter, clock), [*callbacks, stop]
     )
     trainer.run_info = run_info(cfg, prepared.hashes)
+    before_training(cfg, trainer, (train_set, eval_set), pad_token_id(tokenizer))
     _drop_printer(trainer)
     main = trainer.is_world_process_zero()
     run_segments = segments(out / MANIFEST_FILE, checkpoint, changes)
@@ -164,7 +181,7 @@ def _build_trainer(
     cfg: Config,
     model: Any,
     tokenizer: Any,
-    datasets: tuple[TokenDataset, TokenDataset | None],
+    data: Datasets,
     dtype: Any,
     meters: tuple[TokenCounter, StepClock],
     callbacks: Sequence[Any],
@@ -172,13 +189,14 @@ def _build_trainer(
     """The stock Trainer with our loss, collator and callbacks (metrics, progress, reports)."""
     from instructune.models import pad_token_id
 
-    train_set, eval_set = datasets
+    train_set, eval_set = data
     counter, clock = meters
+    trainer_cls, objective_kwargs = trainer_setup(cfg, dtype)
     out = cfg.output_path
     args = build_training_args(
         cfg, out / CHECKPOINTS_DIR, dtype, packed=train_set.packed, has_eval=eval_set is not None
     )
-    return InstructTrainer(
+    return trainer_cls(
         model=model,
         args=args,
         train_dataset=train_set,
@@ -196,6 +214,7 @@ def _build_trainer(
         label_smoothing=cfg.train.label_smoothing,
         pad_token_id=pad_token_id(tokenizer),
         counter=counter,
+        **objective_kwargs,
     )
 
 
@@ -250,10 +269,11 @@ def _start_metrics_log(path: Path, checkpoint: Path | None) -> None:
 
 
 def _save(trainer: Any, cfg: Config, tokenizer: Any, template_text: str, out: Path) -> None:
-    """The adapter alone (lora/qlora) or the whole model (full), with tokenizer and template."""
+    """The adapter alone (lora, qlora, prompt/prefix tuning, ia3) or the whole model (full),
+    with tokenizer and template."""
     from instructune.models import save_adapter
 
-    if cfg.method in ("lora", "qlora"):
+    if cfg.method in ADAPTER_METHODS:
         save_adapter(trainer.model, tokenizer, template_text, out)
         return
     # The Trainer's save gathers sharded (FSDP/DeepSpeed) weights; it also saves the tokenizer.
@@ -262,7 +282,7 @@ def _save(trainer: Any, cfg: Config, tokenizer: Any, template_text: str, out: Pa
 
 
 def _manifest_extra(
-    prepared: PreparedData, model: Any, dtype: Any, checkpoint: Path | None
+    prepared: Prepared, model: Any, dtype: Any, checkpoint: Path | None
 ) -> dict[str, Any]:
     from instructune.models import describe_model
 

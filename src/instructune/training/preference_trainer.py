@@ -1,0 +1,114 @@
+"""Trainers for preference pairs: `DPOTrainer` (training/dpo.py) and `RewardTrainer`
+(training/reward.py), both `InstructTrainer` with another loss over pair batches.
+
+The loss of an optimizer step is the sum of its pairs' losses divided by the number of pairs in
+the whole step (all micro-batches, all processes), like the SFT loss is normalized by trained
+targets. Rewards, margins and preference accuracy are averaged over the pairs of each logging
+window (this process's pairs) and logged with the loss, so they reach metrics.jsonl.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+from instructune.config.schema import DPOConfig
+from instructune.training.dpo import dpo_losses, reference_logps, sequence_logps
+from instructune.training.reward import bradley_terry_losses, sequence_rewards
+from instructune.training.trainer import InstructTrainer
+
+
+class PairTrainer(InstructTrainer):
+    """Pair batches (chosen rows, then rejected rows); subclasses give `pair_losses`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._sums: dict[str, float] = defaultdict(float)
+        self._pairs = 0
+
+    def pair_losses(
+        self, model: nn.Module, inputs: dict[str, Any]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(per-pair losses [B], chosen rewards [B], rejected rewards [B])."""
+        raise NotImplementedError
+
+    def get_batch_samples(
+        self, epoch_iterator: Iterator[Any], num_batches: int, device: torch.device
+    ) -> tuple[list[Any], torch.Tensor | None]:
+        """Token counts as for SFT; the divisor handed to compute_loss is the step's pairs."""
+        batches, _ = super().get_batch_samples(epoch_iterator, num_batches, device)
+        if not batches:
+            return batches, None
+        pairs = torch.tensor(sum(b["input_ids"].shape[0] // 2 for b in batches), device=device)
+        if self.args.world_size > 1:
+            pairs = self.accelerator.reduce(pairs, reduction="sum")
+        return batches, pairs
+
+    def compute_loss(
+        self,
+        model: nn.Module,
+        inputs: dict[str, Any],
+        return_outputs: bool = False,
+        num_items_in_batch: torch.Tensor | int | None = None,
+    ) -> torch.Tensor | tuple[torch.Tensor, Any]:
+        losses, chosen, rejected = self.pair_losses(model, inputs)
+        if model.training:
+            self._record(chosen.detach(), rejected.detach())
+        if model.training and num_items_in_batch is not None:
+            loss = losses.sum() / torch.as_tensor(num_items_in_batch).clamp(min=1)
+            loss = loss * self.accelerator.num_processes
+        else:
+            loss = losses.mean()
+        return (loss, {}) if return_outputs else loss
+
+    def _record(self, chosen: torch.Tensor, rejected: torch.Tensor) -> None:
+        sums = self._sums
+        sums["rewards/chosen"] += float(chosen.sum())
+        sums["rewards/rejected"] += float(rejected.sum())
+        sums["rewards/margins"] += float((chosen - rejected).sum())
+        sums["rewards/accuracies"] += float((chosen > rejected).float().sum())
+        self._pairs += int(chosen.numel())
+
+    def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
+        if "loss" in logs and self._pairs:
+            logs = logs | {k: v / self._pairs for k, v in self._sums.items()}
+            self._sums.clear()
+            self._pairs = 0
+        super().log(logs, *args, **kwargs)
+
+
+class DPOTrainer(PairTrainer):
+    def __init__(
+        self, *args: Any, dpo: DPOConfig, ref_model: nn.Module | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.dpo = dpo
+        self.ref_model = ref_model.to(self.args.device) if ref_model is not None else None
+
+    def pair_losses(
+        self, model: nn.Module, inputs: dict[str, Any]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        chunk = self.loss_chunk_size
+        reference = reference_logps(model, self.ref_model, inputs, chunk)
+        policy = sequence_logps(model, inputs, chunk)
+        out = dpo_losses(policy, reference, inputs["labels"], self.dpo)
+        if model.training:
+            chosen, rejected = policy.detach().chunk(2)
+            self._sums["logps/chosen"] += float(chosen.sum())
+            self._sums["logps/rejected"] += float(rejected.sum())
+        return out.losses, out.chosen_rewards, out.rejected_rewards
+
+
+class RewardTrainer(PairTrainer):
+    """Bradley-Terry loss on the reward head's scores of chosen and rejected answers."""
+
+    def pair_losses(
+        self, model: nn.Module, inputs: dict[str, Any]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        rewards = sequence_rewards(model, inputs)
+        chosen, rejected = rewards.chunk(2)
+        return bradley_terry_losses(rewards), chosen, rejected
