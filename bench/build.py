@@ -21,23 +21,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
-import resource
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+import common  # bench/common.py: this script's own folder is on sys.path
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "alpaca" / "alpaca_5000.json"
 COPIES, PLANTED_ROWS, SEED, NGRAM, NUM_PERM = 10, 500, 0, 5, 256
-
-
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _words(text: str) -> list[str]:
@@ -106,7 +100,7 @@ def worker_ours(threshold: float) -> dict[str, Any]:
     start = time.perf_counter()
     removed = near_duplicates(texts, threshold).removed()
     seconds = time.perf_counter() - start
-    return {"seconds": seconds, "removed": removed, "peak_rss_mb": _peak_rss_mb()}
+    return {"seconds": seconds, "removed": removed, "peak_rss_mb": common.peak_rss_mb()}
 
 
 def worker_datasketch(threshold: float) -> dict[str, Any]:
@@ -129,7 +123,7 @@ def worker_datasketch(threshold: float) -> dict[str, Any]:
         else:
             lsh.insert(i, m)
     seconds = time.perf_counter() - start
-    return {"seconds": seconds, "removed": removed, "peak_rss_mb": _peak_rss_mb()}
+    return {"seconds": seconds, "removed": removed, "peak_rss_mb": common.peak_rss_mb()}
 
 
 def worker_build(threshold: float) -> dict[str, Any]:
@@ -158,7 +152,7 @@ def worker_build(threshold: float) -> dict[str, Any]:
     return {
         "seconds": seconds,
         "rows_out": result.train_rows + result.eval_rows,
-        "peak_rss_mb": _peak_rss_mb(),
+        "peak_rss_mb": common.peak_rss_mb(),
     }
 
 
@@ -166,12 +160,7 @@ WORKERS = {"ours": worker_ours, "datasketch": worker_datasketch, "build": worker
 
 
 def run_worker(side: str, threshold: float) -> dict[str, Any]:
-    cmd = [sys.executable, __file__, "--worker", side, "--threshold", str(threshold)]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-    if out.returncode != 0:
-        raise RuntimeError(f"{side} failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return common.run_worker(__file__, ["--worker", side, "--threshold", str(threshold)], side)
 
 
 def score(

@@ -18,21 +18,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import common  # bench/common.py: this script's own folder is on sys.path
+
 ROOT = Path(__file__).resolve().parents[1]
 WORK = Path("/tmp/instructune-bench-dpo")
 LR, BATCH, BETA, MAX_LENGTH = 5e-5, 4, 0.1, 384
-
-
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _pairs() -> tuple[Path, Path]:
@@ -115,7 +111,7 @@ def worker_ours(steps: int) -> dict[str, Any]:
         "final_loss": _tail(records, "loss"),
         "train_accuracy": _tail(records, "rewards/accuracies"),
         "held_out_accuracy": held_out_accuracy(result.model, result.tokenizer),
-        "peak_rss_mb": _peak_rss_mb(),
+        "peak_rss_mb": common.peak_rss_mb(),
     }
 
 
@@ -170,17 +166,12 @@ def worker_trl(steps: int) -> dict[str, Any]:
         "final_loss": _tail(records, "loss"),
         "train_accuracy": _tail(records, "rewards/accuracies"),
         "held_out_accuracy": held_out_accuracy(trainer.model, tokenizer),
-        "peak_rss_mb": _peak_rss_mb(),
+        "peak_rss_mb": common.peak_rss_mb(),
     }
 
 
 def run_worker(side: str, steps: int) -> dict[str, Any]:
-    cmd = [sys.executable, __file__, "--worker", side, "--steps", str(steps)]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{side} failed:\n{proc.stderr[-4000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return common.run_worker(__file__, ["--worker", side, "--steps", str(steps)], side)
 
 
 def main() -> None:

@@ -15,20 +15,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import resource
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import common  # bench/common.py: this script's own folder is on sys.path
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "alpaca" / "alpaca_5000.json"
-
-
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _rows(scale: int) -> list[dict[str, str]]:
@@ -56,7 +50,7 @@ def worker_ours(scale: int, max_length: int) -> dict[str, Any]:
         # The Alpaca subset has rows with empty outputs: we skip and count them; TRL keeps them.
         on_error="skip",
     )
-    base_rss = _peak_rss_mb()
+    base_rss = common.peak_rss_mb()
     start = time.perf_counter()
     prepared = prepare_dataset(cfg, tokenizer)
     elapsed = time.perf_counter() - start
@@ -72,7 +66,7 @@ def worker_ours(scale: int, max_length: int) -> dict[str, Any]:
         "tokens": stats.tokens,
         "trained_tokens": stats.trained_tokens,
         "packing_efficiency": stats.packing_efficiency,
-        "peak_rss_mb": _peak_rss_mb(),
+        "peak_rss_mb": common.peak_rss_mb(),
         "rss_before_mb": base_rss,
     }
 
@@ -109,7 +103,7 @@ def worker_trl(scale: int, max_length: int) -> dict[str, Any]:
     tiny = Dataset.from_list([convert(r) for r in _rows(1)[:8]])
     trainer = SFTTrainer(model=model, args=args, train_dataset=tiny, processing_class=tokenizer)
     rows = _rows(scale)
-    base_rss = _peak_rss_mb()
+    base_rss = common.peak_rss_mb()
     start = time.perf_counter()
     # Conversion to TRL's conversational prompt-completion shape is part of its preparation.
     dataset = Dataset.from_list([convert(r) for r in rows])
@@ -125,19 +119,15 @@ def worker_trl(scale: int, max_length: int) -> dict[str, Any]:
         "tokens": tokens,
         "trained_tokens": trained,
         "packing_efficiency": tokens / (len(prepared) * max_length),
-        "peak_rss_mb": _peak_rss_mb(),
+        "peak_rss_mb": common.peak_rss_mb(),
         "rss_before_mb": base_rss,
     }
 
 
 def run_worker(side: str, scale: int, max_length: int) -> dict[str, Any]:
-    cmd = [sys.executable, __file__, "--worker", side, "--scale", str(scale)]
-    cmd += ["--max-length", str(max_length)]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "true"}
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-    if out.returncode != 0:
-        raise RuntimeError(f"{side} x{scale} failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    args = ["--worker", side, "--scale", str(scale), "--max-length", str(max_length)]
+    env = {"TOKENIZERS_PARALLELISM": "true"}
+    return common.run_worker(__file__, args, f"{side} x{scale}", env)
 
 
 def main() -> None:

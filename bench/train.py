@@ -18,23 +18,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import resource
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
+
+import common  # bench/common.py: this script's own folder is on sys.path
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "alpaca" / "alpaca_gpt4_1k.json"
 WORK = Path("/tmp/instructune-bench-train")
 N_EVAL = 50
 LR = 2e-4
-
-
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _split_files() -> tuple[Path, Path]:
@@ -115,7 +109,7 @@ def worker_ours(steps: int, checkpointing: bool = False) -> dict[str, Any]:
         "tokens_per_s": m["tokens"] / m["train_runtime_s"],
         "trained_tokens_per_s": m["trained_tokens"] / m["train_runtime_s"],
         "eval_loss": eval_loss(result.model, result.prepared.eval, result.tokenizer.pad_token_id),
-        "peak_rss_mb": _peak_rss_mb(),
+        "peak_rss_mb": common.peak_rss_mb(),
         "dtype": str(next(result.model.parameters()).dtype),
         "params": sum(p.numel() for p in result.model.parameters()),  # tied weights once
     }
@@ -196,7 +190,7 @@ def worker_trl(steps: int) -> dict[str, Any]:
         "tokens_per_s": counts["tokens"] / seconds,
         "trained_tokens_per_s": counts["trained"] / seconds,
         "eval_loss": eval_loss(trainer.model, held, tokenizer.pad_token_id),
-        "peak_rss_mb": _peak_rss_mb(),
+        "peak_rss_mb": common.peak_rss_mb(),
         "dtype": str(dtype),
     }
 
@@ -222,12 +216,7 @@ def worker_matmul(_: int) -> dict[str, Any]:
 
 
 def run_worker(side: str, steps: int) -> dict[str, Any]:
-    cmd = [sys.executable, __file__, "--worker", side, "--steps", str(steps)]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{side} failed:\n{proc.stderr[-4000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return common.run_worker(__file__, ["--worker", side, "--steps", str(steps)], side)
 
 
 def main() -> None:
