@@ -61,7 +61,7 @@ def test_single_prompt_streams_to_stdout(tiny_model_dir: Path, capsys: Any) -> N
 @pytest.mark.parametrize(
     ("line", "message"),
     [
-        ("{not json", r"in\.jsonl:2: not valid JSON"),
+        ("{not json", r"in\.jsonl:2: invalid JSON"),
         ('{"id": 1}', r"in\.jsonl:2: needs 'prompt'"),
         (
             '{"messages": [{"role": "robot", "content": "x"}]}',

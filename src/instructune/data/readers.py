@@ -28,7 +28,20 @@ from instructune.data.conversation import DataError, RowError, row_error
 Row = dict[str, Any]
 RowOrError = Row | RowError
 
-__all__ = ["READERS", "Row", "RowOrError", "iter_rows"]
+__all__ = ["READERS", "Row", "RowOrError", "iter_json_lines", "iter_rows"]
+
+
+def iter_json_lines(path: Path) -> Iterator[tuple[int, str, Any]]:
+    """(line number, "path:line", value) per non-blank JSONL line, for files that are not data
+    sources (prompts, seed tasks); a line that isn't JSON raises naming file and line."""
+    with open(path, encoding="utf-8") as handle:
+        for n, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                yield n, f"{path}:{n}", json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}:{n}: invalid JSON ({err.msg})") from None
 
 
 def iter_rows(source: DataSource) -> Iterator[tuple[str, RowOrError]]:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from instructune.data.conversation import ROLES, Message
+from instructune.data.readers import iter_json_lines
 from instructune.inference.sampling import SamplingParams
 
 if TYPE_CHECKING:
@@ -30,19 +31,11 @@ def read_prompts(path: Path) -> tuple[list[Any], list[list[Message]]]:
         raise FileNotFoundError(f"input file {str(path)!r} does not exist")
     ids: list[Any] = []
     convs: list[list[Message]] = []
-    with open(path, encoding="utf-8") as handle:
-        for n, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{n}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{where}: not valid JSON ({err.msg})") from None
-            if not isinstance(row, dict):
-                raise ValueError(f"{where}: expected a JSON object, got {type(row).__name__}")
-            ids.append(row.get("id", n))
-            convs.append(_messages(row, where))
+    for n, where, row in iter_json_lines(path):
+        if not isinstance(row, dict):
+            raise ValueError(f"{where}: expected a JSON object, got {type(row).__name__}")
+        ids.append(row.get("id", n))
+        convs.append(_messages(row, where))
     if not convs:
         raise ValueError(f"{path}: no prompts (the file is empty)")
     return ids, convs

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from instructune.data.readers import iter_json_lines
+
 
 @dataclass(frozen=True)
 class Instance:
@@ -74,25 +76,17 @@ def load_seeds(path: str | Path) -> list[SeedTask]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"synthesize.seeds: no such file {path}")
-    text = path.read_text(encoding="utf-8")
     seeds: list[SeedTask] = []
     if path.suffix == ".json":
         try:
-            rows = json.loads(text)
+            rows = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as err:
             raise ValueError(f"{path}:{err.lineno}: invalid JSON ({err.msg})") from None
         if not isinstance(rows, list):
             raise ValueError(f"{path}: expected a JSON list of seed tasks")
         seeds = [parse_seed(r, f"{path}: row {i + 1}", i) for i, r in enumerate(rows)]
     else:
-        for line_no, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{line_no}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{where}: invalid JSON ({err.msg})") from None
+        for _, where, row in iter_json_lines(path):
             seeds.append(parse_seed(row, where, len(seeds)))
     if not seeds:
         raise ValueError(f"{path}: no seed tasks")
