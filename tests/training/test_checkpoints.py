@@ -197,3 +197,36 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_130(make_config: Any, tmp_path: Pat
     assert proc.returncode == 0, err[-3000:]
     result = json.loads((cfg.output_path / "train_results.json").read_text())
     assert result["global_step"] == 30
+
+
+def test_rotation_never_leaves_a_half_deleted_checkpoint_visible(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process killed while deleting an old checkpoint (rotation) must not leave that folder
+    visible and incomplete: `--resume` would pick it. Simulated by a delete that dies after
+    removing one file."""
+    from instructune.training import checkpoints as ckpt
+
+    for step in (1, 2, 3):
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        for name in CHECKPOINT_FILES:
+            (folder / name).write_text("x")
+    real_rmtree = shutil.rmtree
+
+    def dies_half_way(path: Any, *args: Any, **kwargs: Any) -> None:
+        if Path(path).name.startswith("retired-") and Path(path).is_dir():
+            next(Path(path).iterdir()).unlink()
+            raise KeyboardInterrupt  # the kill, mid-delete
+        real_rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(ckpt.shutil, "rmtree", dies_half_way)
+    with pytest.raises(KeyboardInterrupt):
+        ckpt.rotate(tmp_path, limit=2, best=None)
+    visible = sorted(p.name for p in tmp_path.glob("checkpoint-*"))
+    assert visible == ["checkpoint-2", "checkpoint-3"]
+    for name in visible:
+        assert all((tmp_path / name / f).is_file() for f in CHECKPOINT_FILES)
+    monkeypatch.setattr(ckpt.shutil, "rmtree", real_rmtree)
+    ckpt.clear_incomplete(tmp_path)  # the next run removes what the kill left
+    assert not (tmp_path / STAGING_DIR).exists()

@@ -62,7 +62,7 @@ class AtomicCheckpoints:
         return os.path.join(run_dir, STAGING_DIR) if getattr(self, "_staging", False) else run_dir
 
     def _save_checkpoint(self, model: Any, trial: Any) -> None:
-        from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
+        from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
         trainer: Any = self
         run_dir = Path(self._get_output_dir(trial))
@@ -81,15 +81,42 @@ class AtomicCheckpoints:
             for file_name, data in self.checkpoint_json().items():
                 (staged / file_name).write_text(json.dumps(data, indent=1) + "\n", "utf-8")
             publish(staged, run_dir / name)
+            rotate(run_dir, trainer.args.save_total_limit, trainer.state.best_model_checkpoint)
             with contextlib.suppress(OSError):  # empty now: only complete checkpoints are left
                 staged.parent.rmdir()
-            rotate_checkpoints(
-                output_dir=str(run_dir),
-                save_total_limit=trainer.args.save_total_limit,
-                best_model_checkpoint=trainer.state.best_model_checkpoint,
-                use_mtime=True,
-            )
         trainer.accelerator.wait_for_everyone()
+
+
+def rotate(run_dir: Path, limit: int | None, best: str | None) -> None:
+    """transformers' `rotate_checkpoints` (keep the newest `limit`, the latest and the best), but
+    retiring each old checkpoint atomically: its `rmtree` killed half-way would leave a visible,
+    incomplete checkpoint that `--resume` would then pick."""
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, sort_checkpoints
+
+    if not limit:
+        return
+    checkpoints = sort_checkpoints(str(run_dir), PREFIX_CHECKPOINT_DIR)  # by step
+    protected = {checkpoints[-1]} if checkpoints else set()
+    if best is not None:
+        protected.add(str(Path(best)))
+    remaining = len(checkpoints)
+    for checkpoint in checkpoints:
+        if remaining <= max(limit, len(protected)):
+            break
+        if checkpoint not in protected:
+            retire(Path(checkpoint), run_dir / STAGING_DIR)
+            remaining -= 1
+
+
+def retire(folder: Path, staging: Path) -> None:
+    """Delete a checkpoint folder without it ever being visible half-deleted: rename it into the
+    staging folder (atomic), then remove it there; a kill in between leaves it to
+    `clear_incomplete`."""
+    staging.mkdir(exist_ok=True)
+    trash = staging / f"retired-{folder.name}"
+    shutil.rmtree(trash, ignore_errors=True)
+    os.replace(folder, trash)
+    shutil.rmtree(trash)
 
 
 def publish(staged: Path, final: Path) -> None:
@@ -100,7 +127,7 @@ def publish(staged: Path, final: Path) -> None:
                 os.fsync(handle.fileno())
     _fsync_dir(staged)
     if final.exists():  # a checkpoint of the same step from before a resume: replaced whole
-        shutil.rmtree(final)
+        retire(final, staged.parent)
     os.replace(staged, final)
     _fsync_dir(final.parent)
 
