@@ -200,3 +200,80 @@ def test_causal_lm_parts_unwraps_peft(tiny_model: Any) -> None:
     decoder, head = causal_lm_parts(peft_model)
     assert decoder is peft_model.get_base_model().model
     assert head is peft_model.get_base_model().lm_head
+
+
+@pytest.mark.parametrize("trainable_head", [False, True])
+@pytest.mark.parametrize(("smoothing", "softcap"), [(0.0, None), (0.1, None), (0.0, 5.0)])
+def test_fused_loss_matches_autograd_with_per_token_gradients(
+    trainable_head: bool, smoothing: float, softcap: float | None
+) -> None:
+    """LinearCrossEntropy (plain linear head) against F.cross_entropy, with a different upstream
+    gradient per token (DPO weights its tokens per sequence), frozen and trainable head."""
+    torch.manual_seed(0)
+    head = torch.nn.Linear(16, 50, bias=False).requires_grad_(trainable_head)
+    hidden = torch.randn(37, 16, requires_grad=True)
+    targets = torch.randint(0, 50, (37,))
+    weights = torch.rand(37)
+    got = chunked_token_losses(head, hidden, targets, 8, smoothing, softcap)
+    (got * weights).sum().backward()
+    got_h = hidden.grad.clone()  # type: ignore[union-attr]
+    got_w = head.weight.grad.clone() if trainable_head else None  # type: ignore[union-attr]
+    hidden.grad, head.weight.grad = None, None
+    logits = head(hidden)
+    if softcap is not None:
+        logits = torch.tanh(logits / softcap) * softcap
+    want = F.cross_entropy(logits, targets, label_smoothing=smoothing, reduction="none")
+    (want * weights).sum().backward()
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(got_h, hidden.grad, atol=1e-5, rtol=1e-5)
+    if got_w is not None:
+        torch.testing.assert_close(got_w, head.weight.grad, atol=1e-5, rtol=1e-5)
+
+
+def test_fused_loss_in_bf16_matches_fp32_reference() -> None:
+    torch.manual_seed(0)
+    head = torch.nn.Linear(32, 300, bias=False).to(torch.bfloat16).requires_grad_(False)
+    hidden = torch.randn(70, 32, dtype=torch.bfloat16, requires_grad=True)
+    targets = torch.randint(0, 300, (70,))
+    got = chunked_token_losses(head, hidden, targets, chunk_size=16)
+    got.mean().backward()
+    ref_hidden = hidden.detach().float().requires_grad_()
+    want = F.cross_entropy(ref_hidden @ head.weight.float().t(), targets, reduction="none")
+    want.mean().backward()
+    assert got.dtype == torch.float32 and hidden.grad is not None
+    torch.testing.assert_close(got, want, atol=2e-2, rtol=1e-2)
+    torch.testing.assert_close(hidden.grad.float(), ref_hidden.grad, atol=2e-3, rtol=5e-2)
+
+
+def test_head_with_bias_takes_the_generic_path() -> None:
+    torch.manual_seed(0)
+    head = torch.nn.Linear(16, 50, bias=True)
+    hidden = torch.randn(9, 16)
+    targets = torch.randint(0, 50, (9,))
+    got = chunked_token_losses(head, hidden, targets, chunk_size=4)
+    want = F.cross_entropy(head(hidden), targets, reduction="none")
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-6)
+
+
+def test_lora_on_a_bf16_base_computes_in_bf16_with_fp32_gradients(tiny_tok: Any) -> None:
+    """adapter_autocast: the adapter matmuls see bf16 inputs (no float32 copy of activations),
+    its float32 weights get float32 gradients, and the same model still runs outside it."""
+    from peft import LoraConfig, get_peft_model
+
+    from instructune.testing.tiny import tiny_llama
+
+    model = tiny_llama(len(tiny_tok)).to(torch.bfloat16)
+    model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    seen: list[torch.dtype] = []
+    lora_a = model.base_model.model.model.layers[0].self_attn.q_proj.lora_A["default"]
+    lora_a.register_forward_hook(lambda _m, inputs, _o: seen.append(inputs[0].dtype))
+    batch = PaddedCollator(tiny_tok.pad_token_id)(list(_examples(tiny_tok))[:2])
+    hidden, targets = trained_hidden(model, batch)
+    chunked_token_losses(causal_lm_parts(model)[1], hidden, targets).mean().backward()
+    assert seen == [torch.bfloat16] and hidden.dtype == torch.bfloat16
+    grads = [p.grad for n, p in model.named_parameters() if "lora_B" in n]
+    assert grads and all(g is not None and g.dtype == torch.float32 for g in grads)
+    assert any(float(g.abs().sum()) > 0 for g in grads if g is not None)
+    with torch.no_grad():  # outside the context peft casts the input up to float32 again
+        model(input_ids=batch["input_ids"])
+    assert seen[-1] == torch.float32

@@ -37,6 +37,8 @@ class StepClock(TrainerCallback):
 
     def __init__(self) -> None:
         self.seconds = 0.0
+        self.first_step_s: float | None = None
+        """The session's first step alone: it carries one-time costs (compilation, warm-up)."""
         self._started: float | None = None
 
     def on_step_begin(
@@ -48,7 +50,10 @@ class StepClock(TrainerCallback):
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
     ) -> None:
         if self._started is not None:
-            self.seconds += time.perf_counter() - self._started
+            elapsed = time.perf_counter() - self._started
+            self.seconds += elapsed
+            if self.first_step_s is None:
+                self.first_step_s = elapsed
             self._started = None
 
 

@@ -10,7 +10,8 @@ forwards).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
@@ -66,7 +67,8 @@ def trained_hidden(
     for key in ("position_ids", "attention_mask"):
         if batch.get(key) is not None:
             kwargs[key] = batch[key]
-    hidden = model(**kwargs).hidden_states[-1]
+    with adapter_autocast(model):
+        hidden = model(**kwargs).hidden_states[-1]
     # prompt tuning puts its virtual tokens' states first; they predict nothing
     hidden = hidden[:, virtual_input_positions(model) :]
     targets = labels[:, 1:]
@@ -74,11 +76,48 @@ def trained_hidden(
     return hidden[:, :-1][keep], targets[keep]
 
 
+@contextlib.contextmanager
+def adapter_autocast(model: nn.Module) -> Iterator[None]:
+    """Run float32 adapters in the frozen weights' half-precision dtype, keeping float32 masters.
+
+    peft keeps adapter weights in float32 and casts each adapted layer's input up to float32: on
+    a bf16 base that is a copy in, a float32 matmul and a float32 add per layer. Under autocast
+    the adapter matmuls run in bf16 (the float32 weights are cast, their gradients flow back to
+    float32), and peft's input cast is switched off (`peft.helpers.disable_input_dtype_casting`,
+    its documented switch for exactly this) so activations stay bf16 end to end. A float32 or
+    fully trainable model is left alone.
+    """
+    base_dtype, adapter_dtype = _weight_dtypes(model)
+    if base_dtype not in (torch.bfloat16, torch.float16) or adapter_dtype != torch.float32:
+        yield
+        return
+    from peft.helpers import disable_input_dtype_casting
+
+    device = next(model.parameters()).device.type
+    with torch.autocast(device, dtype=base_dtype), disable_input_dtype_casting(model):
+        yield
+
+
+def _weight_dtypes(model: nn.Module) -> tuple[torch.dtype | None, torch.dtype | None]:
+    """(dtype of the frozen floating weights, dtype of the trainable ones), None when absent."""
+    frozen = trained = None
+    for p in model.parameters():
+        if not p.is_floating_point():
+            continue
+        if p.requires_grad and trained is None:
+            trained = p.dtype
+        elif not p.requires_grad and frozen is None:
+            frozen = p.dtype
+        if frozen is not None and trained is not None:
+            break
+    return frozen, trained
+
+
 def chunked_token_losses(
     lm_head: nn.Module,
     hidden: torch.Tensor,
     targets: torch.Tensor,
-    chunk_size: int = 1024,
+    chunk_size: int = 256,
     label_smoothing: float = 0.0,
     logit_softcap: float | None = None,
 ) -> torch.Tensor:
@@ -86,9 +125,18 @@ def chunked_token_losses(
 
     Label smoothing matches `F.cross_entropy(label_smoothing=eps)`: (1 - eps) * nll + eps * mean
     over the vocabulary of -log p. `logit_softcap` is for models that cap logits (Gemma 2/3).
+
+    A plain linear head goes through `LinearCrossEntropy` (fused: no [N, vocab] log-probs, no
+    gather backward); anything else (a head wrapped by an adapter) through autograd, chunk by
+    chunk with recomputation.
     """
     if hidden.shape[0] == 0:
         return hidden.new_zeros(0, dtype=torch.float32)
+    if type(lm_head) is nn.Linear and lm_head.bias is None:
+        hidden = hidden.to(lm_head.weight.dtype)
+        settings = (chunk_size, label_smoothing, logit_softcap)
+        out: torch.Tensor = LinearCrossEntropy.apply(hidden, lm_head.weight, targets, settings)
+        return out
     recompute = torch.is_grad_enabled() and hidden.requires_grad
     losses = []
     for lo in range(0, hidden.shape[0], chunk_size):
@@ -118,6 +166,104 @@ def _chunk_loss(
     if label_smoothing == 0.0:
         return nll
     return (1.0 - label_smoothing) * nll - label_smoothing * logp.mean(dim=-1)
+
+
+Settings = tuple[int, float, float | None]
+
+
+class LinearCrossEntropy(torch.autograd.Function):
+    """Per-token cross-entropy of `hidden @ weight.T`, chunk by chunk, never keeping logits.
+
+    Each chunk's logits are made once in the compute dtype, turned to fp32 probabilities in place
+    and, in the same pass, into d(loss)/d(logits) = softmax - target distribution. When the head
+    is frozen (every adapter method), d(loss)/d(hidden) is finished in the forward (one more
+    matmul) and backward only scales it by each token's upstream gradient: two vocabulary matmuls
+    a chunk instead of autograd's three, and no [chunk, vocab] log-softmax, gather-scatter or
+    dtype copies kept for backward. A trainable head (full fine-tuning) recomputes the chunk in
+    backward, where the upstream gradient is known, for its weight gradient.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        hidden: torch.Tensor,
+        weight: torch.Tensor,
+        targets: torch.Tensor,
+        settings: Settings,
+    ) -> torch.Tensor:
+        chunk_size, _, _ = settings
+        need_hidden, need_weight = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        early = need_hidden and not need_weight
+        grad_hidden = torch.empty_like(hidden) if early else None
+        losses = hidden.new_empty(hidden.shape[0], dtype=torch.float32)
+        for lo in range(0, hidden.shape[0], chunk_size):
+            h, t = hidden[lo : lo + chunk_size], targets[lo : lo + chunk_size]
+            losses[lo : lo + len(h)], grad_logits = _chunk_grad(h, weight, t, settings, early)
+            if grad_hidden is not None and grad_logits is not None:
+                torch.mm(grad_logits, weight, out=grad_hidden[lo : lo + len(h)])
+        ctx.settings = settings
+        if grad_hidden is not None:
+            ctx.save_for_backward(grad_hidden)
+        else:
+            ctx.save_for_backward(hidden, weight, targets)
+        ctx.early = early
+        return losses
+
+    @staticmethod
+    def backward(ctx: Any, grad_losses: torch.Tensor) -> tuple[Any, ...]:  # type: ignore[override]
+        if ctx.early:
+            (grad_hidden,) = ctx.saved_tensors
+            return grad_hidden * grad_losses.unsqueeze(1).to(grad_hidden.dtype), None, None, None
+        hidden, weight, targets = ctx.saved_tensors
+        chunk_size = ctx.settings[0]
+        grad_h = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
+        grad_w = torch.zeros_like(weight, dtype=torch.float32) if ctx.needs_input_grad[1] else None
+        for lo in range(0, hidden.shape[0], chunk_size):
+            h, t = hidden[lo : lo + chunk_size], targets[lo : lo + chunk_size]
+            _, grad_logits = _chunk_grad(h, weight, t, ctx.settings, True)
+            if grad_logits is None:  # never: asked for with want_grad=True
+                continue
+            grad_logits.mul_(grad_losses[lo : lo + len(h)].unsqueeze(1).to(grad_logits.dtype))
+            if grad_h is not None:
+                torch.mm(grad_logits, weight, out=grad_h[lo : lo + len(h)])
+            if grad_w is not None:
+                grad_w.add_(grad_logits.t().mm(h).float())
+        return grad_h, None if grad_w is None else grad_w.to(weight.dtype), None, None
+
+
+def _chunk_grad(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    settings: Settings,
+    want_grad: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(losses [n] fp32, d(loss)/d(logits) [n, vocab] in the compute dtype, or None)."""
+    _, smoothing, softcap = settings
+    logits = torch.mm(hidden, weight.t()).float()
+    slope = None  # d(capped)/d(raw) = 1 - tanh^2
+    if softcap is not None:
+        logits = torch.tanh(logits.div_(softcap)).mul_(softcap)
+        slope = (logits / softcap).square_().neg_().add_(1.0) if want_grad else None
+    rows = torch.arange(len(targets), device=targets.device)
+    target_logit = logits[rows, targets]
+    mean_logit = logits.mean(dim=1) if smoothing else None
+    peak = logits.amax(dim=1, keepdim=True)
+    probs = logits.sub_(peak).exp_()  # in place: the chunk's only [n, vocab] fp32 buffer
+    total = probs.sum(dim=1, keepdim=True)
+    lse = (peak + total.log()).squeeze(1)
+    losses = lse - target_logit
+    if mean_logit is not None:
+        losses = (1.0 - smoothing) * losses + smoothing * (lse - mean_logit)
+    if not want_grad:
+        return losses, None
+    probs.div_(total)  # softmax
+    probs[rows, targets] -= 1.0 - smoothing
+    if smoothing:
+        probs.sub_(smoothing / probs.shape[1])
+    if slope is not None:
+        probs.mul_(slope)
+    return losses, probs.to(hidden.dtype)
 
 
 def per_example_losses(

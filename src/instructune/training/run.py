@@ -47,6 +47,7 @@ from instructune.training.checkpoints import (
     run_info,
     segments,
 )
+from instructune.training.compile import compile_layers, wants_compile
 from instructune.training.interrupt import StopOnInterrupt, TrainingInterrupted
 from instructune.training.objectives import (
     Datasets,
@@ -58,6 +59,7 @@ from instructune.training.objectives import (
     trainer_setup,
 )
 from instructune.training.plots import plot_training_curves, read_metrics
+from instructune.training.threads import thread_policy
 from instructune.training.trainer import InstructTrainer, TokenCounter
 
 logger = logging.getLogger(__name__)
@@ -103,8 +105,7 @@ def run_train(
     check_output_dir(out)
     silence_known_noise()
     checkpoint, saved, changes = _claim(cfg, resume, overwrite)
-    if cfg.train.num_threads:
-        torch.set_num_threads(cfg.train.num_threads)
+    governor = thread_policy(cfg.train.num_threads)
     set_seed(cfg.train.seed)  # before the model: LoRA initialization draws random numbers
 
     tokenizer = tokenizer if tokenizer is not None else load_tokenizer(cfg.model)
@@ -118,12 +119,14 @@ def run_train(
     model = apply_method(
         model, cfg.method, cfg.lora, cfg.train.gradient_checkpointing, cfg, tokenizer
     )
+    compiled = compile_layers(model) if wants_compile(cfg.train.compile, model, cfg.method) else 0
 
     counter, clock = load_counts(checkpoint), StepClock()
     start = TokenCounter(counter.tokens, counter.trained_tokens)
     stop = StopOnInterrupt()
+    hooks = [*callbacks, stop, *([governor] if governor else [])]
     trainer = _build_trainer(
-        cfg, model, tokenizer, (train_set, eval_set), dtype, (counter, clock), [*callbacks, stop]
+        cfg, model, tokenizer, (train_set, eval_set), dtype, (counter, clock), hooks
     )
     trainer.run_info = run_info(cfg, prepared.hashes)
     before_training(cfg, trainer, (train_set, eval_set), pad_token_id(tokenizer))
@@ -142,7 +145,9 @@ def run_train(
         _save(trainer, cfg, tokenizer, prepared.template.source_text, out)
     metrics = final_metrics(
         trainer.state, output, counter, start, clock, eval_loss, out / METRICS_FILE
-    )
+    ) | {"torch_threads": torch.get_num_threads(), "compiled_layers": compiled}
+    if governor is not None:
+        metrics["thread_changes"] = governor.changes
     if main:
         plot_training_curves(out / METRICS_FILE, out / PLOT_FILE)
         (out / RESULTS_FILE).write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
@@ -243,6 +248,7 @@ def final_metrics(
         "tokens": counter.tokens,
         "trained_tokens": counter.trained_tokens,
         "train_seconds": seconds,
+        "first_step_s": clock.first_step_s,
         "tokens_per_s": tokens / seconds if seconds else None,
         "trained_tokens_per_s": trained / seconds if seconds else None,
         "train_runtime_s": output.metrics.get("train_runtime"),

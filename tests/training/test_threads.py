@@ -1,0 +1,65 @@
+"""The thread policy: threads follow the CPU that other processes leave free."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from instructune.training.threads import (
+    CpuSample,
+    others_load,
+    sample,
+    thread_policy,
+    threads_for,
+)
+
+
+@pytest.mark.parametrize(
+    ("load", "cores", "current", "want"),
+    [
+        (0.0, 2, None, 2),
+        (0.3, 2, None, 2),
+        (0.6, 2, None, 1),
+        (1.0, 2, None, 1),
+        (3.0, 2, None, 1),  # never fewer than one thread
+        (1.2, 8, None, 7),
+        (1.6, 8, None, 6),
+        (0.3, 2, 1, 1),  # a taken core stays taken until the load falls under FREE_CORE
+        (0.1, 2, 1, 2),
+        (0.0, 2, 2, 2),
+    ],
+)
+def test_threads_for(load: float, cores: int, current: int | None, want: int) -> None:
+    assert threads_for(load, cores, current) == want
+
+
+def test_others_load_is_busy_time_minus_ours() -> None:
+    start = CpuSample(at=10.0, busy=100.0, ours=5.0)
+    end = CpuSample(at=12.0, busy=103.0, ours=6.0)  # 3 s busy, 1 s of it ours, over 2 s
+    assert others_load(start, end) == pytest.approx(1.0)
+    assert others_load(end, end) == 0.0
+
+
+def test_a_busy_process_counts_as_load() -> None:
+    first = sample()
+    if first is None:
+        pytest.fail("/proc is missing: the thread policy cannot measure on this machine")
+    busy = subprocess.Popen(
+        [sys.executable, "-c", "import time\nt=time.time()\nwhile time.time()-t<1.0: pass"]
+    )
+    busy.wait()
+    second = sample()
+    assert second is not None and second.at - first.at >= 0.9
+    assert others_load(first, second) >= 0.5  # at least the child's second of CPU, over ~1 s
+
+
+def test_num_threads_overrides_the_policy() -> None:
+    before = torch.get_num_threads()
+    try:
+        assert thread_policy(1) is None
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
