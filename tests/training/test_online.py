@@ -89,13 +89,13 @@ def test_grpo_refuses_a_run_that_is_not_a_reward_model(
     tiny_model_dir: Path, tmp_path: Path
 ) -> None:
     base = _setup(tiny_model_dir, tmp_path)
-    with pytest.raises(FileNotFoundError, match="grpo.reward_model: no run folder"):
+    with pytest.raises(FileNotFoundError, match=r"grpo\.reward_model: no run folder"):
         run_train(_grpo(base, tmp_path / "a", reward_model=str(tmp_path / "missing")))
     sft = Config.model_validate(
         base | {"train": {"max_steps": 1}, "output_dir": str(tmp_path / "sft")}
     )
     run_train(sft)
-    with pytest.raises(ValueError, match="is a train.objective: sft run"):
+    with pytest.raises(ValueError, match=r"is a train\.objective: sft run"):
         run_train(_grpo(base, tmp_path / "b", reward_model=str(tmp_path / "sft")))
 
 
