@@ -19,6 +19,7 @@ evaluation during training.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 from collections.abc import Sequence
@@ -182,7 +183,6 @@ def run_grpo(
     GRPOTrainer on the prompts of `cfg.data.train` against `cfg.grpo.reward_model`."""
     import torch
     from transformers import set_seed
-    from trl import GRPOTrainer
 
     from instructune.models import (
         apply_method,
@@ -202,6 +202,11 @@ def run_grpo(
         raise ConfigError("train.objective: grpo needs a `data:` section and grpo.reward_model")
     if resume:
         raise ConfigError("--resume: train.objective: grpo (experimental) can't resume yet")
+    missing = [name for name in ("trl", "datasets") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ConfigError(
+            f"train.objective: grpo needs {' and '.join(missing)}: pip install 'instructune[rl]'"
+        )
     out = cfg.output_path
     check_output_dir(out)
     silence_known_noise()
@@ -218,6 +223,8 @@ def run_grpo(
     model = apply_method(
         model, cfg.method, cfg.lora, cfg.train.gradient_checkpointing, cfg, tokenizer
     )
+    from trl import GRPOTrainer
+
     clock = StepClock()
     trainer = GRPOTrainer(
         model=model,
