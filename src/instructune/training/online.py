@@ -69,8 +69,6 @@ class RewardModelScorer:
     __name__ = "reward_model"  # TRL logs each reward function under its name
 
     def __init__(self, run: str | Path, batch_size: int = 8) -> None:
-        import torch
-
         from instructune.artifacts import (
             RunDir,
             load_adapter,
@@ -101,11 +99,15 @@ class RewardModelScorer:
             model = load_adapter(model, source.path)
         self.tokenizer = load_run_tokenizer(source, base)
         model.config.pad_token_id = pad_token_id(self.tokenizer)
-        # beside the policy: on the GPU when there is one (the scores are sequential otherwise)
-        self.model = model.eval().to("cuda" if torch.cuda.is_available() else "cpu")
+        self.model = model.eval()
         self.template = load_run_template(source, self.tokenizer)
         self.data_cfg = cfg.data
         self.batch_size = batch_size
+
+    def to(self, device: Any) -> RewardModelScorer:
+        """Score on `device` (the policy's: its process's GPU under DDP)."""
+        self.model.to(device)
+        return self
 
     def __call__(
         self, prompts: Sequence[Any], completions: Sequence[Any], **_: Any
@@ -239,6 +241,7 @@ def run_grpo(
             *callbacks,
         ],
     )
+    scorer.to(trainer.accelerator.device)
     main = trainer.is_world_process_zero()
     extra = _manifest_extra(cfg, prepared, describe_model(model), dtype)
     if main:
