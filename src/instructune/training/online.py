@@ -36,7 +36,7 @@ from instructune.artifacts import (
     RESULTS_FILE,
     write_template,
 )
-from instructune.config import Config, ConfigError
+from instructune.config import Config, ConfigError, DataConfig
 from instructune.config.schema import ADAPTER_METHODS
 from instructune.data.examples import IGNORE_INDEX
 from instructune.data.prompts import PreparedPrompts, prepare_prompts
@@ -186,29 +186,14 @@ def run_grpo(
     import torch
     from transformers import set_seed
 
-    from instructune.models import (
-        apply_method,
-        describe_model,
-        load_model,
-        load_tokenizer,
-        resolve_dtype,
-    )
+    from instructune.models import describe_model, load_tokenizer, resolve_dtype
     from instructune.noise import silence_known_noise
     from instructune.output_dir import check_output_dir
-    from instructune.training.args import report_callbacks
     from instructune.training.checkpoints import claim_output_dir
     from instructune.training.plots import plot_training_curves
     from instructune.training.run import TrainResult
 
-    if cfg.data is None or cfg.grpo.reward_model is None:
-        raise ConfigError("train.objective: grpo needs a `data:` section and grpo.reward_model")
-    if resume:
-        raise ConfigError("--resume: train.objective: grpo (experimental) can't resume yet")
-    missing = [name for name in ("trl", "datasets") if importlib.util.find_spec(name) is None]
-    if missing:
-        raise ConfigError(
-            f"train.objective: grpo needs {' and '.join(missing)}: pip install 'instructune[rl]'"
-        )
+    data, reward_run = _check_can_run(cfg, resume)
     out = cfg.output_path
     check_output_dir(out)
     silence_known_noise()
@@ -216,34 +201,15 @@ def run_grpo(
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
     set_seed(cfg.train.seed)
-    scorer = RewardModelScorer(cfg.grpo.reward_model)  # a wrong path fails before the policy loads
+    scorer = RewardModelScorer(reward_run)  # a wrong path fails before the policy loads
 
     tokenizer = load_tokenizer(cfg.model)
-    prepared = prepare_prompts(cfg.data, tokenizer, cfg.grpo.max_completion_length)
+    prepared = prepare_prompts(data, tokenizer, cfg.grpo.max_completion_length)
     dtype = resolve_dtype(cfg.train.precision, cfg.model.dtype)
-    model = load_model(cfg.model, dtype, cfg.method, cfg.quantization, for_training=True)
-    model = apply_method(
-        model, cfg.method, cfg.lora, cfg.train.gradient_checkpointing, cfg, tokenizer
-    )
-    from trl import GRPOTrainer
-
     clock = StepClock()
-    trainer = GRPOTrainer(
-        model=model,
-        reward_funcs=scorer,
-        args=grpo_args(cfg, dtype),
-        train_dataset=_dataset(prepared),
-        processing_class=tokenizer,
-        callbacks=[
-            clock,
-            OnlineMetricsCallback(out / METRICS_FILE, clock),
-            *report_callbacks(cfg.train.report_to, out),
-            *callbacks,
-        ],
-    )
-    scorer.to(trainer.accelerator.device)
+    trainer = _trainer(cfg, dtype, tokenizer, prepared, scorer, clock, callbacks)
     main = trainer.is_world_process_zero()
-    extra = _manifest_extra(cfg, prepared, describe_model(model), dtype)
+    extra = _manifest_extra(cfg, prepared, describe_model(trainer.model), dtype)
     if main:
         (out / METRICS_FILE).unlink(missing_ok=True)
         write_manifest(out, cfg, "train", extra)
@@ -256,6 +222,58 @@ def run_grpo(
         write_manifest(out, cfg, "train", extra | {"results": metrics})
     log.info("grpo: %d steps, wrote %s", trainer.state.global_step, out)
     return TrainResult(out, metrics, trainer.model, tokenizer, prepared)
+
+
+def _check_can_run(cfg: Config, resume: bool) -> tuple[DataConfig, str]:
+    """The data section and the reward run, after refusing what this experimental objective
+    can't do."""
+    if cfg.data is None or cfg.grpo.reward_model is None:
+        raise ConfigError("train.objective: grpo needs a `data:` section and grpo.reward_model")
+    if resume:
+        raise ConfigError("--resume: train.objective: grpo (experimental) can't resume yet")
+    missing = [name for name in ("trl", "datasets") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ConfigError(
+            f"train.objective: grpo needs {' and '.join(missing)}: pip install 'instructune[rl]'"
+        )
+    return cfg.data, cfg.grpo.reward_model
+
+
+def _trainer(
+    cfg: Config,
+    dtype: Any,
+    tokenizer: Any,
+    prepared: PreparedPrompts,
+    scorer: RewardModelScorer,
+    clock: StepClock,
+    callbacks: Sequence[Any],
+) -> Any:
+    """TRL's GRPOTrainer over the policy (`cfg.model` with `cfg.method` applied, as SFT's);
+    the scorer moved to the policy's device."""
+    from trl import GRPOTrainer
+
+    from instructune.models import apply_method, load_model
+    from instructune.training.args import report_callbacks
+
+    model = load_model(cfg.model, dtype, cfg.method, cfg.quantization, for_training=True)
+    model = apply_method(
+        model, cfg.method, cfg.lora, cfg.train.gradient_checkpointing, cfg, tokenizer
+    )
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=scorer,
+        args=grpo_args(cfg, dtype),
+        train_dataset=_dataset(prepared),
+        processing_class=tokenizer,
+        callbacks=[
+            clock,
+            OnlineMetricsCallback(cfg.output_path / METRICS_FILE, clock),
+            *report_callbacks(cfg.train.report_to, cfg.output_path),
+            *callbacks,
+        ],
+    )
+    scorer.to(trainer.accelerator.device)
+    return trainer
 
 
 def grpo_args(cfg: Config, dtype: Any) -> Any:
