@@ -12,7 +12,7 @@ import pytest
 from pydantic import ValidationError
 
 from instructune.artifacts import load_bundle
-from instructune.config import Config
+from instructune.config import Config, dump_config
 from instructune.inference.engine import Engine, SamplingParams
 from instructune.training.online import RewardModelScorer
 from instructune.training.run import run_train
@@ -126,3 +126,17 @@ def test_grpo_config_refusals(change: dict[str, Any], message: str) -> None:
             cfg[section] = value
     with pytest.raises(ValidationError, match=message):
         Config.model_validate(cfg)
+
+
+def test_cli_train_grpo_names_a_missing_reward_run(
+    tiny_model_dir: Path, tmp_path: Path, capsys: Any
+) -> None:
+    from instructune.cli.main import main
+
+    base = _setup(tiny_model_dir, tmp_path)
+    cfg = _grpo(base, tmp_path / "run", reward_model=str(tmp_path / "no-rm"))
+    path = tmp_path / "grpo.yaml"
+    path.write_text(dump_config(cfg), encoding="utf-8")
+    assert main(["train", str(path)]) == 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and f"grpo.reward_model: no run folder '{tmp_path}/no-rm'" in errors[0]
