@@ -231,7 +231,7 @@ class DPOConfig(StrictModel):
 
 class TrainConfig(StrictModel):
     objective: Objective = "sft"
-    """`sft` (next-token loss on responses), `dpo` (preference pairs, see `dpo:`) or `reward`
+    """`sft` (next-token loss on responses), `dpo` (preference pairs, see `dpo:`), `reward`
     (a reward model: a one-output head on the base scores the answer's end-of-turn token,
     trained on preference pairs with the Bradley-Terry loss) or `grpo` (experimental online RL
     against a reward run, see `grpo:`). `method` still says which parameters train (`lora`,
