@@ -284,8 +284,10 @@ def load_adapter(
             "save_adapter (a training output_dir or its checkpoint-N folder)"
         )
     from instructune.models.peft_setup import check_adapter_fits
+    from instructune.noise import silence_known_noise
 
     check_adapter_fits(adapter_dir, base_model)
+    silence_known_noise()  # peft's adapter-name warning, harmless here (noise.py says why)
     if isinstance(base_model, PeftModel):
         base_model.load_adapter(
             str(adapter_dir), adapter_name=name or adapter_dir.name, is_trainable=is_trainable

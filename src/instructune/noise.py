@@ -11,6 +11,13 @@ the CLI and the `run_*` entry points (never at import), and is idempotent.
   peft 0.21 reads it in `PeftModel.__init__` (`getattr(model, "is_gradient_checkpointing", True)`)
   on every LoRA model it wraps. We switch checkpointing on ourselves through the new
   `activation_checkpointing_enable`; the warning is about peft's code, not the user's.
+- peft 0.21 `PeftModel.add_adapter` (`peft/peft_model.py`) warns when an adapter's name is a
+  substring of its method's parameter prefix ("lora_", "ia3_", "prompt_tuning_", ...): a run
+  folder named `prompt_tuning`, or an eval adapter named `a`, loads under that name. The
+  "reinitialization" it warns of only happens in peft's tensor-parallel loading, which does
+  `adapter_name in key` tests; the loading we use inserts the name after the last prefix
+  (`_insert_adapter_name_into_state_dict`), so the weights load the same under any name
+  (tests/test_noise.py compares them). The missing-keys warning with the same opening stays.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import warnings
 BNB_LOGGER = "bitsandbytes.backends.cpu.ops"
 BNB_KERNEL_MESSAGE = "Failed to load CPU gemm_4bit_forward from kernels-community"
 GC_WARNING = r"`is_gradient_checkpointing` is deprecated"
+PEFT_NAME_WARNING = r"Adapter name '[^']*' should not be contained in the prefix '[^']*'\. This may"
 
 logger = logging.getLogger(__name__)
 
@@ -42,4 +50,7 @@ def silence_known_noise() -> None:
     # module= matches where the warning is raised, so the same text from elsewhere still shows
     warnings.filterwarnings(
         "ignore", message=GC_WARNING, category=FutureWarning, module="transformers.modeling_utils"
+    )
+    warnings.filterwarnings(
+        "ignore", message=PEFT_NAME_WARNING, category=UserWarning, module="peft.peft_model"
     )

@@ -70,3 +70,42 @@ def test_two_process_ddp_matches_one_process(make_config: Any, tmp_path: Path) -
     assert sorted(p.name for p in checkpoints.iterdir()) == ["checkpoint-2", "checkpoint-4"]
     for rank in (0, 1):  # every rank's RNG state made it in before the folder was published
         assert (checkpoints / "checkpoint-4" / f"rng_state_{rank}.pth").is_file()
+
+
+@pytest.mark.skipif(shutil.which(str(TORCHRUN)) is None, reason="torchrun not installed")
+def test_two_process_dpo_logs_metrics_over_every_pair(make_config: Any, tmp_path: Path) -> None:
+    """DPO's logged log-probs and preference accuracy are means over the step's pairs on both
+    processes: they equal those of one process that sees the same global batch (4 pairs a step;
+    one process's 2 pairs could not give an accuracy of 0.25, nor the same mean log-probs, since
+    the chosen answers alternate between a long and a short one)."""
+    rows = [
+        {
+            "prompt": f"Is {i} even?",
+            "chosen": "Yes, it is." if i % 2 == 0 else "No.",
+            "rejected": "No." if i % 2 == 0 else "Yes, it is even.",
+        }
+        for i in range(16)
+    ]
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    data = {"train": [{"path": str(pairs), "format": "preference"}], "packing": False}
+    train = {"objective": "dpo", "max_steps": 3, "gradient_accumulation_steps": 2}
+    one = make_config(train=train | {"micro_batch_size": 2}, data=data, out="dpo-one")
+    two = make_config(train=train | {"micro_batch_size": 1}, data=data, out="dpo-two")
+
+    single = _run([sys.executable], one, tmp_path)
+    ddp = _run(
+        [str(TORCHRUN), "--nproc_per_node", "2", f"--master_port={_free_port()}"], two, tmp_path
+    )
+
+    assert [r["step"] for r in ddp] == [1, 2, 3]
+    for a, b in zip(single, ddp, strict=True):
+        for key in ("logps/chosen", "logps/rejected"):
+            assert b[key] == pytest.approx(a[key], rel=1e-4), key
+        assert b["rewards/accuracies"] == a["rewards/accuracies"]
+        # rewards are differences of log-probs after the update, which DDP's float noise moves
+        # by a few percent at these tiny sizes (the losses agree to 2e-4)
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-3)
+        for key in ("rewards/chosen", "rewards/rejected", "rewards/margins"):
+            assert b[key] == pytest.approx(a[key], rel=0.2, abs=1e-6), key
+    assert {r["rewards/accuracies"] for r in single} >= {0.25}

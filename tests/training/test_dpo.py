@@ -21,6 +21,7 @@ from instructune.training.dpo import (
     reference_logps,
     sequence_logps,
 )
+from instructune.training.preference_trainer import PAIR_METRICS, window_means
 from instructune.training.run import run_train
 
 ROWS = [
@@ -247,3 +248,27 @@ def test_bad_preference_rows_name_file_and_line(tiny_tok: Any, tmp_path: Path) -
     tie = {"prompt": "x", "completions": [{"text": "a", "score": 1}, {"text": "b", "score": 1}]}
     with pytest.raises(ValueError, match=r"pairs.jsonl:(line )?1: no preference"):
         _pairs(tmp_path, tiny_tok, [tie])
+
+
+def test_window_means_sum_over_processes_before_dividing() -> None:
+    """Two processes' windows (3 pairs and 1 pair) give the mean over all 4 pairs, not the mean
+    of the two means; a process with no pairs still takes part in the sum."""
+    windows = [
+        ({"rewards/chosen": 3.0, "rewards/accuracies": 3.0}, 3),
+        ({"rewards/chosen": -1.0, "rewards/accuracies": 0.0}, 1),
+        ({}, 0),
+    ]
+    totals = [torch.tensor([w.get(k, 0.0) for k in PAIR_METRICS] + [n]) for w, n in windows]
+    calls: list[torch.Tensor] = []
+
+    def reduce(mine: torch.Tensor) -> torch.Tensor:
+        calls.append(mine)
+        return sum(totals, torch.zeros_like(mine))
+
+    means = window_means(*windows[2], PAIR_METRICS, reduce)
+    assert len(calls) == 1 and calls[0].tolist() == [0.0] * 5
+    assert means["rewards/chosen"] == pytest.approx(0.5)
+    assert means["rewards/accuracies"] == pytest.approx(0.75)
+    assert means["rewards/margins"] == 0.0
+    assert window_means(*windows[0], PAIR_METRICS)["rewards/chosen"] == pytest.approx(1.0)
+    assert window_means({}, 0, PAIR_METRICS) == {}

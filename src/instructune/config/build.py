@@ -71,6 +71,21 @@ class OasstOptions(StrictModel):
     `all`: every root-to-leaf path."""
     languages: list[str] | None = None
     """Keep only messages whose `lang` is listed (e.g. [en]); default all."""
+    output: Literal["conversations", "pairs"] = "conversations"
+    """`conversations`: chat rows (`messages`) for SFT. `pairs`: preference rows for
+    `train.objective: dpo` or `reward`, from sibling ranks: at each assistant turn (on the paths
+    `paths` selects) with two or more ranked, kept replies, `{messages: the conversation before
+    that turn, chosen: the best-ranked reply, rejected: a lower-ranked one}` (see `pair_with`).
+    Turns with fewer ranked replies, unranked replies and ties are counted in the report."""
+    pair_with: Literal["each", "worst"] = "each"
+    """`output: pairs`: the best-ranked reply against each lower-ranked sibling (n-1 pairs per
+    turn, sharing their prompt and chosen reply) or against the worst-ranked one only."""
+
+    @model_validator(mode="after")
+    def _pair_with_needs_pairs(self) -> OasstOptions:
+        if "pair_with" in self.model_fields_set and self.output != "pairs":
+            raise ValueError("oasst.pair_with applies to oasst.output: pairs only; remove it")
+        return self
 
 
 class BuildSource(StrictModel):

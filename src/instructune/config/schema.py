@@ -13,6 +13,7 @@ from pydantic import Field, field_validator, model_validator
 
 from instructune.config.base import StrictModel
 from instructune.config.build import BuildConfig
+from instructune.config.grpo import GRPOConfig, check_grpo
 from instructune.config.synthesize import SynthesizeConfig
 
 EMBEDDED_MODEL = "smollm2-135m-instruct"
@@ -207,7 +208,7 @@ SchedulerName = Literal[
 ReportTarget = Literal["none", "tensorboard", "wandb", "mlflow"]
 
 
-Objective = Literal["sft", "dpo", "reward"]
+Objective = Literal["sft", "dpo", "reward", "grpo"]
 
 
 class DPOConfig(StrictModel):
@@ -233,10 +234,11 @@ class DPOConfig(StrictModel):
 
 class TrainConfig(StrictModel):
     objective: Objective = "sft"
-    """`sft` (next-token loss on responses), `dpo` (preference pairs, see `dpo:`) or `reward`
+    """`sft` (next-token loss on responses), `dpo` (preference pairs, see `dpo:`), `reward`
     (a reward model: a one-output head on the base scores the answer's end-of-turn token,
-    trained on preference pairs with the Bradley-Terry loss). `method` still says which
-    parameters train (`lora`, `qlora` or `full` for `reward`)."""
+    trained on preference pairs with the Bradley-Terry loss) or `grpo` (experimental online RL
+    against a reward run, see `grpo:`). `method` still says which parameters train (`lora`,
+    `qlora` or `full` for `reward`)."""
     optimizer: OptimizerName = "adamw_torch"
     learning_rate: float = Field(default=2.0e-4, gt=0)
     weight_decay: float = Field(default=0.0, ge=0)
@@ -340,6 +342,7 @@ class Config(StrictModel):
     method: Method = "lora"
     lora: LoraConfig = LoraConfig()
     dpo: DPOConfig = DPOConfig()
+    grpo: GRPOConfig = GRPOConfig()
     prompt_tuning: PromptTuningConfig = PromptTuningConfig()
     prefix_tuning: PrefixTuningConfig = PrefixTuningConfig()
     ia3: IA3Config = IA3Config()
@@ -387,6 +390,8 @@ class Config(StrictModel):
             raise ValueError("train.objective: reward works with method lora, qlora or full")
         if objective != "sft" and self.train.group_by_length:
             raise ValueError(f"train.group_by_length is for sft; set it false for {objective}")
+        if objective == "grpo":
+            check_grpo(self)
         return self
 
     @model_validator(mode="after")

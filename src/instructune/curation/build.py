@@ -162,7 +162,9 @@ def _renderer(
         opts = source.natural_instructions
         shots = 0 if opts.encoding == "definition" else opts.num_positive
         return lambda item: item_example(item, f"natural_instructions/{opts.encoding}", shots)
-    return lambda item: item_example(item, f"oasst/{source.oasst.paths}", 0)
+    oasst = source.oasst
+    kind = f"pairs-{oasst.pair_with}/" if oasst.output == "pairs" else ""
+    return lambda item: item_example(item, f"oasst/{kind}{oasst.paths}", 0)
 
 
 def _render_all(

@@ -32,12 +32,16 @@ TokenCounter = Callable[[str], int]
 class Example:
     messages: list[Message]
     meta: dict[str, Any]
+    rejected: str | None = None
+    """A preference row's rejected answer; `messages` then ends with the chosen one."""
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "messages": [{"role": m.role, "content": m.content} for m in self.messages],
-            "meta": self.meta,
-        }
+        turns = [{"role": m.role, "content": m.content} for m in self.messages]
+        if self.rejected is None:
+            return {"messages": turns, "meta": self.meta}
+        # the `preference` row shape the data readers take: prompt turns, chosen, rejected
+        chosen = turns.pop()["content"]
+        return {"messages": turns, "chosen": chosen, "rejected": self.rejected, "meta": self.meta}
 
     def prompt_text(self) -> str:
         return "\n".join(m.content for m in self.messages if m.role != "assistant")
@@ -48,7 +52,7 @@ class Example:
 
 def item_example(item: Item, template_id: str, shots: int) -> Example:
     """A pre-rendered item (Super-NaturalInstructions instance, oasst conversation)."""
-    return Example(list(item.messages or []), _meta(item, template_id, shots, False))
+    return Example(list(item.messages or []), _meta(item, template_id, shots, False), item.rejected)
 
 
 def _meta(item: Item, template: str, shots: int, inverted: bool) -> dict[str, Any]:

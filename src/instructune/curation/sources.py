@@ -35,6 +35,8 @@ class Item:
     label: str | None = None
     row: Row | None = None
     messages: list[Message] | None = None
+    rejected: str | None = None
+    """A preference item's rejected answer (its chosen one ends `messages`)."""
 
 
 @dataclass

@@ -1,40 +1,66 @@
-"""Experimental: online RL with TRL's GRPOTrainer against a trained reward model.
+"""Experimental: `train.objective: grpo`, online RL with TRL's GRPOTrainer against a reward run.
 
-`run_grpo(cfg, reward_run)` samples `num_generations` answers per prompt from the policy (the
-run's model with LoRA), scores them with the reward model trained by `train.objective: reward`
-(the same scoring as its training: the answer rendered with the reward run's template, the reward
-read at the answer's end-of-turn token) and optimizes the group-relative advantage. Prompts are the
-conversations of `cfg.data.train` without their last answer (preference rows included).
+`run_train` hands a grpo config to `run_grpo`, which keeps its conventions: it claims
+`output_dir` the same way, writes `config.yaml` + `manifest.json`, `metrics.jsonl` (one record per
+logged step: loss, reward, its spread over the group, answer lengths, KL), `training_curves.png`,
+`train_results.json`, and saves the adapter (or model) with tokenizer and `template.jinja`, so
+`eval`, `generate`, `chat` and `merge` load the run like any other.
+
+Each step samples `grpo.num_generations` answers per prompt from the policy (the run's model with
+its method applied), scores them with the reward model trained by `train.objective: reward` (the
+same scoring as its training: the answer rendered with the reward run's template, the reward read
+at the answer's end-of-turn token) and optimizes the group-relative advantage. Prompts are the
+conversations of `data.train` without their last answer (`data/prompts.py`).
 
 TRL renders the prompts with the tokenizer's chat template, so the run's template must be `chat`
-(the template parity of SFT runs holds only then). The output folder is a LoRA run folder
-(adapter, tokenizer, `template.jinja`, config and manifest) that `eval`, `generate` and `merge`
-load like any other.
+(the config refuses others). Not supported yet: resuming (`--resume`, `train.save_steps`) and
+evaluation during training.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from instructune.config import Config, ConfigError
+from instructune.artifacts import (
+    CHECKPOINTS_DIR,
+    METRICS_FILE,
+    PLOT_FILE,
+    RESULTS_FILE,
+    write_template,
+)
+from instructune.config import Config, ConfigError, DataConfig
+from instructune.config.schema import ADAPTER_METHODS
 from instructune.data.examples import IGNORE_INDEX
+from instructune.data.prompts import PreparedPrompts, prepare_prompts
+from instructune.manifest import MetricsLog, write_manifest
+from instructune.training.callbacks import StepClock
+
+if TYPE_CHECKING:
+    from instructune.training.run import TrainResult
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class GRPOSettings:
-    num_generations: int = 4
-    max_completion_length: int = 64
-    beta: float = 0.0
-    """KL coefficient against the base (TRL's default 0: no reference model)."""
-    temperature: float = 1.0
+ONLINE_METRICS = (
+    "loss",
+    "learning_rate",
+    "grad_norm",
+    "reward",
+    "reward_std",
+    "frac_reward_zero_std",
+    "completions/mean_length",
+    "completions/clipped_ratio",
+    "kl",
+    "entropy",
+)
+"""What `metrics.jsonl` keeps of TRL's GRPO log (the rest is in its own names per reward)."""
 
 
 class RewardModelScorer:
@@ -53,9 +79,18 @@ class RewardModelScorer:
         from instructune.models import pad_token_id
 
         source = RunDir(Path(run))
+        if not source.path.is_dir():
+            raise FileNotFoundError(
+                f"grpo.reward_model: no run folder {str(run)!r}; train the reward model first "
+                "(e.g. instructune train configs/reward.yaml)"
+            )
         cfg = source.config()
         if cfg is None or cfg.train.objective != "reward":
-            raise ValueError(f"{run} is not a reward model run (train.objective: reward)")
+            found = f"a train.objective: {cfg.train.objective} run" if cfg else "not a run folder"
+            raise ValueError(
+                f"grpo.reward_model: {str(run)!r} is {found}; it must be the output_dir of a "
+                "run trained with train.objective: reward"
+            )
         base = source.base_model() if source.kind == "adapter" else cfg.model
         if source.kind == "model":
             base = cfg.model.model_copy(update={"path": str(source.path), "gguf_file": None})
@@ -68,6 +103,11 @@ class RewardModelScorer:
         self.template = load_run_template(source, self.tokenizer)
         self.data_cfg = cfg.data
         self.batch_size = batch_size
+
+    def to(self, device: Any) -> RewardModelScorer:
+        """Score on `device` (the policy's: its process's GPU under DDP)."""
+        self.model.to(device)
+        return self
 
     def __call__(
         self, prompts: Sequence[Any], completions: Sequence[Any], **_: Any
@@ -106,70 +146,225 @@ class RewardModelScorer:
                     [np.ones(len(r.input_ids), np.int64) for r in kept], 0, width
                 ),
             }
+            device = self.model.device
             with torch.inference_mode():
-                rewards += sequence_rewards(self.model, batch).tolist()
+                rewards += sequence_rewards(
+                    self.model, {k: v.to(device) for k, v in batch.items()}
+                ).tolist()
         return rewards
 
 
-def run_grpo(cfg: Config, reward_run: str | Path, settings: GRPOSettings = GRPOSettings()) -> Path:
-    """GRPO on `cfg.data.train`'s prompts against `reward_run`; returns the output folder."""
-    from datasets import Dataset
-    from peft import LoraConfig
-    from trl import GRPOConfig, GRPOTrainer
+class OnlineMetricsCallback(TrainerCallback):
+    """`metrics.jsonl` for grpo: one record per logged step with `ONLINE_METRICS`, the tokens
+    TRL has fed (prompts and sampled answers) and the seconds spent in steps."""
 
-    from instructune.artifacts import write_template
-    from instructune.data.pipeline import load_splits
-    from instructune.data.templates import load_template
-    from instructune.manifest import write_manifest
-    from instructune.models import bf16_supported, load_model, load_tokenizer, resolve_dtype
+    def __init__(self, path: Path, clock: StepClock) -> None:
+        self.log = MetricsLog(path)
+        self.clock = clock
 
-    if cfg.data is None:
-        raise ConfigError("run_grpo needs a `data:` section (its rows give the prompts)")
-    if cfg.data.template != "chat" or cfg.method != "lora":
-        raise ConfigError("run_grpo (experimental) needs data.template: chat and method: lora")
+    def on_log(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        logs: dict[str, Any] | None = None,
+        **kw: Any,
+    ) -> None:
+        if not state.is_world_process_zero or not logs or "loss" not in logs:
+            return  # the end-of-training summary: run_grpo writes its own
+        record: dict[str, Any] = {"step": state.global_step, "epoch": state.epoch}
+        record |= {k: logs[k] for k in ONLINE_METRICS if k in logs}
+        record |= {"tokens": state.num_input_tokens_seen, "elapsed_s": self.clock.seconds}
+        self.log.write(record)
+
+
+def run_grpo(
+    cfg: Config, resume: bool = False, overwrite: bool = False, callbacks: Sequence[Any] = ()
+) -> TrainResult:
+    """`train.objective: grpo`: the policy `cfg.model` + `cfg.method` trained by TRL's
+    GRPOTrainer on the prompts of `cfg.data.train` against `cfg.grpo.reward_model`."""
+    import torch
+    from transformers import set_seed
+
+    from instructune.models import describe_model, load_tokenizer, resolve_dtype
+    from instructune.noise import silence_known_noise
+    from instructune.output_dir import check_output_dir
+    from instructune.training.checkpoints import claim_output_dir
+    from instructune.training.plots import plot_training_curves
+    from instructune.training.run import TrainResult
+
+    data, reward_run = _check_can_run(cfg, resume)
+    out = cfg.output_path
+    check_output_dir(out)
+    silence_known_noise()
+    claim_output_dir(out, out / CHECKPOINTS_DIR, False, overwrite)
+    if cfg.train.num_threads:
+        torch.set_num_threads(cfg.train.num_threads)
+    set_seed(cfg.train.seed)
+    scorer = RewardModelScorer(reward_run)  # a wrong path fails before the policy loads
+
     tokenizer = load_tokenizer(cfg.model)
-    prompts = [
-        [{"role": m.role, "content": m.content} for m in conv.messages[:-1]]
-        for conv in load_splits(cfg.data).train
-    ]
+    prepared = prepare_prompts(data, tokenizer, cfg.grpo.max_completion_length)
     dtype = resolve_dtype(cfg.train.precision, cfg.model.dtype)
-    model = load_model(cfg.model, dtype, "full", None, for_training=True)
-    args = GRPOConfig(
-        output_dir=str(cfg.output_path / "checkpoints"),
-        num_generations=settings.num_generations,
-        max_completion_length=settings.max_completion_length,
-        beta=settings.beta,
-        temperature=settings.temperature,
-        per_device_train_batch_size=cfg.train.micro_batch_size,
-        learning_rate=cfg.train.learning_rate,
-        max_steps=cfg.train.max_steps or 1,
-        seed=cfg.train.seed,
-        bf16=bool(dtype == __import__("torch").bfloat16) and bf16_supported(),
-        use_cpu=not __import__("torch").cuda.is_available(),
-        logging_steps=cfg.train.logging_steps,
-        report_to=[],
-        save_strategy="no",
+    clock = StepClock()
+    trainer = _trainer(cfg, dtype, tokenizer, prepared, scorer, clock, callbacks)
+    main = trainer.is_world_process_zero()
+    extra = _manifest_extra(cfg, prepared, describe_model(trainer.model), dtype)
+    if main:
+        (out / METRICS_FILE).unlink(missing_ok=True)
+        write_manifest(out, cfg, "train", extra)
+    output = trainer.train()
+    metrics = _final_metrics(trainer.state, output, clock, len(prepared.train))
+    if main:
+        _save(trainer, cfg, tokenizer, prepared.template.source_text, out)
+        plot_training_curves(out / METRICS_FILE, out / PLOT_FILE)
+        (out / RESULTS_FILE).write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+        write_manifest(out, cfg, "train", extra | {"results": metrics})
+    log.info("grpo: %d steps, wrote %s", trainer.state.global_step, out)
+    return TrainResult(out, metrics, trainer.model, tokenizer, prepared)
+
+
+def _check_can_run(cfg: Config, resume: bool) -> tuple[DataConfig, str]:
+    """The data section and the reward run, after refusing what this experimental objective
+    can't do."""
+    if cfg.data is None or cfg.grpo.reward_model is None:
+        raise ConfigError("train.objective: grpo needs a `data:` section and grpo.reward_model")
+    if resume:
+        raise ConfigError("--resume: train.objective: grpo (experimental) can't resume yet")
+    missing = [name for name in ("trl", "datasets") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ConfigError(
+            f"train.objective: grpo needs {' and '.join(missing)}: pip install 'instructune[rl]'"
+        )
+    return cfg.data, cfg.grpo.reward_model
+
+
+def _trainer(
+    cfg: Config,
+    dtype: Any,
+    tokenizer: Any,
+    prepared: PreparedPrompts,
+    scorer: RewardModelScorer,
+    clock: StepClock,
+    callbacks: Sequence[Any],
+) -> Any:
+    """TRL's GRPOTrainer over the policy (`cfg.model` with `cfg.method` applied, as SFT's);
+    the scorer moved to the policy's device."""
+    from trl import GRPOTrainer
+
+    from instructune.models import apply_method, load_model
+    from instructune.training.args import report_callbacks
+
+    model = load_model(cfg.model, dtype, cfg.method, cfg.quantization, for_training=True)
+    model = apply_method(
+        model, cfg.method, cfg.lora, cfg.train.gradient_checkpointing, cfg, tokenizer
     )
-    lora = cfg.lora
-    peft_config = LoraConfig(
-        r=lora.r, lora_alpha=int(lora.alpha), lora_dropout=lora.dropout,
-        target_modules=lora.target_modules, task_type="CAUSAL_LM",
-    )  # fmt: skip
     trainer = GRPOTrainer(
         model=model,
-        reward_funcs=RewardModelScorer(reward_run),
-        args=args,
-        train_dataset=Dataset.from_list([{"prompt": p} for p in prompts]),
+        reward_funcs=scorer,
+        args=grpo_args(cfg, dtype),
+        train_dataset=_dataset(prepared),
         processing_class=tokenizer,
-        peft_config=peft_config,
+        callbacks=[
+            clock,
+            OnlineMetricsCallback(cfg.output_path / METRICS_FILE, clock),
+            *report_callbacks(cfg.train.report_to, cfg.output_path),
+            *callbacks,
+        ],
     )
-    trainer.train()
-    out = cfg.output_path
-    policy: Any = trainer.model
-    policy.save_pretrained(out, safe_serialization=True)
-    tokenizer.save_pretrained(out)
-    write_template(out, load_template("chat", tokenizer).source_text)
-    history = [r for r in trainer.state.log_history if "reward" in r and "loss" in r]
-    write_manifest(out, cfg, "grpo", {"grpo": {"reward_run": str(reward_run), "log": history}})
-    log.info("GRPO: %d steps, wrote %s", trainer.state.global_step, out)
-    return out
+    scorer.to(trainer.accelerator.device)
+    return trainer
+
+
+def grpo_args(cfg: Config, dtype: Any) -> Any:
+    """TRL's GRPOConfig from `cfg.train` (the same mapping as SFT's TrainingArguments) and
+    `cfg.grpo`."""
+    import torch
+    from trl import GRPOConfig as TRLGRPOConfig
+
+    from instructune.training.args import (
+        check_train_config,
+        optimizer_kwargs,
+        precision_kwargs,
+        schedule_kwargs,
+        scheduler_kwargs,
+        trainer_report_to,
+    )
+
+    train, grpo = cfg.train, cfg.grpo
+    check_train_config(cfg, dtype)
+    cuda = bool(torch.cuda.is_available())
+    return TRLGRPOConfig(
+        output_dir=str(cfg.output_path / CHECKPOINTS_DIR),
+        run_name=cfg.output_path.name,
+        seed=train.seed,
+        data_seed=train.seed,
+        per_device_train_batch_size=train.micro_batch_size,
+        gradient_accumulation_steps=train.gradient_accumulation_steps,
+        num_train_epochs=train.epochs,
+        max_steps=train.max_steps or -1,
+        **optimizer_kwargs(train),
+        **scheduler_kwargs(train),
+        max_grad_norm=train.max_grad_norm or 0.0,
+        **precision_kwargs(dtype),
+        **schedule_kwargs(train, has_eval=False),
+        report_to=trainer_report_to(train.report_to) or "none",
+        # `apply_method` switched checkpointing on or off already (TRL's default is on)
+        gradient_checkpointing=False,
+        use_cpu=not cuda,
+        dataloader_num_workers=0,
+        dataloader_pin_memory=cuda,
+        num_generations=grpo.num_generations,
+        max_completion_length=grpo.max_completion_length,
+        beta=grpo.beta,
+        temperature=grpo.temperature,
+    )
+
+
+def _dataset(prepared: PreparedPrompts) -> Any:
+    from datasets import Dataset
+
+    return Dataset.from_list([{"prompt": p} for p in prepared.train])
+
+
+def _save(trainer: Any, cfg: Config, tokenizer: Any, template_text: str, out: Path) -> None:
+    from instructune.models import save_adapter
+
+    if cfg.method in ADAPTER_METHODS:
+        save_adapter(trainer.model, tokenizer, template_text, out)
+        return
+    trainer.save_model(str(out))
+    write_template(out, template_text)
+
+
+def _final_metrics(state: Any, output: Any, clock: StepClock, prompts: int) -> dict[str, Any]:
+    """Steps, losses, the logged reward at the first and last logged step, tokens and time."""
+    logged = [r for r in state.log_history if "reward" in r and "loss" in r]
+    return {
+        "global_step": state.global_step,
+        "epoch": state.epoch,
+        "train_loss": output.training_loss,
+        "final_loss": logged[-1]["loss"] if logged else None,
+        "reward_first": logged[0]["reward"] if logged else None,
+        "reward_last": logged[-1]["reward"] if logged else None,
+        "prompts": prompts,
+        "tokens": state.num_input_tokens_seen,
+        "train_seconds": clock.seconds,
+        "train_runtime_s": output.metrics.get("train_runtime"),
+    }
+
+
+def _manifest_extra(
+    cfg: Config, prepared: PreparedPrompts, model: dict[str, Any], dtype: Any
+) -> dict[str, Any]:
+    return {
+        "data_hashes": prepared.hashes,
+        "inputs": {s.path: s.sha256 for s in prepared.sources},
+        "template": prepared.template.name,
+        "model": model,
+        "dtype": str(dtype).removeprefix("torch."),
+        "train_prompts": len(prepared.train),
+        "prompt_tokens": prepared.prompt_tokens,
+        "dropped": dict(prepared.dropped),
+        "reward_model": str(cfg.grpo.reward_model),
+    }

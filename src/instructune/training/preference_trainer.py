@@ -4,13 +4,14 @@
 The loss of an optimizer step is the sum of its pairs' losses divided by the number of pairs in
 the whole step (all micro-batches, all processes), like the SFT loss is normalized by trained
 targets. Rewards, margins and preference accuracy are averaged over the pairs of each logging
-window (this process's pairs) and logged with the loss, so they reach metrics.jsonl.
+window and logged with the loss, so they reach metrics.jsonl; under DDP the windows' sums and
+pair counts are summed over the processes first, so the logged means are over every pair.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -21,9 +22,34 @@ from instructune.training.dpo import dpo_losses, reference_logps, sequence_logps
 from instructune.training.reward import bradley_terry_losses, sequence_rewards
 from instructune.training.trainer import InstructTrainer
 
+PAIR_METRICS = ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies")
+DPO_METRICS = (*PAIR_METRICS, "logps/chosen", "logps/rejected")
+
+
+def window_means(
+    sums: dict[str, float],
+    pairs: int,
+    keys: Sequence[str],
+    reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> dict[str, float]:
+    """Each key's sum over the window's pairs divided by their number; `reduce` sums a tensor
+    over the processes (every process calls it, with the same keys, even with no pairs)."""
+    totals = torch.tensor([sums.get(k, 0.0) for k in keys] + [float(pairs)], dtype=torch.float64)
+    if reduce is not None:
+        totals = reduce(totals)
+    count = float(totals[-1])
+    return (
+        {k: float(v) / count for k, v in zip(keys, totals[:-1].tolist(), strict=True)}
+        if count
+        else {}
+    )
+
 
 class PairTrainer(InstructTrainer):
     """Pair batches (chosen rows, then rejected rows); subclasses give `pair_losses`."""
+
+    metric_keys: tuple[str, ...] = PAIR_METRICS
+    """What `_sums` collects: the same keys on every process, for the cross-process sum."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -74,14 +100,29 @@ class PairTrainer(InstructTrainer):
         self._pairs += int(chosen.numel())
 
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
-        if "loss" in logs and self._pairs:
-            logs = logs | {k: v / self._pairs for k, v in self._sums.items()}
+        # every process logs the training loss at the same steps: the collective sum is safe
+        if "loss" in logs:
+            logs = logs | window_means(self._sums, self._pairs, self.metric_keys, self._reduce())
             self._sums.clear()
             self._pairs = 0
         super().log(logs, *args, **kwargs)
 
+    def _reduce(self) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        if self.args.world_size <= 1:
+            return None
+        device = self.args.device
+
+        def reduce(totals: torch.Tensor) -> torch.Tensor:
+            # gloo and nccl sum float64 on the processes' device; back to CPU for the division
+            summed = self.accelerator.reduce(totals.to(device), reduction="sum")
+            return summed.cpu()
+
+        return reduce
+
 
 class DPOTrainer(PairTrainer):
+    metric_keys = DPO_METRICS
+
     def __init__(
         self, *args: Any, dpo: DPOConfig, ref_model: nn.Module | None = None, **kwargs: Any
     ) -> None:

@@ -29,6 +29,7 @@ from instructune.artifacts import (
 )
 from instructune.config import Config, ConfigError
 from instructune.config.schema import ADAPTER_METHODS
+from instructune.data.prompts import PreparedPrompts
 from instructune.manifest import write_manifest
 from instructune.noise import silence_known_noise
 from instructune.output_dir import check_output_dir
@@ -73,8 +74,9 @@ class TrainResult:
     model: Any = field(repr=False)
     """The trained model (a PEFT model for lora/qlora), still in memory."""
     tokenizer: Any = field(repr=False)
-    prepared: Prepared = field(repr=False)
-    """The data stage's result: `PreparedData` (sft) or `PreparedPairs` (dpo)."""
+    prepared: Prepared | PreparedPrompts = field(repr=False)
+    """The data stage's result: `PreparedData` (sft), `PreparedPairs` (dpo, reward) or
+    `PreparedPrompts` (grpo)."""
 
 
 def run_train(
@@ -101,6 +103,10 @@ def run_train(
 
     if cfg.data is None:
         raise ConfigError("train needs a `data:` section")
+    if cfg.train.objective == "grpo":  # online RL: TRL's trainer samples the data (online.py)
+        from instructune.training.online import run_grpo
+
+        return run_grpo(cfg, resume, overwrite, callbacks)
     out = cfg.output_path
     check_output_dir(out)
     silence_known_noise()
