@@ -29,3 +29,29 @@ def run_worker(
     if proc.returncode != 0:
         raise RuntimeError(f"{label} failed:\n{proc.stderr[-4000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def step_timer() -> Any:
+    """A TrainerCallback recording each optimizer step's seconds in its `.steps` list."""
+    import time
+
+    from transformers import TrainerCallback
+
+    class StepTimes(TrainerCallback):
+        def __init__(self) -> None:
+            self.steps: list[float] = []
+            self._start = 0.0
+
+        def on_step_begin(self, *args: Any, **kwargs: Any) -> None:
+            self._start = time.perf_counter()
+
+        def on_step_end(self, *args: Any, **kwargs: Any) -> None:
+            self.steps.append(time.perf_counter() - self._start)
+
+    return StepTimes()
+
+
+def steady_seconds(steps: int, seconds: float, first: float) -> tuple[int, float]:
+    """(steps, seconds) after the first step, which carries one-time costs (compilation, warm-up)
+    and is reported on its own; a one-step run keeps its only step."""
+    return (steps - 1, seconds - first) if steps > 1 else (steps, seconds)

@@ -20,7 +20,6 @@ import argparse
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -102,12 +101,15 @@ def worker_ours(steps: int) -> dict[str, Any]:
     shutil.rmtree(out, ignore_errors=True)
     result = run_train(_config(steps, str(out)))
     records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
-    seconds = result.metrics["train_runtime_s"]
+    m = result.metrics
+    steps, seconds = common.steady_seconds(m["global_step"], m["train_seconds"], m["first_step_s"])
     return {
         "side": "instructune",
-        "steps": result.metrics["global_step"],
-        "seconds": seconds,
-        "pairs_per_s": result.metrics["global_step"] * BATCH / seconds,
+        "steps": m["global_step"],
+        "seconds": m["train_seconds"],
+        "first_step_s": m["first_step_s"],
+        "pairs_per_s": steps * BATCH / seconds,
+        "pairs_per_s_with_first": m["global_step"] * BATCH / m["train_seconds"],
         "final_loss": _tail(records, "loss"),
         "train_accuracy": _tail(records, "rewards/accuracies"),
         "held_out_accuracy": held_out_accuracy(result.model, result.tokenizer),
@@ -151,18 +153,22 @@ def worker_trl(steps: int) -> dict[str, Any]:
         r=16, lora_alpha=32, lora_dropout=0.0, task_type="CAUSAL_LM",
         target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
     )  # fmt: skip
+    timer = common.step_timer()
     trainer = DPOTrainer(
-        model=model, args=args, train_dataset=data, processing_class=tokenizer, peft_config=lora
-    )
-    start = time.perf_counter()
-    output = trainer.train()
-    seconds = output.metrics.get("train_runtime", time.perf_counter() - start)
+        model=model, args=args, train_dataset=data, processing_class=tokenizer, peft_config=lora,
+        callbacks=[timer],
+    )  # fmt: skip
+    trainer.train()
     records = [r for r in trainer.state.log_history if "loss" in r]
+    total = sum(timer.steps)
+    steps, seconds = common.steady_seconds(len(timer.steps), total, timer.steps[0])
     return {
         "side": "trl",
         "steps": trainer.state.global_step,
-        "seconds": seconds,
-        "pairs_per_s": trainer.state.global_step * BATCH / seconds,
+        "seconds": total,
+        "first_step_s": timer.steps[0],
+        "pairs_per_s": steps * BATCH / seconds,
+        "pairs_per_s_with_first": len(timer.steps) * BATCH / total,
         "final_loss": _tail(records, "loss"),
         "train_accuracy": _tail(records, "rewards/accuracies"),
         "held_out_accuracy": held_out_accuracy(trainer.model, tokenizer),

@@ -15,7 +15,7 @@ each op's own time goes to a block:
 Matmul blocks report achieved GFLOP/s (the profiler's FLOP counts over their time) beside the
 2048^3 matmul peak of the same dtype, measured in the same run.
 
-    .venv/bin/python bench/profile_train.py [--precision auto|fp32|bf16] [--steps 2]
+    .venv/bin/python bench/profile_train.py [--precision auto|fp32|bf16] [--steps 2] [--compile]
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def block_of(event: Any, dims: dict[str, int]) -> str:
     return "elementwise + other"
 
 
-def profile(precision: str, steps: int) -> dict[str, Any]:
+def profile(precision: str, steps: int, compiled: bool) -> dict[str, Any]:
     import torch
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
@@ -90,6 +90,10 @@ def profile(precision: str, steps: int) -> dict[str, Any]:
     dtype = resolve_dtype(cfg.train.precision, cfg.model.dtype)
     model = load_for_objective(cfg, dtype, tokenizer)
     model = apply_method(model, cfg.method, cfg.lora, False, cfg, tokenizer)
+    if compiled:
+        from instructune.training.compile import compile_layers
+
+        compile_layers(model)
     collate = train_set.collator(tokenizer.pad_token_id)
     size = cfg.train.micro_batch_size
     batches = [collate([train_set[i * size + j] for j in range(size)]) for i in range(steps + 1)]
@@ -104,7 +108,7 @@ def profile(precision: str, steps: int) -> dict[str, Any]:
         optimizer.step()
         optimizer.zero_grad()
 
-    step(batches[0])  # warm-up: first-call allocations and kernel choices
+    step(batches[0])  # warm-up: first-call allocations, kernel choices, compilation
     with torch_profile(
         activities=[ProfilerActivity.CPU], record_shapes=True, with_flops=True
     ) as prof:
@@ -128,14 +132,17 @@ def profile(precision: str, steps: int) -> dict[str, Any]:
         "flops": dict(flops),
         "peak_gflops": matmul_peak(dtype),
         "threads": torch.get_num_threads(),
+        "compiled": compiled,
     }
 
 
 def table(result: dict[str, Any]) -> str:
     total = sum(result["seconds"].values())
     peak = result["peak_gflops"]
+    kind = result["dtype"] + (" compiled" if result["compiled"] else "")
     lines = [
-        f"{result['dtype']}: {result['step_s']:.2f} s/step (profiled: {total:.2f} s of op time), "
+        f"{kind}: {result['step_s']:.2f} s/step "
+        f"(profiled: {total:.2f} s of op time), "
         f"matmul peak {peak:.0f} GFLOP/s, {result['threads']} threads",
         "",
         "| block | s/step | share | GFLOP/s | of peak |",
@@ -154,8 +161,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--compile", action="store_true", help="compile the decoder layers first")
     args = parser.parse_args()
-    print(table(profile(args.precision, args.steps)))
+    print(table(profile(args.precision, args.steps, args.compile)))
 
 
 if __name__ == "__main__":

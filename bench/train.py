@@ -151,13 +151,12 @@ def rates(tokens: int, trained: int, steps: int, seconds: float, first: float) -
     """Steady rates over the steps after the first (which carries compilation and warm-up, and is
     reported as `first_step_s`); packed steps feed nearly equal tokens, so the first step's share
     is taken as 1/steps."""
-    steady = (steps - 1) / steps if steps > 1 else 1.0
-    rest = seconds - first if steps > 1 else seconds
+    rest_steps, rest = common.steady_seconds(steps, seconds, first)
     return {
         "first_step_s": first,
-        "step_s": rest / max(steps - 1, 1),
-        "tokens_per_s": tokens * steady / rest,
-        "trained_tokens_per_s": trained * steady / rest,
+        "step_s": rest / rest_steps,
+        "tokens_per_s": tokens * rest_steps / steps / rest,
+        "trained_tokens_per_s": trained * rest_steps / steps / rest,
         "tokens_per_s_with_first": tokens / seconds,
     }
 
@@ -166,7 +165,6 @@ def worker_trl(steps: int) -> dict[str, Any]:
     import torch
     from datasets import Dataset
     from peft import LoraConfig
-    from transformers import TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
     from instructune.data.pipeline import prepare_dataset
@@ -206,14 +204,7 @@ def worker_trl(steps: int) -> dict[str, Any]:
         save_strategy="no",
     )
     counts = {"tokens": 0, "trained": 0}
-    clock: dict[str, Any] = {"steps": []}
-
-    class StepTimes(TrainerCallback):
-        def on_step_begin(self, *args: Any, **kwargs: Any) -> None:
-            clock["start"] = time.perf_counter()
-
-        def on_step_end(self, *args: Any, **kwargs: Any) -> None:
-            clock["steps"].append(time.perf_counter() - clock["start"])
+    timer = common.step_timer()
 
     class CountingSFT(SFTTrainer):  # counts what each micro-batch really feeds the model
         def training_step(self, model: Any, inputs: Any, num_items_in_batch: Any = None) -> Any:
@@ -233,12 +224,12 @@ def worker_trl(steps: int) -> dict[str, Any]:
         train_dataset=Dataset.from_list([convert(r) for r in rows]),
         processing_class=tokenizer,
         peft_config=lora,
-        callbacks=[StepTimes()],
+        callbacks=[timer],
     )
     start = time.perf_counter()
     output = trainer.train()
     seconds = output.metrics.get("train_runtime", time.perf_counter() - start)
-    steps_s = clock["steps"]
+    steps_s = timer.steps
     return {
         "side": "trl",
         "steps": trainer.state.global_step,

@@ -23,8 +23,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from instructune.training.forward import causal_lm_parts
-
 logger = logging.getLogger(__name__)
 
 AUTO_MIN_PARAMS = 50_000_000
@@ -35,7 +33,7 @@ def wants_compile(setting: bool | str, model: nn.Module, method: str) -> bool:
     """`train.compile` resolved for this model and method."""
     if setting != "auto":
         return bool(setting)
-    if method == "qlora":
+    if method not in ("lora", "full", "ia3"):  # 4-bit (qlora) and virtual-token methods stay eager
         return False
     return sum(p.numel() for p in model.parameters()) >= AUTO_MIN_PARAMS
 
@@ -43,16 +41,19 @@ def wants_compile(setting: bool | str, model: nn.Module, method: str) -> bool:
 def compile_layers(model: nn.Module) -> int:
     """Compile every decoder layer's training forward in place; the number of layers compiled."""
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(CACHE_DIR))
-    decoder, _ = causal_lm_parts(model)
-    layers = getattr(decoder, "layers", None)
-    if not isinstance(layers, nn.ModuleList):
-        logger.info("train.compile: %s has no `layers` list; running eagerly", type(decoder))
+    unwrap: Any = getattr(model, "get_base_model", None)
+    base: Any = unwrap() if callable(unwrap) else model
+    # The body's layer list: `model.layers` in every transformers decoder (causal LM, reward head).
+    layers = next(
+        (m.layers for m in base.modules() if isinstance(getattr(m, "layers", None), nn.ModuleList)),
+        None,
+    )
+    if layers is None:
+        logger.info("train.compile: %s has no `layers` list; running eagerly", type(base).__name__)
         return 0
     for layer in layers:
         layer.forward = _training_compiled(layer.forward)
     # The first layer's input must require grad like the others', else it gets a graph of its own.
-    unwrap: Any = getattr(model, "get_base_model", None)
-    base: Any = unwrap() if callable(unwrap) else model
     base.enable_input_require_grads()
     return len(layers)
 
