@@ -7,11 +7,11 @@ What is deliberately *not* handed to the Trainer:
 - tensorboard: we attach its callback with a writer under `output_dir/tensorboard` instead of the
   Trainer's default folder inside the checkpoints.
 
-Mixed precision: on CPU the weights' dtype (`models.resolve_dtype`) is the compute dtype and
-autocast stays off; LoRA parameters stay float32 (peft upcasts adapters). On this repo's CPUs
-bfloat16 is emulated (no AVX512-BF16/AMX) and runs ~4-10x slower than float32, so `auto` picks
-float32 there; where bf16 is native, bf16 weights are used directly, without an autocast layer.
-On CUDA, autocast in the weights' dtype also covers the float32 adapter matmuls.
+Mixed precision: on CPU the weights' dtype (`models.resolve_dtype`) is the compute dtype and the
+Trainer's autocast stays off. Where bf16 is emulated (no AVX512-BF16/AMX) it runs ~4-10x slower
+than float32, so `auto` picks float32 there; where bf16 is native, bf16 weights are used
+directly. Adapter parameters stay float32 masters; `training.forward.adapter_autocast` runs
+their matmuls in the weights' half dtype around the model's forward, on CPU and CUDA alike.
 """
 
 from __future__ import annotations

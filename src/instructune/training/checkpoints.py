@@ -38,6 +38,7 @@ RESUMABLE = (
     "train.eval_steps",
     "train.report_to",
     "train.num_threads",
+    "train.compile",  # how the same forward runs, not what it computes
     "data.show_examples",
     "data.audit",
     "eval",

@@ -83,19 +83,27 @@ def adapter_autocast(model: nn.Module) -> Iterator[None]:
     peft keeps adapter weights in float32 and casts each adapted layer's input up to float32: on
     a bf16 base that is a copy in, a float32 matmul and a float32 add per layer. Under autocast
     the adapter matmuls run in bf16 (the float32 weights are cast, their gradients flow back to
-    float32), and peft's input cast is switched off (`peft.helpers.disable_input_dtype_casting`,
-    its documented switch for exactly this) so activations stay bf16 end to end. A float32 or
-    fully trainable model is left alone.
+    float32), and peft's input cast is switched off (its documented `cast_input_dtype_enabled`
+    switch) so activations stay bf16 end to end. A float32 or fully trainable model is left
+    alone.
     """
     base_dtype, adapter_dtype = _weight_dtypes(model)
     if base_dtype not in (torch.bfloat16, torch.float16) or adapter_dtype != torch.float32:
         yield
         return
-    from peft.helpers import disable_input_dtype_casting
-
+    # peft.helpers.disable_input_dtype_casting does this too, but fails on layers (IA3's) that
+    # never set the attribute; a layer without it casts, as peft's `_cast_input_dtype` reads it.
+    layers: list[Any] = [m for m in model.modules() if hasattr(m, "_cast_input_dtype")]
+    saved = [getattr(m, "cast_input_dtype_enabled", True) for m in layers]
     device = next(model.parameters()).device.type
-    with torch.autocast(device, dtype=base_dtype), disable_input_dtype_casting(model):
-        yield
+    try:
+        for layer in layers:
+            layer.cast_input_dtype_enabled = False
+        with torch.autocast(device, dtype=base_dtype):
+            yield
+    finally:
+        for layer, value in zip(layers, saved, strict=True):
+            layer.cast_input_dtype_enabled = value
 
 
 def _weight_dtypes(model: nn.Module) -> tuple[torch.dtype | None, torch.dtype | None]:
