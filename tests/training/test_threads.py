@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -54,6 +55,23 @@ def test_a_busy_process_counts_as_load() -> None:
     second = sample()
     assert second is not None and second.at - first.at >= 0.9
     assert others_load(first, second) >= 0.5  # at least the child's second of CPU, over ~1 s
+
+
+def test_our_own_child_processes_are_not_competition() -> None:
+    """A live child (like inductor's compile workers) burning CPU counts as ours."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import time\nt=time.time()\nwhile time.time()-t<3: pass"]
+    )
+    try:
+        time.sleep(0.5)  # past the interpreter's start-up
+        first = sample()
+        time.sleep(1.0)
+        second = sample()
+        assert first is not None and second is not None
+        assert second.ours - first.ours >= 0.5  # the child's CPU second, counted as ours
+    finally:
+        child.kill()
+        child.wait()
 
 
 def test_num_threads_overrides_the_policy() -> None:
