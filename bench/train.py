@@ -16,7 +16,7 @@ forward and the input gradients) against the peak of the dtype that side trained
 runs `--shared-steps` steps beside a busy process (a Python loop on one core): once with the
 thread policy (training/threads.py), once with threads fixed to every core, torch's default.
 
-    .venv/bin/python bench/train.py [--steps 10] [--shared-steps 3]
+    .venv/bin/python bench/train.py [--steps 10] [--shared-steps 3] [--fp32]
 
 Each side runs in its own subprocess so peak RSS is its own.
 """
@@ -161,7 +161,7 @@ def rates(tokens: int, trained: int, steps: int, seconds: float, first: float) -
     }
 
 
-def worker_trl(steps: int) -> dict[str, Any]:
+def worker_trl(steps: int, force_fp32: bool = False) -> dict[str, Any]:
     import torch
     from datasets import Dataset
     from peft import LoraConfig
@@ -173,7 +173,7 @@ def worker_trl(steps: int) -> dict[str, Any]:
     cfg = _config(steps, str(WORK / "trl"))
     tokenizer = load_tokenizer(cfg.model)
     held = prepare_dataset(cfg.data, tokenizer).eval  # scored the same way as ours
-    bf16 = bf16_supported()
+    bf16 = bf16_supported() and not force_fp32
     dtype = torch.bfloat16 if bf16 else torch.float32
     model = load_model(cfg.model, dtype, "full", None, for_training=True)
     rows = [json.loads(line) for line in Path(cfg.data.train[0].path).read_text().splitlines()]
@@ -231,7 +231,7 @@ def worker_trl(steps: int) -> dict[str, Any]:
     seconds = output.metrics.get("train_runtime", time.perf_counter() - start)
     steps_s = timer.steps
     return {
-        "side": "trl",
+        "side": "trl fp32" if force_fp32 else "trl",
         "steps": trainer.state.global_step,
         "tokens": counts["tokens"],
         "trained_tokens": counts["trained"],
@@ -292,6 +292,7 @@ WORKERS: dict[str, Any] = {
         steps, threads=os.cpu_count() or 1, side="shared, fixed"
     ),
     "trl": worker_trl,
+    "trl_fp32": lambda steps: worker_trl(steps, force_fp32=True),
     "matmul": worker_matmul,
 }
 
@@ -315,6 +316,12 @@ def main() -> None:
     parser.add_argument("--worker", choices=sorted(WORKERS))
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--shared-steps", type=int, default=3)
+    parser.add_argument(
+        "--fp32",
+        action="store_true",
+        help="only ours vs TRL both in fp32: on a CPU with native bf16, the comparison a CPU "
+        "without it gets (fp32 matmuls use the same AVX-512 FMA units either way)",
+    )
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(WORKERS[args.worker](args.steps)))
@@ -322,6 +329,9 @@ def main() -> None:
     peak = run_worker("matmul", args.steps)
     print(f"CPU: {cpu_model()}; flags: {' '.join(peak['flags'])}")
     print(f"bf16 native: {peak['bf16_native']}")
+    if args.fp32:
+        report(peak, [run_worker("ours_fp32", args.steps)], run_worker("trl_fp32", args.steps), [])
+        return
     sides = ["ours", "ours_ckpt", *(["ours_fp32"] if peak["bf16_native"] else [])]
     runs = [run_worker(side, args.steps) for side in sides]
     trl = run_worker("trl", args.steps)
@@ -350,8 +360,7 @@ def report(
         }
         for r in runs
     }
-    quiet = runs[0]["step_s"]
-    slowdown = {r["side"]: r["step_s"] / quiet for r in shared}
+    slowdown = {r["side"]: r["step_s"] / runs[0]["step_s"] for r in shared}
     out = {"matmul": peak, "runs": [*runs, trl], "vs_trl": ratios, "shared": shared}
     print(json.dumps(out | {"shared_slowdown": slowdown}, indent=2))
     print(
