@@ -55,14 +55,19 @@ def sample() -> CpuSample | None:
 
 
 def _cpu_ticks(pid: str) -> int:
-    """utime + stime of a process (fields 14 and 15 of proc(5)); 0 once it has exited."""
+    """utime + stime of a process and of its children it has waited for (fields 14-17 of
+    proc(5)); 0 once it has exited.
+
+    The waited-for children matter: inductor's compile workers run short-lived compiler
+    processes, which exit between two samples; without cutime/cstime their CPU time left "ours"
+    but stayed in /proc/stat's busy time, and a cold compile read as 0.8 cores of competition."""
     try:
         own = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         if pid == "self":
             raise
         return 0
-    return int(own[11]) + int(own[12])
+    return int(own[11]) + int(own[12]) + int(own[13]) + int(own[14])
 
 
 def _descendants(pid: str, depth: int = 4) -> list[str]:
