@@ -74,8 +74,8 @@ def test_children_that_exited_stay_ours() -> None:
     subprocess.run([sys.executable, "-c", _BUSY_SECOND], check=True)
     second = sample()
     assert first is not None and second is not None
+    # (others_load itself is not asserted: pytest-xdist's other worker may be busy meanwhile)
     assert second.ours - first.ours >= 0.8
-    assert others_load(first, second) < 0.4
 
 
 def test_our_own_child_processes_are_not_competition() -> None:
