@@ -36,7 +36,8 @@ class CpuSample:
     busy: float
     """Seconds all cores spent busy since boot (/proc/stat)."""
     ours: float
-    """Seconds this process spent on a CPU (/proc/self/stat utime + stime)."""
+    """Seconds this process, its live descendants and the children it has waited for spent on
+    a CPU (/proc/PID/stat utime + stime + cutime + cstime)."""
 
 
 def sample() -> CpuSample | None:
