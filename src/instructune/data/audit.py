@@ -165,10 +165,11 @@ def _prompt_problems(
         if conv is None or len(ex.spans) == 0:
             continue
         tmpl = raw if is_raw_conversation(conv.messages) else template
-        dicts = [{"role": m.role, "content": m.content} for m in conv.messages]
+        dicts, tools = tmpl.inputs(conv.messages, conv.meta or None)
+        shift = len(dicts) - len(conv.messages)  # a system turn holding the tools
         turns = [i for i, m in enumerate(conv.messages) if m.role == "assistant"]
         for j, i in enumerate(turns[len(turns) - len(ex.spans) :]):
-            prompts.append(tmpl.render_dicts(dicts[:i], True, conv.meta or None))
+            prompts.append(tmpl.render_dicts(dicts[: i + shift], True, conv.meta or None, tools))
             owners.append((ex, j))
     encs = tokenizer.backend_tokenizer.encode_batch_fast(prompts, add_special_tokens=False)
     problems: dict[int, tuple[Example, str]] = {}

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from instructune.data.conversation import Conversation, Message
+from instructune.data.messages import template_messages
 
 if TYPE_CHECKING:
     import jinja2
@@ -105,6 +106,15 @@ class Template:
     source_text: str
     _compiled: jinja2.Template = field(repr=False)
     _context: Mapping[str, Any] = field(repr=False)
+    uses: frozenset[str] = frozenset()
+    """Names the template's source references (variables, attributes, constant subscripts):
+    whether it takes `tools`, renders `tool_calls` or `reasoning_content` (see `referenced`)."""
+
+    def inputs(
+        self, messages: Sequence[Message], meta: Mapping[str, str] | None = None
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
+        """(message dicts, tools) as this template takes them (`messages.template_messages`)."""
+        return template_messages(messages, meta, self.uses)
 
     def render(
         self,
@@ -112,14 +122,15 @@ class Template:
         add_generation_prompt: bool = False,
         meta: Mapping[str, str] | None = None,
     ) -> str:
-        dicts = [{"role": m.role, "content": m.content} for m in messages]
-        return self.render_dicts(dicts, add_generation_prompt, meta)
+        dicts, tools = self.inputs(messages, meta)
+        return self.render_dicts(dicts, add_generation_prompt, meta, tools)
 
     def render_dicts(
         self,
-        messages: list[dict[str, str]],
+        messages: list[dict[str, Any]],
         add_generation_prompt: bool = False,
         meta: Mapping[str, str] | None = None,
+        tools: list[dict[str, Any]] | None = None,
     ) -> str:
         """`render` on already-converted messages (the tokenizer's hot loop renders prefixes).
 
@@ -132,6 +143,8 @@ class Template:
             {
                 **self._context,
                 "messages": messages,
+                "tools": tools,  # None without tools, as transformers passes them
+                "documents": None,
                 "add_generation_prompt": add_generation_prompt,
                 "meta": meta,
             },
@@ -236,16 +249,23 @@ def render_conversation(
     ):
         msgs = [Message("system", system_prompt), *msgs]
         conv = Conversation(msgs, conv.source, conv.label, conv.meta)
-    dicts = [{"role": m.role, "content": m.content} for m in msgs]
     meta = conv.meta or None
-    full = template.render_dicts(dicts, False, meta)
+    dicts, tools = template.inputs(msgs, meta)
+    # tools rendered into the system prompt add a turn: message i is dicts[i + shift]
+    shift = len(dicts) - len(msgs)
+    full = template.render_dicts(dicts, False, meta, tools)
     turns = [i for i, m in enumerate(msgs) if m.role == "assistant"]
     if train_on_turns == "last":
         turns = turns[-1:]
     bounds = []
     for i in turns:
-        prompt = template.render_dicts(dicts[:i], True, meta)
-        turn = full if i + 1 == len(dicts) else template.render_dicts(dicts[: i + 1], False, meta)
+        k = i + shift
+        prompt = template.render_dicts(dicts[:k], True, meta, tools)
+        turn = (
+            full
+            if k + 1 == len(dicts)
+            else template.render_dicts(dicts[: k + 1], False, meta, tools)
+        )
         for part, whole, what in ((prompt, turn, "generation prompt"), (turn, full, "turn")):
             if not whole.startswith(part):
                 raise TemplateMismatch(
@@ -291,4 +311,21 @@ def compile_template(name: str, source: str, tokenizer: Any) -> Template:
     if "eos_token" in source and not context["eos_token"]:
         raise TemplateError(f"template {name!r} uses eos_token but the tokenizer has none")
     context = {**compiled.globals, **context}  # what render() would merge on every call
-    return Template(name=name, source_text=source, _compiled=compiled, _context=context)
+    uses = referenced(compiled.environment.parse(source))
+    return Template(name, source, compiled, context, uses)
+
+
+def referenced(ast: Any) -> frozenset[str]:
+    """Every name, attribute and constant subscript in a parsed template: `tools` when it reads
+    the variable, `tool_calls` for `message.tool_calls` or `message['tool_calls']`, ..."""
+    from jinja2 import nodes
+
+    names: set[str] = set()
+    for node in ast.find_all((nodes.Name, nodes.Getattr, nodes.Getitem)):
+        if isinstance(node, nodes.Name):
+            names.add(node.name)
+        elif isinstance(node, nodes.Getattr):
+            names.add(node.attr)
+        elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
+            names.add(node.arg.value)
+    return frozenset(names)
