@@ -22,6 +22,7 @@ from instructune.data.examples import IGNORE_INDEX
 from instructune.data.formats import FORMATS
 from instructune.data.messages import TOOLS_HEADER
 from instructune.data.pipeline import prepare_dataset
+from instructune.data.preference import rejected_conversation
 from instructune.data.split import dedup
 from instructune.data.templates import Template, compile_template
 from instructune.data.tokenize import encode_conversations
@@ -368,3 +369,29 @@ def test_tool_results_are_never_trained_even_with_train_on_turns_all() -> None:
     trained = "".join(_trained(tok, ex.input_ids, ex.labels))
     assert "RESULT" in tok.decode(ex.input_ids.tolist()) and "RESULT" not in trained
     assert "get_weather" in trained
+
+
+def test_only_a_string_starting_with_the_hh_marker_is_a_transcript() -> None:
+    quoting = "The log said:\n\nHuman: hello\n\nAssistant: hi"
+    row = {"prompt": "What did the log say?", "chosen": quoting, "rejected": "Nothing."}
+    conv = FORMATS["preference"].to_conversation(row, "p:1")
+    assert conv.messages == [
+        Message("user", "What did the log say?"),
+        Message("assistant", quoting),
+    ]
+    hh = {"chosen": "\n\nHuman: Q?\n\nAssistant: A.", "rejected": "\n\nHuman: Q?\n\nAssistant: B."}
+    conv = FORMATS["preference"].to_conversation(hh, "p:2")
+    assert conv.messages == [Message("user", "Q?"), Message("assistant", "A.")]
+    assert rejected_conversation(conv).messages[-1] == Message("assistant", "B.")
+
+
+def test_a_rejected_answer_keeps_its_tool_calls_and_reasoning() -> None:
+    prompt = [{"role": "user", "content": "Weather in Paris?"}]
+    call = {"role": "assistant", "content": None, "tool_calls": [{"function": CALL}]}
+    guess = {"role": "assistant", "content": "Sunny.", "reasoning_content": "A guess."}
+    row = {"chosen": [*prompt, call], "rejected": [*prompt, guess], "tools": TOOLS_LIST}
+    conv = FORMATS["preference"].to_conversation(row, "p:1")
+    assert conv.messages[-1].tool_calls[0].name == "get_weather"
+    rejected = rejected_conversation(conv).messages[-1]
+    assert (rejected.content, rejected.reasoning) == ("Sunny.", "A guess.")
+    assert json.loads(conv.meta[TOOLS]) == TOOLS_LIST
