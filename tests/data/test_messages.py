@@ -395,3 +395,15 @@ def test_a_rejected_answer_keeps_its_tool_calls_and_reasoning() -> None:
     rejected = rejected_conversation(conv).messages[-1]
     assert (rejected.content, rejected.reasoning) == ("Sunny.", "A guess.")
     assert json.loads(conv.meta[TOOLS]) == TOOLS_LIST
+
+
+def test_legacy_function_call_reads_as_a_tool_call() -> None:
+    legacy = {
+        "role": "assistant",
+        "content": None,
+        "function_call": {**CALL, "arguments": '{"city": "Paris"}'},
+    }
+    legacy_conv = prompt_conversation({"messages": [OPENAI[1], legacy]}, "g:1")
+    conv = prompt_conversation({"messages": OPENAI[1:3]}, "g:2")
+    assert legacy_conv.messages == conv.messages
+    assert conv.messages[1].tool_calls[0].arguments == json.dumps(CALL["arguments"])

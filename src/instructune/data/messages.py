@@ -12,7 +12,8 @@ The rules, the same everywhere:
   result), or OpenAI content parts: text parts (`{type: text, text}`) are joined with `"\\n"`
   (what vLLM does); any other part type is refused.
 - **tool calls**: `tool_calls: [{id?, type: function, function: {name, arguments}}]` (or the
-  flat `{name, arguments}`); `arguments` as an object or a JSON string. A ShareGPT
+  flat `{name, arguments}`), or OpenAI's legacy `function_call: {name, arguments}`; `arguments`
+  as an object or a JSON string. A ShareGPT
   `function_call` turn's value is one such call or a list of them as JSON; a value that is not
   is kept as the turn's text.
 - **tool results**: `tool_call_id` and `name` are kept; templates that use them get them.
@@ -99,6 +100,8 @@ def parse_message(item: Any, where: str, location: str, style: Style) -> Message
         )
     raw = item.get(content_key)
     calls = _tool_calls(item.get("tool_calls"), f"{where}.tool_calls", location)
+    if style == "openai" and item.get("function_call") is not None:  # OpenAI's legacy one call
+        calls += (_tool_call(item["function_call"], f"{where}.function_call", location),)
     if style == "sharegpt" and str(raw_role).lower() == "function_call":
         calls, raw = _sharegpt_call(raw, f"{where}.{content_key}", location)
     if raw is None and not (calls or role == "tool"):
