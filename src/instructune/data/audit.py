@@ -165,11 +165,10 @@ def _prompt_problems(
         if conv is None or len(ex.spans) == 0:
             continue
         tmpl = raw if is_raw_conversation(conv.messages) else template
-        dicts, tools = tmpl.inputs(conv.messages, conv.meta or None)
-        shift = len(dicts) - len(conv.messages)  # a system turn holding the tools
+        dicts = tmpl.message_dicts(conv.messages)
         turns = [i for i, m in enumerate(conv.messages) if m.role == "assistant"]
         for j, i in enumerate(turns[len(turns) - len(ex.spans) :]):
-            prompts.append(tmpl.render_dicts(dicts[: i + shift], True, conv.meta or None, tools))
+            prompts.append(tmpl.render_dicts(dicts[:i], True, conv.meta or None))
             owners.append((ex, j))
     encs = tokenizer.backend_tokenizer.encode_batch_fast(prompts, add_special_tokens=False)
     problems: dict[int, tuple[Example, str]] = {}

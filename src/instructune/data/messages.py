@@ -25,8 +25,8 @@ The rules, the same everywhere:
   column). Kept as canonical JSON in `Conversation.meta["tools"]`.
 - `name` on any turn is kept.
 
-What a template is given (`template_messages`): OpenAI-shaped dicts; a feature the template's
-source does not use is rendered into the text instead, in one documented format:
+What a template is given (`message_dicts`, `with_tools`): OpenAI-shaped dicts; a feature the
+template's source does not use is rendered into the text instead, in one documented format:
 tools the template does not take are appended to the system prompt (a system turn is added when
 there is none) as `TOOLS_HEADER` followed by one JSON definition per line; tool calls the template
 does not render are appended to the assistant's text as one `{"name": ..., "arguments": ...}`
@@ -36,12 +36,13 @@ JSON object per line; reasoning the template does not render is put before the a
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any, Literal
 
-from instructune.data.conversation import TOOLS, Message, Role, ToolCall, row_error
+from instructune.data.conversation import Message, Role, ToolCall, row_error
 
 Style = Literal["openai", "sharegpt"]
 
@@ -241,25 +242,37 @@ def drop_reasoning(message: Message) -> Message:
     )
 
 
-def template_messages(
-    messages: Sequence[Message], meta: Mapping[str, str] | None, uses: Collection[str]
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
-    """(message dicts, tools) for a template whose source references the names in `uses`.
+def message_dicts(messages: Sequence[Message], uses: Collection[str]) -> list[dict[str, Any]]:
+    """The messages as a template whose source references `uses` takes them, one dict each.
 
-    Tool calls, reasoning and tools the template does not reference are rendered into the text
-    (see the module docstring), so no data is silently left out of the prompt.
+    Tool calls and reasoning the template does not reference go into the text (see the module
+    docstring), so no data is silently left out of the prompt.
     """
-    raw_tools = (meta or {}).get(TOOLS)
-    tools = json.loads(raw_tools) if raw_tools else None
-    dicts = [_message_dict(m, uses) for m in messages]
-    if tools and "tools" not in uses:
-        block = "\n".join([TOOLS_HEADER, *(json.dumps(t, ensure_ascii=False) for t in tools)])
-        if dicts and dicts[0]["role"] == "system":
-            dicts[0] = {**dicts[0], "content": f"{dicts[0]['content']}\n\n{block}"}
-        else:
-            dicts.insert(0, {"role": "system", "content": block})
-        tools = None
-    return dicts, tools
+    return [_message_dict(m, uses) for m in messages]
+
+
+def with_tools(
+    dicts: list[dict[str, Any]], tools: str | None, uses: Collection[str]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
+    """(messages, the template's `tools`) for a row's tools (`Conversation.meta["tools"]`): given
+    as `tools` to a template that uses them, else appended to the system prompt (a system
+    message is added when there is none) and `tools` is None."""
+    if not tools:
+        return dicts, None
+    parsed = _parsed_tools(tools)
+    if "tools" in uses:
+        return dicts, parsed
+    block = "\n".join([TOOLS_HEADER, *(json.dumps(t, ensure_ascii=False) for t in parsed)])
+    if dicts and dicts[0]["role"] == "system":
+        return [{**dicts[0], "content": f"{dicts[0]['content']}\n\n{block}"}, *dicts[1:]], None
+    return [{"role": "system", "content": block}, *dicts], None
+
+
+@functools.lru_cache(maxsize=64)
+def _parsed_tools(tools: str) -> list[dict[str, Any]]:
+    """Parsed once per distinct tool list (every prefix render of a row reads it)."""
+    parsed: list[dict[str, Any]] = json.loads(tools)
+    return parsed
 
 
 def _message_dict(m: Message, uses: Collection[str]) -> dict[str, Any]:

@@ -17,13 +17,14 @@ compiled.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from instructune.data.conversation import Conversation, Message
-from instructune.data.messages import template_messages
+from instructune.data.conversation import TOOLS, Conversation, Message
+from instructune.data.messages import message_dicts, with_tools
 
 if TYPE_CHECKING:
     import jinja2
@@ -106,15 +107,16 @@ class Template:
     source_text: str
     _compiled: jinja2.Template = field(repr=False)
     _context: Mapping[str, Any] = field(repr=False)
-    uses: frozenset[str] = frozenset()
-    """Names the template's source references (variables, attributes, constant subscripts):
-    whether it takes `tools`, renders `tool_calls` or `reasoning_content` (see `referenced`)."""
 
-    def inputs(
-        self, messages: Sequence[Message], meta: Mapping[str, str] | None = None
-    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
-        """(message dicts, tools) as this template takes them (`messages.template_messages`)."""
-        return template_messages(messages, meta, self.uses)
+    @property
+    def uses(self) -> frozenset[str]:
+        """Names the source references (variables, attributes, constant subscripts): whether it
+        takes `tools`, renders `tool_calls` or `reasoning_content` (see `referenced`)."""
+        return referenced(self.source_text)
+
+    def message_dicts(self, messages: Sequence[Message]) -> list[dict[str, Any]]:
+        """The messages as this template takes them (`data.messages.message_dicts`)."""
+        return message_dicts(messages, self.uses)
 
     def render(
         self,
@@ -122,21 +124,23 @@ class Template:
         add_generation_prompt: bool = False,
         meta: Mapping[str, str] | None = None,
     ) -> str:
-        dicts, tools = self.inputs(messages, meta)
-        return self.render_dicts(dicts, add_generation_prompt, meta, tools)
+        return self.render_dicts(self.message_dicts(messages), add_generation_prompt, meta)
 
     def render_dicts(
         self,
         messages: list[dict[str, Any]],
         add_generation_prompt: bool = False,
         meta: Mapping[str, str] | None = None,
-        tools: list[dict[str, Any]] | None = None,
     ) -> str:
         """`render` on already-converted messages (the tokenizer's hot loop renders prefixes).
+
+        The row's tools (`meta["tools"]`) are given as `tools` or put in the system prompt
+        (`data.messages.with_tools`).
 
         What `jinja2.Template.render` does, minus its per-call merge of globals into the context
         (`_context` holds them already): same sandbox, same output, same exceptions.
         """
+        messages, tools = with_tools(messages, (meta or {}).get(TOOLS), self.uses)
         compiled = self._compiled
         compiled.environment.new_render()  # type: ignore[attr-defined]  # a fresh loop budget
         ctx = compiled.new_context(
@@ -249,23 +253,16 @@ def render_conversation(
     ):
         msgs = [Message("system", system_prompt), *msgs]
         conv = Conversation(msgs, conv.source, conv.label, conv.meta)
+    dicts = template.message_dicts(msgs)
     meta = conv.meta or None
-    dicts, tools = template.inputs(msgs, meta)
-    # tools rendered into the system prompt add a turn: message i is dicts[i + shift]
-    shift = len(dicts) - len(msgs)
-    full = template.render_dicts(dicts, False, meta, tools)
+    full = template.render_dicts(dicts, False, meta)
     turns = [i for i, m in enumerate(msgs) if m.role == "assistant"]
     if train_on_turns == "last":
         turns = turns[-1:]
     bounds = []
     for i in turns:
-        k = i + shift
-        prompt = template.render_dicts(dicts[:k], True, meta, tools)
-        turn = (
-            full
-            if k + 1 == len(dicts)
-            else template.render_dicts(dicts[: k + 1], False, meta, tools)
-        )
+        prompt = template.render_dicts(dicts[:i], True, meta)
+        turn = full if i + 1 == len(dicts) else template.render_dicts(dicts[: i + 1], False, meta)
         for part, whole, what in ((prompt, turn, "generation prompt"), (turn, full, "turn")):
             if not whole.startswith(part):
                 raise TemplateMismatch(
@@ -311,21 +308,25 @@ def compile_template(name: str, source: str, tokenizer: Any) -> Template:
     if "eos_token" in source and not context["eos_token"]:
         raise TemplateError(f"template {name!r} uses eos_token but the tokenizer has none")
     context = {**compiled.globals, **context}  # what render() would merge on every call
-    uses = referenced(compiled.environment.parse(source))
-    return Template(name, source, compiled, context, uses)
+    return Template(name=name, source_text=source, _compiled=compiled, _context=context)
 
 
-def referenced(ast: Any) -> frozenset[str]:
-    """Every name, attribute and constant subscript in a parsed template: `tools` when it reads
-    the variable, `tool_calls` for `message.tool_calls` or `message['tool_calls']`, ..."""
+@functools.lru_cache(maxsize=32)
+def referenced(source: str) -> frozenset[str]:
+    """Every name, attribute and constant subscript in a template's source: `tools` when it reads
+    the variable, `tool_calls` for `message.tool_calls` or `message['tool_calls']`, ...
+    (parsed once per template text)."""
     from jinja2 import nodes
 
+    from instructune.data.template_sandbox import sandbox_environment
+
     names: set[str] = set()
+    ast = sandbox_environment().parse(source)
     for node in ast.find_all((nodes.Name, nodes.Getattr, nodes.Getitem)):
         if isinstance(node, nodes.Name):
             names.add(node.name)
         elif isinstance(node, nodes.Getattr):
             names.add(node.attr)
-        elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
-            names.add(node.arg.value)
+        elif isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const):
+            names.add(str(node.arg.value))
     return frozenset(names)
