@@ -220,6 +220,27 @@ def end_of_turn_ids(tokenizer: Any) -> frozenset[int]:
     return frozenset(ids)
 
 
+@functools.lru_cache(maxsize=32)
+def referenced(source: str) -> frozenset[str]:
+    """Every name, attribute and constant subscript in a template's source: `tools` when it reads
+    the variable, `tool_calls` for `message.tool_calls` or `message['tool_calls']`, ...
+    (parsed once per template text)."""
+    from jinja2 import nodes
+
+    from instructune.data.template_sandbox import sandbox_environment
+
+    names: set[str] = set()
+    ast = sandbox_environment().parse(source)
+    for node in ast.find_all((nodes.Name, nodes.Getattr, nodes.Getitem)):
+        if isinstance(node, nodes.Name):
+            names.add(node.name)
+        elif isinstance(node, nodes.Getattr):
+            names.add(node.attr)
+        elif isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const):
+            names.add(str(node.arg.value))
+    return frozenset(names)
+
+
 def is_raw_conversation(messages: Sequence[Message]) -> bool:
     """A `text`-format row: one assistant message and no prompt; rendered by `raw_template`."""
     return len(messages) == 1 and messages[0].role == "assistant"
@@ -309,24 +330,3 @@ def compile_template(name: str, source: str, tokenizer: Any) -> Template:
         raise TemplateError(f"template {name!r} uses eos_token but the tokenizer has none")
     context = {**compiled.globals, **context}  # what render() would merge on every call
     return Template(name=name, source_text=source, _compiled=compiled, _context=context)
-
-
-@functools.lru_cache(maxsize=32)
-def referenced(source: str) -> frozenset[str]:
-    """Every name, attribute and constant subscript in a template's source: `tools` when it reads
-    the variable, `tool_calls` for `message.tool_calls` or `message['tool_calls']`, ...
-    (parsed once per template text)."""
-    from jinja2 import nodes
-
-    from instructune.data.template_sandbox import sandbox_environment
-
-    names: set[str] = set()
-    ast = sandbox_environment().parse(source)
-    for node in ast.find_all((nodes.Name, nodes.Getattr, nodes.Getitem)):
-        if isinstance(node, nodes.Name):
-            names.add(node.name)
-        elif isinstance(node, nodes.Getattr):
-            names.add(node.attr)
-        elif isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const):
-            names.add(str(node.arg.value))
-    return frozenset(names)
