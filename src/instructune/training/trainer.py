@@ -25,11 +25,8 @@ from transformers import Trainer
 
 from instructune.data.examples import IGNORE_INDEX
 from instructune.training.checkpoints import COUNTS_FILE, RUN_INFO_FILE, AtomicCheckpoints
-from instructune.training.forward import (
-    causal_lm_parts,
-    chunked_token_losses,
-    trained_hidden,
-)
+from instructune.training.forward import causal_lm_parts, trained_hidden
+from instructune.training.kernels import KernelPlan, summed_token_loss
 
 
 @dataclass
@@ -45,6 +42,8 @@ class InstructTrainer(AtomicCheckpoints, Trainer):
     loss_is_scaled_for_ga = True
     run_info: dict[str, Any] | None = None
     """Written into each checkpoint (resolved config, data hashes) to check resumes against."""
+    kernels: KernelPlan | None = None
+    """`train.kernels` as resolved (training/kernels.py); None: our chunked loss."""
 
     def __init__(
         self,
@@ -100,9 +99,10 @@ class InstructTrainer(AtomicCheckpoints, Trainer):
         _, lm_head = causal_lm_parts(self.accelerator.unwrap_model(model))
         # Label smoothing is a training regularizer; eval reports the plain cross-entropy.
         smoothing = self.label_smoothing if model.training else 0.0
-        losses = chunked_token_losses(lm_head, hidden, targets, self.loss_chunk_size, smoothing)
-        total = losses.sum()
-        if losses.numel() == 0:
+        total = summed_token_loss(
+            self.kernels, lm_head, hidden, targets, self.loss_chunk_size, smoothing
+        )
+        if targets.numel() == 0:
             # Keep the graph attached to every parameter: DDP waits for each one's gradient.
             total = total + hidden.sum() * 0.0
         if model.training and num_items_in_batch is not None:
@@ -110,7 +110,7 @@ class InstructTrainer(AtomicCheckpoints, Trainer):
             # DDP averages gradients over processes; the divisor is already the global count.
             loss = loss * self.accelerator.num_processes
         else:
-            loss = total / max(losses.numel(), 1)
+            loss = total / max(targets.numel(), 1)
         return (loss, {}) if return_outputs else loss
 
 
