@@ -244,7 +244,7 @@ def run_all(args: argparse.Namespace, shapes: list[str]) -> None:
     start = time.perf_counter()
     env = gpu_report.environment()
     print(gpu_report.describe_environment(env))
-    n_train, n_eval = (160, 16) if args.tiny else (None, 50)
+    n_train, n_eval = (80, 8) if args.tiny else (None, 50)
     train, held = split_files(data_file(args.data), n_train, n_eval)
     vocab = SHAPES["tiny"]["vocab_size"] if args.tiny else TOKENIZER_VOCAB
     tokenizer = build_tokenizer(train, vocab)
@@ -289,6 +289,12 @@ def run_all(args: argparse.Namespace, shapes: list[str]) -> None:
 
 
 def _build(shape: str, tokenizer: Path) -> Path:
+    """The random model's folder; built in a process of its own so the GPU memory it held is
+    free before the runs (on CPU, here)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return build_model(shape, tokenizer)
     result = common.run_worker(
         __file__,
         ["--worker", json.dumps({"side": "build", "shape": shape, "tokenizer": str(tokenizer)})],
@@ -299,11 +305,13 @@ def _build(shape: str, tokenizer: Path) -> Path:
 
 def _run_side(side: str, spec: dict[str, Any]) -> dict[str, Any]:
     """One side in its own process; a failure (out of memory, a missing kernel) is a table row."""
+    start = time.perf_counter()
     try:
-        return common.run_worker(__file__, ["--worker", json.dumps(spec | {"side": side})], side)
+        result = common.run_worker(__file__, ["--worker", json.dumps(spec | {"side": side})], side)
     except RuntimeError as err:
         lines = [ln for ln in str(err).splitlines() if ln.strip()]
-        return {"side": side, "error": lines[-1][:300] if lines else "failed"}
+        result = {"side": side, "error": lines[-1][:300] if lines else "failed"}
+    return result | {"wall_s": time.perf_counter() - start}  # process, load, compile, steps
 
 
 if __name__ == "__main__":
