@@ -97,6 +97,7 @@ class InstructTrainer(AtomicCheckpoints, Trainer):
     ) -> torch.Tensor | tuple[torch.Tensor, Any]:
         hidden, targets = trained_hidden(model, inputs)
         _, lm_head = causal_lm_parts(self.accelerator.unwrap_model(model))
+        gather_sharded_head(model, lm_head)
         # Label smoothing is a training regularizer; eval reports the plain cross-entropy.
         smoothing = self.label_smoothing if model.training else 0.0
         total = summed_token_loss(
@@ -112,6 +113,32 @@ class InstructTrainer(AtomicCheckpoints, Trainer):
         else:
             loss = total / max(targets.numel(), 1)
         return (loss, {}) if return_outputs else loss
+
+
+def gather_sharded_head(model: nn.Module, lm_head: nn.Module) -> None:
+    """Gather the LM head's weights again when FSDP2 has resharded them.
+
+    Our loss applies the head after the wrapped forward returns, to the trained positions only.
+    Under FSDP2 (`fully_shard`, accelerate's `fsdp_version: 2`) the unit holding the head (the
+    root, usually) reshards when its forward returns, leaving a sharded DTensor that the loss can't
+    multiply by. `unshard()` on the innermost FSDP unit holding the head all-gathers it again; the
+    unit's post-backward hook reshards it and reduce-scatters the head's gradient as usual
+    (`tests/training/test_fsdp.py` checks the gradients against one process on CPU, gloo).
+    """
+    from torch.distributed.tensor import DTensor
+
+    if not isinstance(getattr(lm_head, "weight", None), DTensor):
+        return
+    from torch.distributed.fsdp import FSDPModule
+
+    path = next(name for name, m in model.named_modules() if m is lm_head)
+    owners = [
+        (name, m)
+        for name, m in model.named_modules()
+        if isinstance(m, FSDPModule) and (name in ("", path) or path.startswith(name + "."))
+    ]
+    if owners:  # a DTensor from elsewhere (tensor parallelism) is left to fail in the matmul
+        max(owners, key=lambda owner: len(owner[0]))[1].unshard()
 
 
 def count_targets(labels: torch.Tensor) -> int:
