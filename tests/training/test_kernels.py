@@ -30,7 +30,7 @@ from instructune.training.kernels import (
     summed_token_loss,
 )
 from instructune.training.run import run_train
-from instructune.training.varlen import VARLEN, segment_bounds
+from instructune.training.varlen import VARLEN, segment_bounds, varlen_kwargs
 
 
 class _Example:
@@ -185,3 +185,21 @@ def test_run_records_the_kernel_plan(make_config: Any) -> None:
     want = {"setting": "auto", "device": "cpu", "loss": "chunked", "layers": "native"}
     assert manifest["kernels"] == want | {"attention": None}
     assert result.metrics["kernels"] == manifest["kernels"]
+
+
+def test_varlen_keywords_follow_the_installed_torch() -> None:
+    """torch 2.13's varlen_attn (window_size, enable_gqa, scale) and the older one (is_causal
+    only; the GPU machines have torch 2.11), read from the real signature where it exists."""
+    import inspect
+
+    from torch.nn.attention.varlen import varlen_attn
+
+    here = set(inspect.signature(varlen_attn).parameters)
+    assert varlen_kwargs(here, 32, 8, 64, 0.125) == (
+        {"window_size": (-1, 0), "enable_gqa": True, "scale": 0.125},
+        1,
+    )
+    older = {"query", "key", "value", "cu_seq_q", "cu_seq_k", "max_q", "max_k", "is_causal"}
+    assert varlen_kwargs(older, 32, 8, 64, 0.125) == ({"is_causal": True}, 4)
+    with pytest.raises(ValueError, match="no `scale`"):
+        varlen_kwargs(older, 32, 8, 64, 0.5)

@@ -85,7 +85,7 @@ def select_kernels(
     if setting == "native" or device != "cuda":
         return KernelPlan(setting, device)
     use_liger = liger  # auto or liger, on CUDA
-    varlen = packed and attn_implementation == "sdpa"
+    varlen = packed and attn_implementation == "sdpa" and _varlen_available()
     return KernelPlan(
         setting,
         device,
@@ -93,6 +93,12 @@ def select_kernels(
         layers="liger" if use_liger else "native",
         attention=_varlen_name() if varlen else None,
     )
+
+
+def _varlen_available() -> bool:
+    from instructune.training.varlen import varlen_available
+
+    return varlen_available()
 
 
 def _varlen_name() -> str:

@@ -8,7 +8,8 @@ position_ids the way transformers reads them) and handed to a varlen kernel, so 
 cross-example block is computed and no mask exists:
 
 - CUDA: `torch.nn.attention.varlen.varlen_attn` (PyTorch's own flash varlen kernel, in every CUDA
-  build of torch >= 2.10: nothing to install), with grouped-query heads natively.
+  build of torch >= 2.9: nothing to install), with grouped-query heads natively where that torch
+  supports them.
 - elsewhere (the reference path, used by the tests on CPU): causal sdpa over each example in turn.
 
 A padded batch (an attention_mask, not packed) is split the same way: wherever the mask changes
@@ -85,14 +86,66 @@ def varlen_attention(
         t.transpose(1, 2).reshape(batch * length, t.shape[1], dim) for t in (query, key, value)
     )
     if q.is_cuda:
-        from torch.nn.attention.varlen import varlen_attn
-
-        out: Any = varlen_attn(
-            q, k, v, cu, cu, longest, longest, scale=scaling, window_size=(-1, 0), enable_gqa=True
-        )
+        out = _flash_varlen(q, k, v, cu, longest, scaling)
     else:
         out = _segmentwise(q, k, v, cu, scaling)
     return out.reshape(batch, length, heads, dim), None
+
+
+def varlen_available() -> bool:
+    """Whether this torch has `torch.nn.attention.varlen` (2.9 and later)."""
+    import importlib.util
+
+    return importlib.util.find_spec("torch.nn.attention.varlen") is not None
+
+
+def _flash_varlen(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    cu: torch.Tensor,
+    longest: int,
+    scale: float | None,
+) -> torch.Tensor:
+    import inspect
+
+    from torch.nn.attention.varlen import varlen_attn
+
+    names = set(inspect.signature(varlen_attn).parameters)
+    kwargs, groups = varlen_kwargs(names, q.shape[1], k.shape[1], q.shape[-1], scale)
+    if groups > 1:
+        k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+    out: Any = varlen_attn(q, k, v, cu, cu, longest, longest, **kwargs)
+    return out  # type: ignore[no-any-return]
+
+
+def varlen_kwargs(
+    names: set[str], q_heads: int, kv_heads: int, head_dim: int, scale: float | None
+) -> tuple[dict[str, Any], int]:
+    """(keywords for this torch's `varlen_attn`, times to repeat key/value heads).
+
+    Its keywords changed between releases: `is_causal` (2.9-2.11) or `window_size=(-1, 0)`;
+    `enable_gqa` and `scale` only in later ones. Without `enable_gqa` the key/value heads are
+    repeated here; without `scale` the kernel's 1/sqrt(head_dim) must be the model's.
+    """
+    kwargs: dict[str, Any] = {}
+    if "window_size" in names:
+        kwargs["window_size"] = (-1, 0)
+    else:
+        kwargs["is_causal"] = True
+    groups = 1
+    if "enable_gqa" in names:
+        kwargs["enable_gqa"] = True
+    else:
+        groups = q_heads // kv_heads
+    if "scale" in names:
+        kwargs["scale"] = scale
+    elif scale is not None and abs(scale - head_dim**-0.5) > 1e-6:
+        raise ValueError(
+            f"this torch's varlen_attn has no `scale` and the model's is {scale}; "
+            "use train.kernels: native"
+        )
+    return kwargs, groups
 
 
 _last: list[Any] = []
