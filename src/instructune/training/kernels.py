@@ -156,11 +156,14 @@ def summed_token_loss(
         plan is not None
         and plan.loss == "liger"
         and type(lm_head) is nn.Linear
+        and not is_zero3_partitioned(lm_head)
         and torch.is_grad_enabled()
         and hidden.requires_grad
         and targets.numel() > 0
     )
     if not fused:
+        if is_zero3_partitioned(lm_head):
+            lm_head = _ModuleCall(lm_head)
         losses = chunked_token_losses(
             lm_head, hidden, targets, chunk_size, label_smoothing, logit_softcap
         )
@@ -178,3 +181,26 @@ def summed_token_loss(
         reduction="sum",
     )
     return total.float()
+
+
+def is_zero3_partitioned(module: nn.Module) -> bool:
+    """Whether DeepSpeed ZeRO-3 manages this module's weight (its parameters carry `ds_id`).
+
+    ZeRO-3 gathers a module's weights in hooks around the module's own call and partitions them
+    again afterwards. The fused loss reads `weight` directly, outside any call, where it is an
+    empty partition; such a head goes through the chunked path that calls the module instead.
+    """
+    return hasattr(getattr(module, "weight", None), "ds_id")
+
+
+class _ModuleCall(nn.Module):
+    """Calls the wrapped head as a module (so ZeRO-3's hooks gather it), never reading its weight;
+    not a plain `nn.Linear`, so `chunked_token_losses` takes its per-chunk autograd path."""
+
+    def __init__(self, head: nn.Module) -> None:
+        super().__init__()
+        self.head = head
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.head(hidden)
+        return out
