@@ -101,6 +101,8 @@ SHAPES: dict[str, dict[str, Any]] = {
     },
 }  # fmt: skip
 METHODS = ("lora", "qlora", "full")
+# `--shapes all`: the goal shapes (1B, 8B) first, so the time budget cuts the others
+DEFAULT_ORDER = ("llama-3.2-1b", "llama-3.1-8b", "qwen2.5-0.5b", "llama-3.2-3b")
 
 
 def data_file(explicit: str | None) -> Path:
@@ -230,7 +232,7 @@ def main() -> None:
     if args.tiny:
         args.shapes, args.seq_len, args.micro_batch = "tiny", 256, 2
         args.steps = min(args.steps, 3)
-    shapes = [s for s in SHAPES if s != "tiny"] if args.shapes == "all" else args.shapes.split(",")
+    shapes = list(DEFAULT_ORDER) if args.shapes == "all" else args.shapes.split(",")
     for name in shapes:
         if name not in SHAPES:
             raise SystemExit(f"--shapes: unknown {name!r}; known: {', '.join(SHAPES)}")
@@ -257,25 +259,22 @@ def run_all(args: argparse.Namespace, shapes: list[str]) -> None:
     }  # fmt: skip
     print("settings:", json.dumps(settings))
     runs: list[dict[str, Any]] = []
-    for shape in shapes:
-        folder: Path | None = None
-        for method in args.methods.split(","):
+    folders: dict[str, Path] = {}
+    # method-major, in the order given: with the time budget, the first rows are the ones that run
+    for method in args.methods.split(","):
+        for shape in shapes:
             plan = plan_run(shape, method, tokens, env.get("gpu_memory_bytes"))
-            base = {"shape": shape, "method": method, **plan}
-            if plan["skip"] is None and method == "qlora" and not env["bitsandbytes_cuda"]:
-                plan["skip"] = "bitsandbytes with CUDA is not installed"
-            if plan["skip"] is None and time.perf_counter() - start > args.budget_s:
-                plan["skip"] = f"time budget ({args.budget_s:.0f} s) spent"
-            if plan["skip"] is not None:
-                runs += [
-                    base | {"side": side, "skipped": plan["skip"]} for side in args.sides.split(",")
-                ]
+            skip = _skip_reason(plan, method, env, time.perf_counter() - start, args.budget_s)
+            base = {"shape": shape, "method": method, "estimated_gb": plan["estimated_gb"]}
+            if skip is not None:
+                runs += [base | {"side": side, "skipped": skip} for side in args.sides.split(",")]
                 continue
-            if folder is None:
-                folder = _build(shape, tokenizer)
+            if shape not in folders:
+                folders[shape] = _build(shape, tokenizer)
             spec = {
-                "shape": shape, "method": method, "folder": str(folder), "train": str(train),
-                "eval": str(held), "tiny": args.tiny, "checkpointing": plan["checkpointing"],
+                "shape": shape, "method": method, "folder": str(folders[shape]),
+                "train": str(train), "eval": str(held), "tiny": args.tiny,
+                "checkpointing": plan["checkpointing"],
                 **{k: settings[k] for k in ("steps", "seq_len", "micro_batch")},
             }  # fmt: skip
             for side in args.sides.split(","):
@@ -286,6 +285,18 @@ def run_all(args: argparse.Namespace, shapes: list[str]) -> None:
     out = {"environment": env, "settings": settings, "runs": runs}
     gpu_report.write(Path(args.out), out)
     print(gpu_report.markdown(out))
+
+
+def _skip_reason(
+    plan: dict[str, Any], method: str, env: dict[str, Any], elapsed: float, budget: float
+) -> str | None:
+    if plan["skip"] is not None:
+        return str(plan["skip"])
+    if method == "qlora" and not env["bitsandbytes"]:
+        return "bitsandbytes is not installed"
+    if elapsed > budget:
+        return f"time budget ({budget:.0f} s) spent"
+    return None
 
 
 def _build(shape: str, tokenizer: Path) -> Path:

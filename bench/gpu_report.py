@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from packaging.requirements import Requirement
+
 # Dense bf16 tensor-core peaks (TFLOP/s, no sparsity) by device name; first match wins, so the
 # more specific names come first. An unlisted device reports MFU as unknown.
 PEAK_TFLOPS: list[tuple[str, float]] = [
@@ -29,6 +31,7 @@ PACKAGES = (
 )  # fmt: skip
 # What a bare GPU machine with its own torch needs to run bench/gpu.py (and TRL beside it).
 CARRY_ROOTS = ("instructune", "trl", "datasets", "liger-kernel")
+LIGER_PIN = "liger-kernel==0.8.5"  # pyproject.toml's `gpu` extra (a test keeps them equal)
 NOT_CARRIED = re.compile(r"^(torch|triton|nvidia-.*|cuda-.*|setuptools|pip|wheel)$")
 
 
@@ -66,7 +69,7 @@ def environment() -> dict[str, Any]:
             "gpu_memory_bytes": int(props.total_memory),
             "peak_bf16_tflops": peak_tflops(props.name),
         }
-    env["bitsandbytes_cuda"] = env["versions"]["bitsandbytes"] is not None
+    env["bitsandbytes"] = env["versions"]["bitsandbytes"] is not None
     return env
 
 
@@ -186,11 +189,12 @@ def carry_pins() -> list[str]:
             seen[key] = "(not installed here)"
             continue
         seen[key] = dist.version
-        for req in dist.requires or []:
-            if "extra ==" in req:
-                continue
-            todo.append(re.split(r"[\s<>=!~;\[(]", req, maxsplit=1)[0])
-    return [f"{k}=={v}" for k, v in sorted(seen.items()) if not v.startswith("(")]
+        for text in dist.requires or []:
+            req = Requirement(text)  # markers: no extras, and this (Linux) machine's platform
+            if req.marker is None or req.marker.evaluate({"extra": ""}):
+                todo.append(req.name)
+    pins = {k: f"{k}=={v}" for k, v in seen.items() if not v.startswith("(")}
+    return sorted(({"liger-kernel": LIGER_PIN} | pins).values())
 
 
 def print_carry_plan() -> None:

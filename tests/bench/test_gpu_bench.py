@@ -128,3 +128,12 @@ def test_carry_plan_pins_what_the_device_lacks_but_not_torch() -> None:
     assert {"transformers", "peft", "trl", "accelerate"} <= names
     assert not any(n == "torch" or n.startswith("nvidia-") or n == "triton" for n in names)
     assert "transformers==5.23.0" in pins
+    assert "colorama" not in names  # Windows-only requirements are left out
+
+
+def test_carry_plan_liger_pin_is_the_gpu_extra() -> None:
+    import tomllib
+
+    pyproject = tomllib.loads((BENCH.parent / "pyproject.toml").read_text(encoding="utf-8"))
+    assert pyproject["project"]["optional-dependencies"]["gpu"] == [gpu_report.LIGER_PIN]
+    assert gpu_report.LIGER_PIN in gpu_report.carry_pins()  # not installed here, carried anyway
