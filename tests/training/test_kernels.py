@@ -228,3 +228,10 @@ def test_a_zero3_partitioned_head_is_called_as_a_module(tiny_model: Any) -> None
     torch.testing.assert_close(got, want)
     torch.testing.assert_close(got_grad, want_grad)
     assert not is_zero3_partitioned(head)
+
+
+def test_run_with_liger_on_cpu_stops_with_the_config_error(make_config: Any) -> None:
+    cfg = make_config(train={"max_steps": 1, "kernels": "liger"})
+    with pytest.raises(ConfigError, match=r"train\.kernels: liger needs a CUDA GPU"):
+        run_train(cfg)
+    assert not (Path(cfg.output_path) / "metrics.jsonl").exists()  # nothing trained

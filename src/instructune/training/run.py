@@ -126,9 +126,10 @@ def run_train(
         check_data(saved, prepared.hashes, checkpoint)
     train_set, eval_set = datasets(prepared)
 
+    plan = _kernel_plan(cfg, train_set.packed)  # a `liger` that can't run stops before loading
     dtype = resolve_dtype(cfg.train.precision, cfg.model.dtype)
     model = load_for_objective(cfg, dtype, tokenizer)
-    kernels = apply_kernels(model, _kernel_plan(cfg, train_set.packed))  # before PEFT wraps it
+    kernels = apply_kernels(model, plan)  # before PEFT wraps it
     model = apply_method(
         model, cfg.method, cfg.lora, cfg.train.gradient_checkpointing, cfg, tokenizer
     )
