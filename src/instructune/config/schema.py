@@ -266,6 +266,12 @@ class TrainConfig(StrictModel):
     on for models of 50M+ parameters with dense weights (not qlora)."""
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     """`auto`: bf16 where the hardware supports it (CPU included), else fp32."""
+    kernels: Literal["auto", "liger", "native"] = "auto"
+    """Loss, layer and attention kernels (training/kernels.py). `auto`: on a CUDA GPU, Liger's
+    fused linear cross-entropy and RMSNorm/RoPE/SwiGLU kernels where `liger_kernel` is installed
+    (`instructune[gpu]`), and varlen attention for packed rows; our chunked loss and the model's
+    own layers otherwise, and always on CPU. `liger`: Liger or an error. `native`: our kernels
+    everywhere (the reference path)."""
     max_grad_norm: float | None = Field(default=1.0, gt=0)
     label_smoothing: float = Field(default=0.0, ge=0.0, lt=1.0)
     neftune_noise_alpha: float | None = Field(default=None, gt=0)

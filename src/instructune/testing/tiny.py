@@ -6,6 +6,7 @@ here touches the network. The tokenizer has a ChatML chat template like SmolLM2'
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 CHATML_TEMPLATE = (
@@ -27,8 +28,12 @@ _CORPUS = [
 ]
 
 
-def tiny_tokenizer(vocab_size: int = 400, pad_is_eos: bool = False) -> Any:
-    """A fast tokenizer with ChatML specials and chat template; `pad_is_eos` mimics SmolLM2."""
+def tiny_tokenizer(
+    vocab_size: int = 400, pad_is_eos: bool = False, corpus: Sequence[str] | None = None
+) -> Any:
+    """A fast tokenizer with ChatML specials and chat template; `pad_is_eos` mimics SmolLM2.
+    `corpus`: the texts to learn merges from (default: a few test sentences); bench/gpu.py learns
+    a full-size vocabulary from its training data this way, with no files to download."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -42,7 +47,7 @@ def tiny_tokenizer(vocab_size: int = 400, pad_is_eos: bool = False) -> Any:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    bpe.train_from_iterator(_CORPUS * 4, trainer=trainer)
+    bpe.train_from_iterator(_CORPUS * 4 if corpus is None else corpus, trainer=trainer)
     tok = PreTrainedTokenizerFast(
         tokenizer_object=bpe,
         bos_token="<|im_start|>",

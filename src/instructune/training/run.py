@@ -50,6 +50,12 @@ from instructune.training.checkpoints import (
 )
 from instructune.training.compile import compile_layers, wants_compile
 from instructune.training.interrupt import StopOnInterrupt, TrainingInterrupted
+from instructune.training.kernels import (
+    KernelPlan,
+    apply_kernels,
+    select_kernels,
+    wants_liger_layers,
+)
 from instructune.training.objectives import (
     Datasets,
     Prepared,
@@ -120,12 +126,20 @@ def run_train(
         check_data(saved, prepared.hashes, checkpoint)
     train_set, eval_set = datasets(prepared)
 
+    plan = _kernel_plan(cfg, train_set.packed)  # a `liger` that can't run stops before loading
     dtype = resolve_dtype(cfg.train.precision, cfg.model.dtype)
     model = load_for_objective(cfg, dtype, tokenizer)
+    kernels = apply_kernels(model, plan)  # before PEFT wraps it
     model = apply_method(
         model, cfg.method, cfg.lora, cfg.train.gradient_checkpointing, cfg, tokenizer
     )
-    compiled = compile_layers(model) if wants_compile(cfg.train.compile, model, cfg.method) else 0
+    # Liger's layer kernels already fuse what `auto` would compile; an explicit `true` still does
+    liger_instead = cfg.train.compile == "auto" and wants_liger_layers(kernels)
+    compiled = (
+        compile_layers(model)
+        if wants_compile(cfg.train.compile, model, cfg.method) and not liger_instead
+        else 0
+    )
 
     counter, clock = load_counts(checkpoint), StepClock()
     start = TokenCounter(counter.tokens, counter.trained_tokens)
@@ -135,13 +149,17 @@ def run_train(
         cfg, model, tokenizer, (train_set, eval_set), dtype, (counter, clock), hooks
     )
     trainer.run_info = run_info(cfg, prepared.hashes)
+    trainer.kernels = kernels
     before_training(cfg, trainer, (train_set, eval_set), pad_token_id(tokenizer))
     _drop_printer(trainer)
     main = trainer.is_world_process_zero()
     run_segments = segments(out / MANIFEST_FILE, checkpoint, changes)
     if main:
         _start_metrics_log(out / METRICS_FILE, checkpoint)
-        extra = _manifest_extra(prepared, model, dtype, checkpoint) | {"segments": run_segments}
+        extra = _manifest_extra(prepared, model, dtype, checkpoint) | {
+            "segments": run_segments,
+            "kernels": kernels.describe(),
+        }
         write_manifest(out, cfg, "train", extra)
 
     output = _train(trainer, stop, checkpoint, out / CHECKPOINTS_DIR)
@@ -151,15 +169,28 @@ def run_train(
         _save(trainer, cfg, tokenizer, prepared.template.source_text, out)
     metrics = final_metrics(
         trainer.state, output, counter, start, clock, eval_loss, out / METRICS_FILE
-    ) | {"torch_threads": torch.get_num_threads(), "compiled_layers": compiled}
+    ) | {
+        "torch_threads": torch.get_num_threads(),
+        "compiled_layers": compiled,
+        "kernels": kernels.describe(),
+    }
     if governor is not None:
         metrics["thread_changes"] = governor.changes
     if main:
         plot_training_curves(out / METRICS_FILE, out / PLOT_FILE)
         (out / RESULTS_FILE).write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-        extra = _manifest_extra(prepared, model, dtype, checkpoint)
+        extra = _manifest_extra(prepared, model, dtype, checkpoint) | {
+            "kernels": kernels.describe()
+        }
         write_manifest(out, cfg, "train", extra | {"segments": run_segments, "results": metrics})
     return TrainResult(out, metrics, trainer.model, tokenizer, prepared)
+
+
+def _kernel_plan(cfg: Config, packed: bool) -> KernelPlan:
+    """`train.kernels` resolved for the device the Trainer will train on."""
+    from instructune.models.loading import best_device
+
+    return select_kernels(cfg.train.kernels, best_device(), packed, cfg.model.attn_implementation)
 
 
 def _claim(

@@ -25,7 +25,8 @@ from transformers import Trainer
 
 from instructune.data.examples import IGNORE_INDEX
 from instructune.training.checkpoints import COUNTS_FILE, RUN_INFO_FILE, AtomicCheckpoints
-from instructune.training.forward import token_losses
+from instructune.training.forward import causal_lm_parts, logit_softcap, trained_hidden
+from instructune.training.kernels import KernelPlan, summed_token_loss
 
 
 @dataclass
@@ -41,6 +42,8 @@ class InstructTrainer(AtomicCheckpoints, Trainer):
     loss_is_scaled_for_ga = True
     run_info: dict[str, Any] | None = None
     """Written into each checkpoint (resolved config, data hashes) to check resumes against."""
+    kernels: KernelPlan | None = None
+    """`train.kernels` as resolved (training/kernels.py); None: our chunked loss."""
 
     def __init__(
         self,
@@ -92,12 +95,22 @@ class InstructTrainer(AtomicCheckpoints, Trainer):
         return_outputs: bool = False,
         num_items_in_batch: torch.Tensor | int | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, Any]:
+        hidden, targets = trained_hidden(model, inputs)
+        unwrapped = self.accelerator.unwrap_model(model)
+        _, lm_head = causal_lm_parts(unwrapped)
+        gather_sharded_head(model, lm_head)
         # Label smoothing is a training regularizer; eval reports the plain cross-entropy.
         smoothing = self.label_smoothing if model.training else 0.0
-        unwrapped = self.accelerator.unwrap_model(model)
-        losses, hidden = token_losses(model, inputs, self.loss_chunk_size, smoothing, unwrapped)
-        total = losses.sum()
-        if losses.numel() == 0:
+        total = summed_token_loss(
+            self.kernels,
+            lm_head,
+            hidden,
+            targets,
+            self.loss_chunk_size,
+            smoothing,
+            logit_softcap(unwrapped),
+        )
+        if targets.numel() == 0:
             # Keep the graph attached to every parameter: DDP waits for each one's gradient.
             total = total + hidden.sum() * 0.0
         if model.training and num_items_in_batch is not None:
@@ -105,8 +118,34 @@ class InstructTrainer(AtomicCheckpoints, Trainer):
             # DDP averages gradients over processes; the divisor is already the global count.
             loss = loss * self.accelerator.num_processes
         else:
-            loss = total / max(losses.numel(), 1)
+            loss = total / max(targets.numel(), 1)
         return (loss, {}) if return_outputs else loss
+
+
+def gather_sharded_head(model: nn.Module, lm_head: nn.Module) -> None:
+    """Gather the LM head's weights again when FSDP2 has resharded them.
+
+    Our loss applies the head after the wrapped forward returns, to the trained positions only.
+    Under FSDP2 (`fully_shard`, accelerate's `fsdp_version: 2`) the unit holding the head (the
+    root, usually) reshards when its forward returns, leaving a sharded DTensor that the loss can't
+    multiply by. `unshard()` on the innermost FSDP unit holding the head all-gathers it again; the
+    unit's post-backward hook reshards it and reduce-scatters the head's gradient as usual
+    (`tests/training/test_fsdp.py` checks the gradients against one process on CPU, gloo).
+    """
+    from torch.distributed.tensor import DTensor
+
+    if not isinstance(getattr(lm_head, "weight", None), DTensor):
+        return
+    from torch.distributed.fsdp import FSDPModule
+
+    path = next(name for name, m in model.named_modules() if m is lm_head)
+    owners = [
+        (name, m)
+        for name, m in model.named_modules()
+        if isinstance(m, FSDPModule) and (name in ("", path) or path.startswith(name + "."))
+    ]
+    if owners:  # a DTensor from elsewhere (tensor parallelism) is left to fail in the matmul
+        max(owners, key=lambda owner: len(owner[0]))[1].unshard()
 
 
 def count_targets(labels: torch.Tensor) -> int:
