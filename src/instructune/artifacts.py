@@ -111,6 +111,24 @@ class RunDir:
             return "model"
         return "none"
 
+    def adapter_config(self) -> dict[str, Any]:
+        """The parsed `adapter_config.json`; a one-line error naming the file when it is not a
+        peft adapter config (cut short by a copy, edited by hand)."""
+        path = self.adapter_config_file
+        try:
+            saved = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ValueError(
+                f"{path} is not valid JSON ({err}); the adapter folder is damaged: copy it again "
+                "or retrain"
+            ) from None
+        if not isinstance(saved, dict) or "peft_type" not in saved:
+            raise ValueError(
+                f"{path} is not a peft adapter config (no peft_type); the adapter folder is "
+                "damaged: copy it again or retrain"
+            )
+        return saved
+
     @property
     def has_tokenizer(self) -> bool:
         return (self.path / TOKENIZER_CONFIG_FILE).is_file()
@@ -129,8 +147,7 @@ class RunDir:
         if cfg is not None:
             return cfg.model
         if self.kind == "adapter":
-            saved = json.loads(self.adapter_config_file.read_text(encoding="utf-8"))
-            base = saved.get("base_model_name_or_path")
+            base = self.adapter_config().get("base_model_name_or_path")
             if base:
                 return ModelConfig(path=str(base))
             raise ValueError(
@@ -286,6 +303,7 @@ def load_adapter(
     from instructune.models.peft_setup import check_adapter_fits
     from instructune.noise import silence_known_noise
 
+    RunDir(adapter_dir).adapter_config()  # peft's own error for a damaged one names no file
     check_adapter_fits(adapter_dir, base_model)
     silence_known_noise()  # peft's adapter-name warning, harmless here (noise.py says why)
     if isinstance(base_model, PeftModel):

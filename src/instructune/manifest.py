@@ -13,6 +13,7 @@ from typing import Any
 
 from instructune.artifacts import CONFIG_FILE, MANIFEST_FILE
 from instructune.config import Config, dump_config
+from instructune.redact import redact_secrets
 
 _PACKAGES = (
     "instructune",
@@ -52,7 +53,8 @@ def write_manifest(out_dir: Path, cfg: Config | None, command: str, extra: dict[
     manifest path. Commands that act on a run (`merge`, `export`) pass its config, or None."""
     out_dir.mkdir(parents=True, exist_ok=True)
     if cfg is not None:
-        (out_dir / CONFIG_FILE).write_text(dump_config(cfg), encoding="utf-8")
+        # a credential in a URL (synthesize.backend.base_url) is never written
+        (out_dir / CONFIG_FILE).write_text(redact_secrets(dump_config(cfg)), encoding="utf-8")
     seed = {"data": cfg.data.seed if cfg.data else None, "train": cfg.train.seed} if cfg else None
     manifest = {
         "command": command,
@@ -64,7 +66,8 @@ def write_manifest(out_dir: Path, cfg: Config | None, command: str, extra: dict[
         **extra,
     }
     path = out_dir / MANIFEST_FILE
-    path.write_text(json.dumps(manifest, indent=2, default=str) + "\n", encoding="utf-8")
+    text = redact_secrets(json.dumps(manifest, indent=2, default=str))  # argv, stop reasons
+    path.write_text(text + "\n", encoding="utf-8")
     return path
 
 

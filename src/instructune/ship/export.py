@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from instructune.artifacts import RunDir, load_bundle
+from instructune.ship.merge import check_mergeable
 from instructune.ship.parity import (
     ParityReport,
     compare_logits,
@@ -61,8 +62,9 @@ def run_export(
     from instructune.models import merge_adapter
     from instructune.ship.gguf_export import check_supported, write_gguf
 
-    path = _fresh_file(Path(out), format, dtype)
     source = RunDir(Path(run))
+    check_mergeable(source)  # a prompt/prefix-tuning run has no weights to fold into the file
+    path = _fresh_file(Path(out), format, dtype)
     bundle = load_bundle(run, dtype=torch.float32)
     check_supported(bundle.model.config)
     template_text = bundle.template.source_text
@@ -97,7 +99,7 @@ def run_export(
     }
     report_path = path.with_suffix(".parity.json")
     report_path.write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
-    log.info(parity.summary())
+    log.debug(parity.summary())  # the CLI prints it; INFO would repeat it
     parity.check()
     _check_tokenizer(tokenizer, path)
     return ExportResult(path, parity, report_path, report)
