@@ -12,7 +12,7 @@ from instructune.data.audit import render_example
 from instructune.data.pipeline import PreparedData, prepare_dataset
 from instructune.data.report import summary_dict, summary_text
 from instructune.manifest import write_manifest
-from instructune.output_dir import check_output_dir
+from instructune.output_dir import claim_output_dir, data_inputs
 
 
 @dataclass
@@ -27,7 +27,7 @@ def run_prepare(cfg: Config, dump: bool = False, tokenizer: Any = None) -> Prepa
     """Prepare `cfg.data`, write summary/lineage (and the tokenized examples with `dump`)."""
     if cfg.data is None:
         raise ConfigError("prepare needs a `data:` section")
-    check_output_dir(cfg.output_path)
+    claim_output_dir(cfg.output_path, command="prepare", inputs=data_inputs(cfg.data))
     if tokenizer is None:
         from instructune.models import load_tokenizer
 

@@ -28,6 +28,7 @@ from instructune.ship.parity import (
 log = logging.getLogger(__name__)
 
 EXPORT_FORMATS = ("gguf",)
+PARITY_SUFFIX = ".parity.json"  # the report next to the file: model.gguf → model.parity.json
 # --dtype → the parity tolerance row (ship.parity.TOLERANCES) for that storage.
 _STORAGE = {"f32": "float32", "f16": "float16", "bf16": "bfloat16", "q8_0": "q8_0"}
 # Beyond the prompts: whitespace runs, digits, non-Latin scripts, emoji, specials written inline.
@@ -97,7 +98,7 @@ def run_export(
         "parity": parity.to_dict(),
         "tokenizer_roundtrip": tokenizer,
     }
-    report_path = path.with_suffix(".parity.json")
+    report_path = path.with_suffix(PARITY_SUFFIX)
     report_path.write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
     log.debug(parity.summary())  # the CLI prints it; INFO would repeat it
     parity.check()
@@ -150,8 +151,12 @@ def _fresh_file(out: Path, format: str, dtype: str) -> Path:
     out = out.expanduser()
     if out.suffix != ".gguf":
         raise ValueError(f"--out {out} must be a .gguf file name")
-    if out.exists():
-        raise ValueError(f"--out {out} exists; choose a new file name (export never overwrites)")
+    # the parity report lands next to the file: the same rule for both
+    for path in (out, out.with_suffix(PARITY_SUFFIX)):
+        if path.exists():
+            raise ValueError(
+                f"--out {out}: {path} exists; choose a new file name (export never overwrites)"
+            )
     out.parent.mkdir(parents=True, exist_ok=True)
     return out
 
