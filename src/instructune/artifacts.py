@@ -201,6 +201,8 @@ def load_bundle(
     """
     run = RunDir(Path(path))
     model_cfg, runs = _what_to_load(str(path), run, adapters)
+    for adapter_run in runs:  # a damaged adapter fails in a second, before the base loads
+        _check_readable(adapter_run)
     model = load_base(model_cfg, dtype)
     names: list[str] = []
     for adapter_run in runs:
@@ -217,6 +219,13 @@ def load_bundle(
     chosen = load_run_template(owner, tokenizer, template or "chat")
     label = run.path.resolve().name if owner is not None else str(path)
     return Bundle(model, tokenizer, chosen, label, names)
+
+
+def _check_readable(run: RunDir) -> None:
+    from instructune.models.peft_setup import adapter_shapes, check_adapter_weights
+
+    run.adapter_config()
+    adapter_shapes(check_adapter_weights(run.path))
 
 
 def _what_to_load(
