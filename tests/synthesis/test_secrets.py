@@ -22,7 +22,8 @@ def _url(server: FaultServer) -> str:
 
 
 def _synthesize(cfg: Path, url: str) -> subprocess.CompletedProcess[str]:
-    backend = f"synthesize.backend={{type: openai, base_url: '{url}', model: scripted}}"
+    backend = f"synthesize.backend={{type: openai, base_url: '{url}', model: scripted, "
+    backend += "max_retries: 0}"
     return subprocess.run(
         [sys.executable, "-m", "instructune", "synthesize", str(cfg), backend, "--no-progress"],
         capture_output=True,
