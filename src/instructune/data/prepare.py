@@ -33,16 +33,16 @@ def run_prepare(cfg: Config, dump: bool = False, tokenizer: Any = None) -> Prepa
 
         tokenizer = load_tokenizer(cfg.model)
     prepared = prepare_dataset(cfg.data, tokenizer)
-    out_dir = cfg.output_path / "prepared"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    summary = summary_dict(prepared)
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    write_manifest(
+    write_manifest(  # first: it marks output_dir as ours
         cfg.output_path,
         cfg,
         "prepare",
         {"data_hashes": prepared.hashes, "inputs": {s.path: s.sha256 for s in prepared.sources}},
     )
+    out_dir = cfg.output_path / "prepared"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary = summary_dict(prepared)
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     if dump:
         dump_examples(prepared, out_dir)
     parts = [summary_text(prepared, cfg.data.max_length)]
