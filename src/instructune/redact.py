@@ -94,7 +94,10 @@ class RedactingFilter(logging.Filter):
     """Redacts URLs in a log record's final message (installed on the CLI's log handler)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):  # a malformed log call: the handler reports it itself
+            return True
         clean = redact_secrets(message)
         if clean != message:
             record.msg, record.args = clean, None
