@@ -3,6 +3,7 @@ an hour of training, and the one home of the rules for which folders a run may w
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -58,7 +59,9 @@ def claim_output_dir(
     check_output_dir(path, key)
     path = path.expanduser()
     here = path.resolve()
-    what = {Path(here.anchor): "the filesystem root", Path.home().resolve(): "your home folder"}
+    what = {Path(here.anchor): "the filesystem root"}
+    with contextlib.suppress(RuntimeError):  # no HOME and no passwd entry: no home folder
+        what[Path.home().resolve()] = "your home folder"
     if here in what:
         raise ConfigError(
             f"{key} {str(path)!r} is {what[here]}: `{command}` writes its files into {key}; "
@@ -122,6 +125,6 @@ def check_output_file(
                 "destroy what is being read; choose another file"
             )
     if path.is_dir():
-        raise IsADirectoryError(f"{flag} {str(path)!r} is a folder; name a file")
+        raise ValueError(f"{flag} {str(path)!r} is a folder; name a file")
     if path.exists() and not overwrite:
         raise ValueError(f"{flag} {str(path)!r} exists; pass --overwrite to replace it")
