@@ -63,26 +63,30 @@ def test_train_refuses_a_users_folder_and_keeps_its_files(
 
 
 def test_root_home_and_a_folder_holding_the_data_are_refused(
-    tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
 ) -> None:
     home = tmp_path / "home"
     home.mkdir()
     monkeypatch.setenv("HOME", str(home))
     data = _data(tmp_path / "work" / "data")
+    # A model that does not exist: code that does not check output_dir fails on it before
+    # writing anything (exit 1), so this test can never write into the real `/`.
+    model = tmp_path / "no-such-model"
     cases = {
         "/": "is the filesystem root",
         str(home): "is your home folder",
         str(tmp_path / "work"): f"holds this run's input {str(data)!r}",
     }
+    before = _snapshot(tmp_path)
     for out, why in cases.items():
-        cfg = _train_config(tmp_path, tiny_model_dir, data, out)
+        cfg = _train_config(tmp_path, model, data, out)
+        before[str(cfg.relative_to(tmp_path))] = cfg.read_bytes()
         for command in (["train", str(cfg), "--overwrite"], ["prepare", str(cfg)]):
             assert main(command) == 2
             err = capsys.readouterr().err
             assert err.startswith(f"error: output_dir {out!r} {why}"), err
             assert len(err.strip().splitlines()) == 1
-    assert not (home / "manifest.json").exists() and not Path("/manifest.json").exists()
-    assert not (tmp_path / "work" / "config.yaml").exists()
+    assert _snapshot(tmp_path) == before
 
 
 def test_fresh_empty_and_own_folders_are_accepted(tmp_path: Path) -> None:
