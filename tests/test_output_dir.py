@@ -4,6 +4,7 @@ synthesize, and the output files of generate and export, through the real CLI.""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -156,18 +157,20 @@ def test_build_refuses_its_own_input_and_an_earlier_build(tmp_path: Path, capsys
 def test_generate_never_writes_over_its_input_or_an_old_output(
     tmp_path: Path, tiny_model_dir: Path, capsys: Any
 ) -> None:
+    model = tmp_path / "model"  # a copy: code that writes over it can't harm other tests
+    shutil.copytree(tiny_model_dir, model)
     prompts = tmp_path / "p.jsonl"
     prompts.write_text('{"prompt": "hi"}\n{"prompt": "there"}\n')
-    original = prompts.read_bytes()
-    run = ["generate", str(tiny_model_dir), "--max-new-tokens", "2", "--input", str(prompts)]
+    before = _snapshot(tmp_path)
+    run = ["generate", str(model), "--max-new-tokens", "2", "--input", str(prompts)]
     for argv in (
         [*run, "--output", str(prompts)],
         [*run, "--output", str(prompts), "--overwrite"],
-        [*run, "--output", str(tiny_model_dir / "config.json"), "--overwrite"],
+        [*run, "--output", str(model / "config.json"), "--overwrite"],
     ):
         assert main(argv) == 1
         assert "is this command's input" in capsys.readouterr().err
-    assert prompts.read_bytes() == original
+    assert _snapshot(tmp_path) == before
 
     out = tmp_path / "out.jsonl"
     out.write_text("earlier results\n")
