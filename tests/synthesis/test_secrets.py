@@ -68,6 +68,20 @@ def test_answering_endpoint_writes_no_secret_and_prints_no_request_lines(
     assert _leaks(out, cfg.output_path) == []
 
 
+def test_validate_prints_the_config_without_the_secret(
+    make_cfg: Any, tmp_path: Path, capsys: Any
+) -> None:
+    from instructune.cli.main import main
+
+    make_cfg()
+    url = f"http://user:{USER_SECRET}@127.0.0.1:9/v1?api-key={QUERY_SECRET}"
+    backend = f"synthesize.backend={{type: openai, base_url: '{url}', model: m}}"
+    assert main(["validate", str(tmp_path / "self_instruct.yaml"), backend]) == 0
+    out = capsys.readouterr().out
+    assert "base_url: http://REDACTED@127.0.0.1:9/v1?api-key=REDACTED" in out, out
+    assert USER_SECRET not in out and QUERY_SECRET not in out
+
+
 def test_redact_url_keeps_the_endpoint_and_drops_credentials() -> None:
     assert (
         redact_url("https://bob:pw@api.example.com:8443/v1?api_key=k&model=m&sig=s#x")
