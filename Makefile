@@ -43,7 +43,7 @@ test: $(STAMP) browser
 	$(PY) -m pytest -q -n 2 --dist loadgroup
 
 demo: $(STAMP)
-	$(VENV)/bin/instructune build configs/build-demo.yaml
+	$(VENV)/bin/instructune build configs/build-demo.yaml --overwrite  # a rerun rebuilds
 	$(VENV)/bin/instructune prepare configs/demo.yaml
 	$(VENV)/bin/instructune train configs/demo.yaml --overwrite  # a rerun replaces the last demo
 	$(VENV)/bin/instructune eval configs/demo-eval.yaml

@@ -30,7 +30,9 @@ def main() -> None:
     args = parser.parse_args()
 
     # 1. Labelled sentences → instruction rows (the same config `make demo` builds with).
-    built = run_build(load_config("configs/build-demo.yaml", [f"output_dir={args.out}/data"]))
+    built = run_build(
+        load_config("configs/build-demo.yaml", [f"output_dir={args.out}/data"]), overwrite=True
+    )
     print(built.text)
 
     # 2. LoRA fine-tune on the built rows; overrides are the CLI's dotted `key=value` strings.

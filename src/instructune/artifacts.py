@@ -111,6 +111,24 @@ class RunDir:
             return "model"
         return "none"
 
+    def adapter_config(self) -> dict[str, Any]:
+        """The parsed `adapter_config.json`; a one-line error naming the file when it is not a
+        peft adapter config (cut short by a copy, edited by hand)."""
+        path = self.adapter_config_file
+        try:
+            saved = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ValueError(
+                f"{path} is not valid JSON ({err}); the adapter folder is damaged: copy it again "
+                "or retrain"
+            ) from None
+        if not isinstance(saved, dict) or "peft_type" not in saved:
+            raise ValueError(
+                f"{path} is not a peft adapter config (no peft_type); the adapter folder is "
+                "damaged: copy it again or retrain"
+            )
+        return saved
+
     @property
     def has_tokenizer(self) -> bool:
         return (self.path / TOKENIZER_CONFIG_FILE).is_file()
@@ -129,8 +147,7 @@ class RunDir:
         if cfg is not None:
             return cfg.model
         if self.kind == "adapter":
-            saved = json.loads(self.adapter_config_file.read_text(encoding="utf-8"))
-            base = saved.get("base_model_name_or_path")
+            base = self.adapter_config().get("base_model_name_or_path")
             if base:
                 return ModelConfig(path=str(base))
             raise ValueError(
@@ -184,6 +201,8 @@ def load_bundle(
     """
     run = RunDir(Path(path))
     model_cfg, runs = _what_to_load(str(path), run, adapters)
+    for adapter_run in runs:  # a damaged adapter fails in a second, before the base loads
+        _check_readable(adapter_run)
     model = load_base(model_cfg, dtype)
     names: list[str] = []
     for adapter_run in runs:
@@ -200,6 +219,13 @@ def load_bundle(
     chosen = load_run_template(owner, tokenizer, template or "chat")
     label = run.path.resolve().name if owner is not None else str(path)
     return Bundle(model, tokenizer, chosen, label, names)
+
+
+def _check_readable(run: RunDir) -> None:
+    from instructune.models.peft_setup import adapter_shapes, check_adapter_weights
+
+    run.adapter_config()
+    adapter_shapes(check_adapter_weights(run.path))
 
 
 def _what_to_load(
@@ -286,6 +312,7 @@ def load_adapter(
     from instructune.models.peft_setup import check_adapter_fits
     from instructune.noise import silence_known_noise
 
+    RunDir(adapter_dir).adapter_config()  # peft's own error for a damaged one names no file
     check_adapter_fits(adapter_dir, base_model)
     silence_known_noise()  # peft's adapter-name warning, harmless here (noise.py says why)
     if isinstance(base_model, PeftModel):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from typing import Any
 
 from instructune.artifacts import CONFIG_FILE, MANIFEST_FILE
 from instructune.config import Config, dump_config
+from instructune.redact import redact_secrets
 
 _PACKAGES = (
     "instructune",
@@ -49,10 +51,11 @@ def git_commit(cwd: Path | None = None) -> str | None:
 
 def write_manifest(out_dir: Path, cfg: Config | None, command: str, extra: dict[str, Any]) -> Path:
     """Write `config.yaml` (resolved; when there is a config) and `manifest.json`; returns the
-    manifest path. Commands that act on a run (`merge`, `export`) pass its config, or None."""
+    manifest path. Commands that act on a run (`merge`, `export`) pass its config, or None.
+
+    The manifest comes first and is replaced atomically: it is what marks `out_dir` as written by
+    instructune (`output_dir.claim_output_dir`), so a crash never leaves our files without it."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    if cfg is not None:
-        (out_dir / CONFIG_FILE).write_text(dump_config(cfg), encoding="utf-8")
     seed = {"data": cfg.data.seed if cfg.data else None, "train": cfg.train.seed} if cfg else None
     manifest = {
         "command": command,
@@ -64,7 +67,13 @@ def write_manifest(out_dir: Path, cfg: Config | None, command: str, extra: dict[
         **extra,
     }
     path = out_dir / MANIFEST_FILE
-    path.write_text(json.dumps(manifest, indent=2, default=str) + "\n", encoding="utf-8")
+    text = redact_secrets(json.dumps(manifest, indent=2, default=str))  # argv, stop reasons
+    partial = path.with_name(f".{MANIFEST_FILE}.tmp")
+    partial.write_text(text + "\n", encoding="utf-8")
+    os.replace(partial, path)
+    if cfg is not None:
+        # a credential in a URL (synthesize.backend.base_url) is never written
+        (out_dir / CONFIG_FILE).write_text(redact_secrets(dump_config(cfg)), encoding="utf-8")
     return path
 
 

@@ -18,6 +18,11 @@ the CLI and the `run_*` entry points (never at import), and is idempotent.
   `adapter_name in key` tests; the loading we use inserts the name after the last prefix
   (`_insert_adapter_name_into_state_dict`), so the weights load the same under any name
   (tests/test_noise.py compares them). The missing-keys warning with the same opening stays.
+- httpx 0.29 (`httpx/_client.py`, logger `httpx`) and its fork httpx2 (logger `httpx2`, which
+  openai 3 uses) log every request at INFO (`HTTP Request: POST <url> "HTTP/1.1 200 OK"`); the
+  CLI logs at INFO, so `synthesize` over an OpenAI-compatible endpoint printed a line per request
+  through its progress bar. Failures reach the user through our own retry
+  counts and errors; only that one message is dropped, httpx's warnings stay.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ import warnings
 
 BNB_LOGGER = "bitsandbytes.backends.cpu.ops"
 BNB_KERNEL_MESSAGE = "Failed to load CPU gemm_4bit_forward from kernels-community"
+HTTPX_LOGGERS = ("httpx", "httpx2")
+HTTPX_REQUEST_MESSAGE = "HTTP Request: "
 GC_WARNING = r"`is_gradient_checkpointing` is deprecated"
 PEFT_NAME_WARNING = r"Adapter name '[^']*' should not be contained in the prefix '[^']*'\. This may"
 
@@ -43,10 +50,22 @@ class _DropBnbKernelNotice(logging.Filter):
         return True
 
 
+class _DropHttpxRequestLine(logging.Filter):
+    """Drops httpx's per-request INFO line; passes its other records."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (
+            record.levelno == logging.INFO and str(record.msg).startswith(HTTPX_REQUEST_MESSAGE)
+        )
+
+
 def silence_known_noise() -> None:
-    bnb = logging.getLogger(BNB_LOGGER)
-    if not any(isinstance(f, _DropBnbKernelNotice) for f in bnb.filters):
-        bnb.addFilter(_DropBnbKernelNotice())
+    noisy: list[tuple[str, type[logging.Filter]]] = [(BNB_LOGGER, _DropBnbKernelNotice)]
+    noisy += [(name, _DropHttpxRequestLine) for name in HTTPX_LOGGERS]
+    for name, kind in noisy:
+        upstream = logging.getLogger(name)
+        if not any(isinstance(f, kind) for f in upstream.filters):
+            upstream.addFilter(kind())
     # module= matches where the warning is raised, so the same text from elsewhere still shows
     warnings.filterwarnings(
         "ignore", message=GC_WARNING, category=FutureWarning, module="transformers.modeling_utils"

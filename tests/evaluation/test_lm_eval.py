@@ -104,3 +104,29 @@ def test_run_eval_includes_lm_eval_tasks(tmp_path: Path, tiny_model: Any, tiny_t
     assert metrics["base"]["lm_eval/tiny_mc"]["acc"] == pytest.approx(
         _own_accuracy(tiny_model, tiny_tok)
     )
+
+
+def test_lm_eval_tasks_alone_are_an_evaluation(
+    tmp_path: Path, tiny_model: Any, tiny_tok: Any, capsys: Any
+) -> None:
+    """No `eval.tasks`, only lm-eval tasks: the CLI runs them and writes the report."""
+    pytest.importorskip("lm_eval")
+    from instructune.cli.main import main
+
+    tiny_model.save_pretrained(tmp_path / "base")
+    tiny_tok.save_pretrained(tmp_path / "base")
+    data = tmp_path / "mc.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
+    cfg_path = tmp_path / "cfg.yaml"
+    cfg_path.write_text(
+        f"model: {{path: {tmp_path / 'base'}}}\n"
+        f"eval:\n  lm_eval_tasks: [{json.dumps(local_multiple_choice_task('tiny_mc', data))}]\n"
+        f"output_dir: {tmp_path / 'run'}\n"
+    )
+    assert main(["eval", str(cfg_path)]) == 0, capsys.readouterr().err
+    assert "lm_eval/tiny_mc" in capsys.readouterr().out
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["base"]["lm_eval/tiny_mc"]["acc"] == pytest.approx(
+        _own_accuracy(tiny_model, tiny_tok)
+    )
+    assert (tmp_path / "run" / "report.html").is_file()

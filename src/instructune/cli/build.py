@@ -9,11 +9,15 @@ from instructune.curation.build import run_build
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    del parser  # the config holds every setting
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier build in output_dir (train.jsonl, eval.jsonl, the reports)",
+    )
 
 
 def main(args: argparse.Namespace, cfg: Config) -> int:
-    result = run_build(cfg)
+    result = run_build(cfg, overwrite=args.overwrite)
     print(result.text)
     print(f"wrote {result.out_dir}")
     return 0

@@ -12,6 +12,7 @@ import os
 import sys
 
 from instructune.config import ConfigError
+from instructune.redact import redact_secrets
 
 DEBUG_ENV = "INSTRUCTUNE_DEBUG"
 DEBUG_HINT = f"run with {DEBUG_ENV}=1 for the traceback"
@@ -32,22 +33,27 @@ def debug_enabled() -> bool:
     return os.environ.get(DEBUG_ENV, "") not in ("", "0")
 
 
+def _say(line: str) -> None:
+    # a URL in a message (an endpoint that failed, a config value echoed) loses its credentials
+    print(redact_secrets(line), file=sys.stderr)
+
+
 def report(err: BaseException) -> int:
     """Print `err` as the CLI's one-line error and return the exit code (re-raise in debug)."""
     if debug_enabled():
         raise err
     if isinstance(err, KeyboardInterrupt):  # training's says where it saved and how to resume
-        print(f"error: {err or 'interrupted'}", file=sys.stderr)
+        _say(f"error: {err or 'interrupted'}")
         return EXIT_INTERRUPTED
     if isinstance(err, ConfigError):
-        print(f"error: {err}", file=sys.stderr)
+        _say(f"error: {err}")
         return EXIT_CONFIG
     if isinstance(err, _ANTICIPATED):
-        print(f"error: {err}", file=sys.stderr)
+        _say(f"error: {err}")
         return EXIT_ERROR
     if isinstance(err, SystemExit):
         raise err
     first = next((line for line in str(err).splitlines() if line.strip()), "")
-    print(f"error: {type(err).__name__}: {first}".rstrip(": "), file=sys.stderr)
+    _say(f"error: {type(err).__name__}: {first}".rstrip(": "))
     print(DEBUG_HINT, file=sys.stderr)
     return EXIT_ERROR

@@ -19,6 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--prompt", help="one user message; the answer streams to stdout")
     source.add_argument("--input", type=Path, help="JSONL of prompts (`prompt` or `messages`)")
     parser.add_argument("--output", type=Path, help="JSONL to write (required with --input)")
+    parser.add_argument("--overwrite", action="store_true", help="replace --output when it exists")
     parser.add_argument("--system", help="a system message before --prompt")
     parser.add_argument("--batch-size", type=int, default=8, help="rows decoded together")
     add_model_arguments(parser)
@@ -50,6 +51,7 @@ def main(args: argparse.Namespace, cfg: None) -> int:
         template=args.template,
         dtype=args.dtype,
         batch_size=args.batch_size,
+        overwrite=args.overwrite,
     )
     print(
         f"wrote {summary['rows']} rows to {summary['output']} "

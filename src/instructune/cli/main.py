@@ -18,6 +18,7 @@ from instructune import __version__
 from instructune.cli import errors
 from instructune.config import load_config
 from instructune.noise import silence_known_noise
+from instructune.redact import RedactingFilter
 
 # command → (module, help, required config sections)
 COMMANDS: dict[str, tuple[str, str, tuple[str, ...]]] = {
@@ -87,6 +88,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    for handler in logging.getLogger().handlers:  # no credential in a URL reaches the terminal
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RedactingFilter())
     silence_known_noise()
     try:
         if args.command in RUN_COMMANDS:

@@ -7,6 +7,7 @@ import argparse
 import sys
 
 from instructune.config import Config
+from instructune.redact import redact_secrets
 from instructune.synthesis.backends import BackendError
 from instructune.synthesis.run import run_synthesize
 
@@ -20,10 +21,12 @@ def main(args: argparse.Namespace, cfg: Config) -> int:
         result = run_synthesize(cfg, show_progress=not args.no_progress)
     except BackendError as err:
         # Everything generated so far is on disk; rerunning the command resumes from it.
-        print(f"error: {err} (rerun to resume)", file=sys.stderr)
+        print(redact_secrets(f"error: {err} (rerun to resume)"), file=sys.stderr)
         return 1
     print(
-        f"{result.kept_instructions} instructions, {result.rows} rows ({result.stop_reason}); "
-        f"wrote {result.out_dir}"
+        redact_secrets(
+            f"{result.kept_instructions} instructions, {result.rows} rows "
+            f"({result.stop_reason}); wrote {result.out_dir}"
+        )
     )
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from instructune.config import Config, dump_config
+from instructune.redact import redact_secrets
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -13,6 +14,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace, cfg: Config) -> int:
     del args
-    print(dump_config(cfg), end="")
+    print(redact_secrets(dump_config(cfg)), end="")  # a terminal may be shared or recorded
     print("config OK")
     return 0

@@ -18,7 +18,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from instructune.config import Config
+from instructune.config import Config, ConfigError
 from instructune.config.build import BuildConfig, BuildSource, FlanTemplates
 from instructune.curation.filters import decontaminate, exact_dedup, length_problem, near_dedup
 from instructune.curation.mixture import mix
@@ -31,6 +31,7 @@ from instructune.curation.templates import BuildTemplate, load_templates, templa
 from instructune.data.conversation import DataError, RowError
 from instructune.data.lineage import file_sha256
 from instructune.manifest import write_manifest
+from instructune.output_dir import claim_output_dir, existing_outputs
 
 __all__ = ["EVAL_FILE", "REPORT_FILES", "TRAIN_FILE", "BuildResult", "run_build", "split_items"]
 
@@ -56,11 +57,15 @@ class _Loaded:
     skips: SkipCounter
 
 
-def run_build(cfg: Config) -> BuildResult:
-    """Build `cfg.build` into `cfg.output_dir`; bad input raises before any file is written."""
+def run_build(cfg: Config, overwrite: bool = False) -> BuildResult:
+    """Build `cfg.build` into `cfg.output_dir`; bad input raises before any file is written.
+
+    `output_dir` must be new, empty or an instructune folder without an earlier build; with
+    `overwrite` an earlier build there is replaced."""
     if cfg.build is None:
         raise ValueError("instructune build needs a `build:` section in the config")
     build = cfg.build
+    _claim(cfg.output_path, build, overwrite)
     count_tokens, budget_note = _token_counter(cfg, build)
     report = BuildReport(sources={s.name: SourceStats() for s in build.sources})
     if budget_note:
@@ -93,6 +98,31 @@ def run_build(cfg: Config) -> BuildResult:
     return _write(
         cfg, build, loaded, mixed, evaluation if build.eval_fraction > 0 else None, report
     )
+
+
+def _claim(out_dir: Path, build: BuildConfig, overwrite: bool) -> None:
+    """Refuse a folder that is not ours or holds the inputs, and an earlier build unless
+    `overwrite`: a build replaces train.jsonl, eval.jsonl and its reports there."""
+    claim_output_dir(out_dir, command="build", inputs=build_inputs(build))
+    earlier = existing_outputs(out_dir, [TRAIN_FILE, EVAL_FILE, *REPORT_FILES])
+    if earlier and not overwrite:
+        raise ConfigError(
+            f"output_dir {str(out_dir)!r} holds an earlier build ({', '.join(earlier)}); pass "
+            "--overwrite to replace it, or choose another output_dir"
+        )
+
+
+def build_inputs(build: BuildConfig) -> list[str]:
+    """The local files a build reads: sources, template files, decontamination sets."""
+    templates = [path for path in map(_template_file, build.sources) if path is not None]
+    against = build.decontaminate.against if build.decontaminate else []
+    return [*(s.path for s in build.sources), *templates, *against]
+
+
+def _template_file(source: BuildSource) -> str | None:
+    """The file a source's `templates:` names (a built-in set's name is no file), or None."""
+    spec = source.templates
+    return spec.flan if isinstance(spec, FlanTemplates) else spec if isinstance(spec, str) else None
 
 
 def _load(source: BuildSource, build: BuildConfig, stats: SourceStats) -> _Loaded:
@@ -222,7 +252,8 @@ def _write(
     report: BuildReport,
 ) -> BuildResult:
     out_dir = cfg.output_path
-    out_dir.mkdir(parents=True, exist_ok=True)
+    # marked as ours before the first file: a build killed mid-way can be rerun into out_dir
+    write_manifest(out_dir, cfg, "build", {"seed": {"build": build.seed}})
     written = {TRAIN_FILE: _write_jsonl(out_dir / TRAIN_FILE, train)}
     if evaluation is not None:
         written[EVAL_FILE] = _write_jsonl(out_dir / EVAL_FILE, evaluation)
@@ -250,14 +281,7 @@ def _lineage(
 ) -> dict[str, Any]:
     inputs = {s.path: file_sha256(s.path) for s in build.sources if Path(s.path).exists()}
     for s in build.sources:
-        spec = s.templates
-        path = (
-            spec.flan
-            if isinstance(spec, FlanTemplates)
-            else spec
-            if isinstance(spec, str)
-            else None
-        )
+        path = _template_file(s)
         if path is not None and Path(path).is_file():
             inputs[path] = file_sha256(path)
     for path in build.decontaminate.against if build.decontaminate else []:

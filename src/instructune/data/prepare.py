@@ -12,7 +12,7 @@ from instructune.data.audit import render_example
 from instructune.data.pipeline import PreparedData, prepare_dataset
 from instructune.data.report import summary_dict, summary_text
 from instructune.manifest import write_manifest
-from instructune.output_dir import check_output_dir
+from instructune.output_dir import claim_output_dir, data_inputs
 
 
 @dataclass
@@ -27,22 +27,22 @@ def run_prepare(cfg: Config, dump: bool = False, tokenizer: Any = None) -> Prepa
     """Prepare `cfg.data`, write summary/lineage (and the tokenized examples with `dump`)."""
     if cfg.data is None:
         raise ConfigError("prepare needs a `data:` section")
-    check_output_dir(cfg.output_path)
+    claim_output_dir(cfg.output_path, command="prepare", inputs=data_inputs(cfg.data))
     if tokenizer is None:
         from instructune.models import load_tokenizer
 
         tokenizer = load_tokenizer(cfg.model)
     prepared = prepare_dataset(cfg.data, tokenizer)
-    out_dir = cfg.output_path / "prepared"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    summary = summary_dict(prepared)
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    write_manifest(
+    write_manifest(  # first: it marks output_dir as ours
         cfg.output_path,
         cfg,
         "prepare",
         {"data_hashes": prepared.hashes, "inputs": {s.path: s.sha256 for s in prepared.sources}},
     )
+    out_dir = cfg.output_path / "prepared"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary = summary_dict(prepared)
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     if dump:
         dump_examples(prepared, out_dir)
     parts = [summary_text(prepared, cfg.data.max_length)]

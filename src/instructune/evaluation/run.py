@@ -69,8 +69,11 @@ def run_eval(cfg: Config, fail_on_regression: bool | None = None) -> EvalResult:
     recorded in the result; the CLI turns it into the exit code.
     """
     ecfg = cfg.eval
-    if ecfg is None or not ecfg.tasks:
-        raise ValueError("eval needs an `eval:` section with at least one task under eval.tasks")
+    if ecfg is None or not (ecfg.tasks or ecfg.lm_eval_tasks):
+        raise ValueError(
+            "eval needs an `eval:` section with at least one task under eval.tasks or "
+            "eval.lm_eval_tasks"
+        )
     import torch
 
     from instructune.noise import silence_known_noise
@@ -154,7 +157,8 @@ def _data_config(cfg: Config, run: RunDir | None) -> DataConfig:
             trained = None
         if trained is not None and trained.data is not None:
             return trained.data
-    return DataConfig(train=[DataSource(path=cfg.eval.tasks[0].path if cfg.eval else "-")])
+    tasks = cfg.eval.tasks if cfg.eval else []
+    return DataConfig(train=[DataSource(path=tasks[0].path if tasks else "-")])
 
 
 def _load_base(cfg: Config, assets: _Assets, folder: Path | None = None) -> Any:

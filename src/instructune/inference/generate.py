@@ -98,14 +98,19 @@ def run_generate(
     template: str | None = None,
     dtype: str | None = None,
     batch_size: int = 8,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Generate for every row of `input_path` into `output_path` with RUN's model; a summary.
 
-    The input is read (and checked) before the model is loaded, so a bad row fails fast."""
+    The input is read (and checked) before the model is loaded, so a bad row fails fast. The
+    output is never the input nor a file of RUN, and an existing one is replaced only with
+    `overwrite`."""
     from tqdm import tqdm
 
     from instructune.inference.loading import load_engine
+    from instructune.output_dir import check_output_file
 
+    check_output_file(output_path, flag="--output", inputs=[input_path, run], overwrite=overwrite)
     ids, convs = read_prompts(input_path)
     engine = load_engine(run, template, dtype, max_batch_size=batch_size)
     with tqdm(total=len(convs), desc="generate", unit="prompt") as bar:

@@ -132,14 +132,11 @@ def check_adapter_fits(adapter_dir: Path, base_model: Any, base_name: str | None
     Read from the safetensors header (no weights loaded), so an adapter trained on another base
     is refused before any evaluation rather than as a shape error deep inside peft.
     """
-    from safetensors import safe_open
-
     weights = check_adapter_weights(adapter_dir)
     trained_on = _adapter_base_name(adapter_dir)
     here = base_name or getattr(base_model, "name_or_path", None) or type(base_model).__name__
     hidden = getattr(getattr(base_model, "config", None), "hidden_size", "?")
-    with safe_open(str(weights), framework="pt") as handle:
-        shapes = {key: handle.get_slice(key).get_shape() for key in handle.keys()}  # noqa: SIM118
+    shapes = adapter_shapes(weights)
     a_dims = [shape[1] for key, shape in shapes.items() if key.endswith("lora_A.weight")]
     a_hidden = max(set(a_dims), key=a_dims.count) if a_dims else "?"
     # a model that has adapters already: its layers are looked up under the peft wrapper
@@ -152,6 +149,21 @@ def check_adapter_fits(adapter_dir: Path, base_model: Any, base_name: str | None
                 f"model is {here} (hidden {hidden}): {problem}; evaluate it on the base it was "
                 "trained on (model.path)"
             )
+
+
+def adapter_shapes(weights: Path) -> dict[str, list[int]]:
+    """{tensor name: shape} from a safetensors header; an empty or cut-short file is named."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(weights), framework="pt") as handle:
+            return {key: handle.get_slice(key).get_shape() for key in handle.keys()}  # noqa: SIM118
+    except SafetensorError as err:
+        size = weights.stat().st_size
+        raise ValueError(
+            f"{weights} can't be read ({size} bytes: {err}); the file is empty or cut short "
+            "(an interrupted copy or save?): copy it again or retrain"
+        ) from None
 
 
 def _adapter_base_name(adapter_dir: Path) -> str:

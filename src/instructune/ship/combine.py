@@ -10,7 +10,6 @@ take it) and a manifest naming the inputs, weights and method.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -71,7 +70,7 @@ def run_combine(
     write_template(out_dir, bundle.template.source_text)
     rank = int(model.peft_config[COMBINED].r)
     _write_manifest(sources, out_dir, weights, how, density, rank)
-    log.info("combined %d adapters (%s) into %s, rank %d", len(sources), how, out_dir, rank)
+    log.debug("combined %d adapters (%s) into %s, rank %d", len(sources), how, out_dir, rank)
     return CombineResult(out_dir, rank, bundle.adapters)
 
 
@@ -97,7 +96,7 @@ def _lora_config(source: RunDir) -> dict[str, Any]:
         raise FileNotFoundError(
             f"{source.path} has no adapter_config.json: combine takes LoRA training output_dirs"
         )
-    saved: dict[str, Any] = json.loads(source.adapter_config_file.read_text(encoding="utf-8"))
+    saved: dict[str, Any] = source.adapter_config()
     if saved.get("peft_type") != "LORA":
         raise ValueError(
             f"{source.path} is a {saved.get('peft_type')} adapter: combine takes LoRA runs only"

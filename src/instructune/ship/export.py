@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from instructune.artifacts import RunDir, load_bundle
+from instructune.ship.merge import check_mergeable
 from instructune.ship.parity import (
     ParityReport,
     compare_logits,
@@ -27,6 +28,7 @@ from instructune.ship.parity import (
 log = logging.getLogger(__name__)
 
 EXPORT_FORMATS = ("gguf",)
+PARITY_SUFFIX = ".parity.json"  # the report next to the file: model.gguf → model.parity.json
 # --dtype → the parity tolerance row (ship.parity.TOLERANCES) for that storage.
 _STORAGE = {"f32": "float32", "f16": "float16", "bf16": "bfloat16", "q8_0": "q8_0"}
 # Beyond the prompts: whitespace runs, digits, non-Latin scripts, emoji, specials written inline.
@@ -61,8 +63,9 @@ def run_export(
     from instructune.models import merge_adapter
     from instructune.ship.gguf_export import check_supported, write_gguf
 
-    path = _fresh_file(Path(out), format, dtype)
     source = RunDir(Path(run))
+    check_mergeable(source)  # a prompt/prefix-tuning run has no weights to fold into the file
+    path = _fresh_file(Path(out), format, dtype)
     bundle = load_bundle(run, dtype=torch.float32)
     check_supported(bundle.model.config)
     template_text = bundle.template.source_text
@@ -95,9 +98,9 @@ def run_export(
         "parity": parity.to_dict(),
         "tokenizer_roundtrip": tokenizer,
     }
-    report_path = path.with_suffix(".parity.json")
+    report_path = path.with_suffix(PARITY_SUFFIX)
     report_path.write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
-    log.info(parity.summary())
+    log.debug(parity.summary())  # the CLI prints it; INFO would repeat it
     parity.check()
     _check_tokenizer(tokenizer, path)
     return ExportResult(path, parity, report_path, report)
@@ -148,8 +151,12 @@ def _fresh_file(out: Path, format: str, dtype: str) -> Path:
     out = out.expanduser()
     if out.suffix != ".gguf":
         raise ValueError(f"--out {out} must be a .gguf file name")
-    if out.exists():
-        raise ValueError(f"--out {out} exists; choose a new file name (export never overwrites)")
+    # the parity report lands next to the file: the same rule for both
+    for path in (out, out.with_suffix(PARITY_SUFFIX)):
+        if path.exists():
+            raise ValueError(
+                f"--out {out}: {path} exists; choose a new file name (export never overwrites)"
+            )
     out.parent.mkdir(parents=True, exist_ok=True)
     return out
 

@@ -68,7 +68,7 @@ def run_merge(
     )
     files = {"model": out_dir, "parity": report.write(out_dir / PARITY_FILE)}
     files["manifest"] = _write_manifest(source, out_dir, dtype, report)
-    log.info(report.summary())
+    log.debug(report.summary())  # the CLI prints it; INFO would repeat it
     result = MergeResult(out_dir, report, files)
     report.check()
     return result
@@ -96,11 +96,9 @@ UNMERGEABLE = {"PROMPT_TUNING": "prompt_tuning", "PREFIX_TUNING": "prefix_tuning
 
 def check_mergeable(source: RunDir) -> None:
     """Refuse adapters that are no weight update: prompt and prefix tuning add virtual tokens."""
-    import json
-
     if source.kind != "adapter":
         return
-    saved = json.loads(source.adapter_config_file.read_text(encoding="utf-8"))
+    saved = source.adapter_config()
     method = UNMERGEABLE.get(str(saved.get("peft_type")))
     if method is not None:
         raise ValueError(

@@ -18,6 +18,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING, Any
 
+from instructune.redact import redact_url
 from instructune.synthesis.backends import BackendError, Request, Response
 
 if TYPE_CHECKING:
@@ -48,10 +49,11 @@ class OpenAIBackend:
         if not cfg.model:
             raise ValueError("synthesize.backend.model: required for type openai")
         self.model: str = cfg.model
-        self.endpoint = cfg.base_url or DEFAULT_BASE_URL
+        url = cfg.base_url or DEFAULT_BASE_URL
+        self.endpoint = redact_url(url)  # what messages and reports name: never a credential
         # Retries are ours (backoff with jitter, counted, and a clear final error).
         self.client = openai.OpenAI(
-            base_url=self.endpoint, api_key=_api_key(cfg), timeout=cfg.timeout, max_retries=0
+            base_url=url, api_key=_api_key(cfg), timeout=cfg.timeout, max_retries=0
         )
         self.retries = 0
         self._lock = threading.Lock()

@@ -7,6 +7,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from instructune.redact import redact_secrets
 from instructune.synthesis.cache import truncate_torn_tail
 
 ROWS_FILE = "synth.jsonl"
@@ -96,9 +97,11 @@ def write_report(out_dir: Path, report: dict[str, Any], tally: Tally) -> dict[st
         "drop_examples": {s: dict(r) for s, r in sorted(tally.examples.items())},
     }
     json_path = out_dir / REPORT_JSON
-    json_path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    # the stop reason and drop examples may quote the endpoint's URL: never its credentials
+    text = redact_secrets(json.dumps(report, indent=2, ensure_ascii=False))
+    json_path.write_text(text + "\n", encoding="utf-8")
     md_path = out_dir / REPORT_MD
-    md_path.write_text(_markdown(report), encoding="utf-8")
+    md_path.write_text(redact_secrets(_markdown(report)), encoding="utf-8")
     return report
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from instructune.config import Config
+from instructune.config.synthesize import SynthesizeConfig
 from instructune.synthesis.backends import Backend, BackendError, make_backend
 from instructune.synthesis.cache import CACHE_FILE, RequestCache
 from instructune.synthesis.client import BudgetExhausted, Client
@@ -53,7 +54,7 @@ def run_synthesize(
     seeds = load_seeds(sc.seeds)
     prompts = Prompts(sc.prompts_dir)
     out_dir = cfg.output_path
-    out_dir.mkdir(parents=True, exist_ok=True)
+    _claim(cfg, sc)
     backend = backend if backend is not None else make_backend(sc.backend)
     cache = RequestCache(out_dir / CACHE_FILE)
     client = Client(backend, cache, sc.seed, sc.backend.max_requests)
@@ -82,6 +83,19 @@ def run_synthesize(
         report = _finish(cfg, ctx, stop_reason)
     log.info("synthesize: %s; %d rows in %s", stop_reason, sink.count, out_dir / ROWS_FILE)
     return SynthResult(out_dir, sink.count, ctx.tally.kept_instructions, stop_reason, report)
+
+
+def _claim(cfg: Config, sc: SynthesizeConfig) -> None:
+    """A new, empty or instructune folder (an earlier synthesize there resumes), marked as ours
+    before the first row: a run killed mid-way can be rerun into it."""
+    from instructune.manifest import write_manifest
+    from instructune.output_dir import claim_output_dir
+
+    inputs = [sc.seeds, *([sc.prompts_dir] if sc.prompts_dir else [])]
+    if sc.backend.type == "local" and sc.backend.model:
+        inputs.append(sc.backend.model)  # a training output_dir the prompts go to
+    claim_output_dir(cfg.output_path, command="synthesize", inputs=inputs)
+    write_manifest(cfg.output_path, cfg, "synthesize", {"seed": {"synthesize": sc.seed}})
 
 
 def _progress_bar(total: int, method: str) -> Any:

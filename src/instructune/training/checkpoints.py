@@ -173,8 +173,11 @@ _TRAINING_OUTPUTS = (
 )
 
 
-def claim_output_dir(out: Path, checkpoints: Path, resume: bool, overwrite: bool) -> Path | None:
-    """The checkpoint to resume from (None for a fresh run), after checking `out` may be used.
+def claim_training_outputs(
+    out: Path, checkpoints: Path, resume: bool, overwrite: bool
+) -> Path | None:
+    """The checkpoint to resume from (None for a fresh run), after checking `out` may be used
+    (`output_dir.claim_output_dir` has already checked whose folder it is).
 
     A fresh run refuses an output_dir holding another run's results or checkpoints unless
     `overwrite`, which removes them first (prepare's files stay); `resume` needs a checkpoint.

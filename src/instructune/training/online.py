@@ -188,16 +188,16 @@ def run_grpo(
 
     from instructune.models import describe_model, load_tokenizer, resolve_dtype
     from instructune.noise import silence_known_noise
-    from instructune.output_dir import check_output_dir
-    from instructune.training.checkpoints import claim_output_dir
+    from instructune.output_dir import claim_output_dir, data_inputs
+    from instructune.training.checkpoints import claim_training_outputs
     from instructune.training.plots import plot_training_curves
     from instructune.training.run import TrainResult
 
     data, reward_run = _check_can_run(cfg, resume)
     out = cfg.output_path
-    check_output_dir(out)
+    claim_output_dir(out, command="train", inputs=[*data_inputs(data), reward_run])
     silence_known_noise()
-    claim_output_dir(out, out / CHECKPOINTS_DIR, False, overwrite)
+    claim_training_outputs(out, out / CHECKPOINTS_DIR, False, overwrite)
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
     set_seed(cfg.train.seed)

@@ -32,7 +32,7 @@ from instructune.config.schema import ADAPTER_METHODS
 from instructune.data.prompts import PreparedPrompts
 from instructune.manifest import write_manifest
 from instructune.noise import silence_known_noise
-from instructune.output_dir import check_output_dir
+from instructune.output_dir import claim_output_dir, data_inputs
 from instructune.training.args import build_training_args, report_callbacks
 from instructune.training.callbacks import (
     MetricsCallback,
@@ -42,7 +42,7 @@ from instructune.training.callbacks import (
 )
 from instructune.training.checkpoints import (
     check_data,
-    claim_output_dir,
+    claim_training_outputs,
     config_changes,
     read_run_info,
     run_info,
@@ -114,7 +114,7 @@ def run_train(
 
         return run_grpo(cfg, resume, overwrite, callbacks)
     out = cfg.output_path
-    check_output_dir(out)
+    claim_output_dir(out, command="train", inputs=data_inputs(cfg.data))
     silence_known_noise()
     checkpoint, saved, changes = _claim(cfg, resume, overwrite)
     governor = thread_policy(cfg.train.num_threads)
@@ -155,12 +155,12 @@ def run_train(
     main = trainer.is_world_process_zero()
     run_segments = segments(out / MANIFEST_FILE, checkpoint, changes)
     if main:
-        _start_metrics_log(out / METRICS_FILE, checkpoint)
         extra = _manifest_extra(prepared, model, dtype, checkpoint) | {
             "segments": run_segments,
             "kernels": kernels.describe(),
         }
-        write_manifest(out, cfg, "train", extra)
+        write_manifest(out, cfg, "train", extra)  # first: it marks output_dir as a run's
+        _start_metrics_log(out / METRICS_FILE, checkpoint)
 
     output = _train(trainer, stop, checkpoint, out / CHECKPOINTS_DIR)
     eval_loss = _final_eval_loss(trainer) if eval_set is not None else None
@@ -199,7 +199,7 @@ def _claim(
     """(checkpoint to resume, its run info, the resumable config changes) after claiming
     output_dir; refuses another run's folder, or a resume whose config changed."""
     out = cfg.output_path
-    checkpoint = claim_output_dir(out, out / CHECKPOINTS_DIR, resume, overwrite)
+    checkpoint = claim_training_outputs(out, out / CHECKPOINTS_DIR, resume, overwrite)
     if checkpoint is None:
         return None, None, []
     saved = read_run_info(checkpoint)

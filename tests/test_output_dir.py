@@ -1,0 +1,192 @@
+"""A run never writes over a user's files: the output-folder rules of train, prepare, build,
+synthesize, and the output files of generate and export, through the real CLI."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from instructune.cli.main import main
+from instructune.config import ConfigError
+from instructune.output_dir import claim_output_dir
+
+ROWS = [{"instruction": f"Say {i}.", "input": "", "output": f"It is {i}."} for i in range(8)]
+
+
+def _data(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "train.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in ROWS), encoding="utf-8")
+    return path
+
+
+def _train_config(tmp_path: Path, model: Path, data: Path, out: str | Path) -> Path:
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(
+        f"model: {{path: {model}}}\ndata: {{train: [{{path: {data}}}], max_length: 64}}\n"
+        "method: lora\nlora: {r: 2, alpha: 4}\ntrain: {max_steps: 1, micro_batch_size: 2}\n"
+        f"output_dir: '{out}'\n"
+    )
+    return cfg
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_train_refuses_a_users_folder_and_keeps_its_files(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    """The probe's case: output_dir holds the user's README.md and config.yaml (peft writes a
+    README.md model card, and every run a config.yaml)."""
+    mine = tmp_path / "project"
+    mine.mkdir()
+    (mine / "README.md").write_text("# my notes\n")
+    (mine / "config.yaml").write_text("my: settings\n")
+    before = _snapshot(mine)
+    cfg = _train_config(tmp_path, tiny_model_dir, _data(tmp_path / "data"), mine)
+    out = subprocess.run(
+        [sys.executable, "-m", "instructune", "train", str(cfg), "--overwrite"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 2, out.stderr
+    assert f"error: output_dir {str(mine)!r} is a folder instructune did not write" in out.stderr
+    assert "README.md" in out.stderr
+    assert _snapshot(mine) == before
+
+
+def test_root_home_and_a_folder_holding_the_data_are_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    data = _data(tmp_path / "work" / "data")
+    # A model that does not exist: code that does not check output_dir fails on it before
+    # writing anything (exit 1), so this test can never write into the real `/`.
+    model = tmp_path / "no-such-model"
+    cases = {
+        "/": "is the filesystem root",
+        str(home): "is your home folder",
+        str(tmp_path / "work"): f"holds this run's input {str(data)!r}",
+    }
+    before = _snapshot(tmp_path)
+    for out, why in cases.items():
+        cfg = _train_config(tmp_path, model, data, out)
+        before[str(cfg.relative_to(tmp_path))] = cfg.read_bytes()
+        for command in (["train", str(cfg), "--overwrite"], ["prepare", str(cfg)]):
+            assert main(command) == 2
+            err = capsys.readouterr().err
+            assert err.startswith(f"error: output_dir {out!r} {why}"), err
+            assert len(err.strip().splitlines()) == 1
+    assert _snapshot(tmp_path) == before
+
+
+def test_fresh_empty_and_own_folders_are_accepted(tmp_path: Path) -> None:
+    claim_output_dir(tmp_path / "new" / "run", command="train")  # missing
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    claim_output_dir(empty, command="train")
+    ours = tmp_path / "ours"
+    ours.mkdir()
+    (ours / "README.md").write_text("peft's model card")
+    (ours / "manifest.json").write_text(json.dumps({"command": "prepare", "versions": {}}))
+    claim_output_dir(ours, command="train")
+    (ours / "manifest.json").write_text("{}")  # a manifest.json that is not ours
+    with pytest.raises(ConfigError, match="instructune did not write"):
+        claim_output_dir(ours, command="train")
+
+
+def test_prepare_then_train_then_rerun_in_one_folder(
+    tmp_path: Path, tiny_model_dir: Path, capsys: Any
+) -> None:
+    cfg = _train_config(tmp_path, tiny_model_dir, _data(tmp_path / "data"), tmp_path / "run")
+    assert main(["prepare", str(cfg)]) == 0
+    assert main(["train", str(cfg)]) == 0  # into prepare's folder: ours
+    capsys.readouterr()
+    assert main(["train", str(cfg)]) == 2  # another run's results: --overwrite, as before
+    assert "pass --overwrite to replace it" in capsys.readouterr().err
+
+
+def _build_config(tmp_path: Path, source: Path, out: Path) -> Path:
+    rows = [{"text": f"row {i} says {i * 7}", "label": "ab"[i % 2]} for i in range(20)]
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    template = {"prompt": "{{ text }}\n{{ options_ }}", "target": "{{ answer }}"}
+    spec = {
+        "build": {
+            "sources": [
+                {"name": "toy", "path": str(source), "templates": [template], "label": "label"}
+            ],
+            "eval_fraction": 0.2,
+        },
+        "output_dir": str(out),
+    }
+    cfg = tmp_path / "build.yaml"
+    cfg.write_text(json.dumps(spec))  # JSON is YAML
+    return cfg
+
+
+def test_build_refuses_its_own_input_and_an_earlier_build(tmp_path: Path, capsys: Any) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    cfg = _build_config(tmp_path, out / "train.jsonl", out)
+    before = _snapshot(out)
+    assert main(["build", str(cfg)]) == 2
+    assert f"holds this run's input {str(out / 'train.jsonl')!r}" in capsys.readouterr().err
+    assert _snapshot(out) == before
+
+    cfg = _build_config(tmp_path, tmp_path / "rows.jsonl", out / "built")
+    assert main(["build", str(cfg)]) == 0
+    first = (out / "built" / "train.jsonl").read_bytes()
+    capsys.readouterr()
+    assert main(["build", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert "holds an earlier build (train.jsonl, eval.jsonl" in err and "--overwrite" in err
+    assert main(["build", str(cfg), "--overwrite"]) == 0
+    assert (out / "built" / "train.jsonl").read_bytes() == first  # same config, same rows
+
+
+def test_generate_never_writes_over_its_input_or_an_old_output(
+    tmp_path: Path, tiny_model_dir: Path, capsys: Any
+) -> None:
+    model = tmp_path / "model"  # a copy: code that writes over it can't harm other tests
+    shutil.copytree(tiny_model_dir, model)
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"prompt": "hi"}\n{"prompt": "there"}\n')
+    before = _snapshot(tmp_path)
+    run = ["generate", str(model), "--max-new-tokens", "2", "--input", str(prompts)]
+    for argv in (
+        [*run, "--output", str(prompts)],
+        [*run, "--output", str(prompts), "--overwrite"],
+        [*run, "--output", str(model / "config.json"), "--overwrite"],
+    ):
+        assert main(argv) == 1
+        assert "is this command's input" in capsys.readouterr().err
+    assert _snapshot(tmp_path) == before
+
+    out = tmp_path / "out.jsonl"
+    out.write_text("earlier results\n")
+    assert main([*run, "--output", str(out)]) == 1
+    assert "exists; pass --overwrite to replace it" in capsys.readouterr().err
+    assert out.read_text() == "earlier results\n"
+    assert main([*run, "--output", str(out), "--overwrite"]) == 0
+    assert len(out.read_text().splitlines()) == 2
+
+
+def test_export_never_replaces_a_parity_report(
+    tiny_lora_run: Path, tmp_path: Path, capsys: Any
+) -> None:
+    report = tmp_path / "x.parity.json"
+    report.write_text('{"mine": true}\n')
+    assert main(["export", str(tiny_lora_run), "--out", str(tmp_path / "x.gguf")]) == 1
+    assert f"{report} exists; choose a new file name" in capsys.readouterr().err
+    assert report.read_text() == '{"mine": true}\n'
+    assert not (tmp_path / "x.gguf").exists()
