@@ -190,3 +190,30 @@ def test_export_never_replaces_a_parity_report(
     assert f"{report} exists; choose a new file name" in capsys.readouterr().err
     assert report.read_text() == '{"mine": true}\n'
     assert not (tmp_path / "x.gguf").exists()
+
+
+def test_eval_refuses_a_users_folder_and_its_own_adapter_run(tmp_path: Path, capsys: Any) -> None:
+    data = _data(tmp_path / "data")
+    users = tmp_path / "mine"
+    users.mkdir()
+    (users / "config.yaml").write_text("my own notes\n")
+    run = tmp_path / "runs" / "lora"
+    run.mkdir(parents=True)
+    (run / "manifest.json").write_text(json.dumps({"command": "train", "versions": {}}))
+    before = _snapshot(tmp_path)
+    # A model that does not exist: code that does not claim output_dir fails on it before writing.
+    model = tmp_path / "no-such-model"
+    for out, adapter, why in [
+        (users, None, "is a folder instructune did not write"),
+        (run, run, f"holds this run's input {str(run)!r}"),
+    ]:
+        cfg = tmp_path / "eval.yaml"
+        task = {"name": "t", "path": str(data), "type": "loss"}
+        body: dict[str, Any] = {"model": {"path": str(model)}, "eval": {"tasks": [task]}}
+        body |= {"output_dir": str(out)} | ({"adapter": str(adapter)} if adapter else {})
+        cfg.write_text(json.dumps(body))
+        before[str(cfg.relative_to(tmp_path))] = cfg.read_bytes()
+        assert main(["eval", str(cfg)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: output_dir {str(out)!r} {why}"), err
+    assert _snapshot(tmp_path) == before

@@ -77,9 +77,12 @@ def run_eval(cfg: Config, fail_on_regression: bool | None = None) -> EvalResult:
     import torch
 
     from instructune.noise import silence_known_noise
-    from instructune.output_dir import check_output_dir
+    from instructune.output_dir import claim_output_dir
 
-    check_output_dir(cfg.output_path)
+    # The adapter runs are inputs too: an eval into its own training run would replace that run's
+    # config.yaml and manifest.json.
+    runs = [cfg.adapter] if cfg.adapter else list((cfg.adapters or {}).values())
+    claim_output_dir(cfg.output_path, command="eval", inputs=[*(t.path for t in ecfg.tasks), *runs])
     silence_known_noise()
     torch.manual_seed(ecfg.seed)
     out_dir = cfg.output_path
