@@ -15,9 +15,11 @@ from __future__ import annotations
 import bisect
 import csv
 import difflib
+import errno
 import itertools
 import json
 import re
+import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -28,12 +30,15 @@ from instructune.data.conversation import DataError, RowError, row_error
 Row = dict[str, Any]
 RowOrError = Row | RowError
 
-__all__ = ["READERS", "Row", "RowOrError", "iter_json_lines", "iter_rows"]
+__all__ = ["READERS", "Row", "RowOrError", "iter_json_lines", "iter_rows", "unreadable_reason"]
 
 
 def iter_json_lines(path: Path) -> Iterator[tuple[int, str, Any]]:
     """(line number, "path:line", value) per non-blank JSONL line, for files that are not data
     sources (prompts, seed tasks); a line that isn't JSON raises naming file and line."""
+    reason = unreadable_reason(path)
+    if reason:
+        raise ValueError(f"{path}: {reason}")
     with open(path, encoding="utf-8") as handle:
         for n, line in enumerate(handle, 1):
             if not line.strip():
@@ -52,6 +57,9 @@ def iter_rows(source: DataSource) -> Iterator[tuple[str, RowOrError]]:
 
 def _open_rows(source: DataSource) -> Iterator[tuple[str, RowOrError]]:
     path = Path(source.path).expanduser()
+    reason = unreadable_reason(path)
+    if reason:
+        raise DataError(f"{source.path}: {reason}")
     if path.is_dir():
         from instructune.data.hub import read_saved_dataset  # lazy: only `datasets` folders
 
@@ -385,6 +393,37 @@ def _looks_like_hub_id(path: str) -> bool:
     if not _HUB_ID.fullmatch(path) or path.startswith((".", "~")):
         return False
     return Path(path).suffix.lower() not in READERS
+
+
+_SPECIAL = (
+    (stat.S_ISFIFO, "a named pipe (FIFO)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def unreadable_reason(path: Path) -> str | None:
+    """Why `path` exists but can't be read as data (a FIFO, device, socket, symlink loop), or None.
+
+    Only `stat` is called: opening a FIFO would wait for a writer forever, and a device such as
+    /dev/zero never ends.
+    """
+    try:
+        mode = path.stat().st_mode
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "is a symbolic link loop (a link that leads back to itself); point it at a file"
+        if path.is_symlink():
+            return f"is a symbolic link to {path.readlink()}, which doesn't exist"
+        return None  # missing: the caller's "no such file" message says so
+    for test, what in _SPECIAL:
+        if test(mode):
+            return (
+                f"is {what}, not a regular file; data must be a file or folder that can be read "
+                "to its end and read again (write the data to a file first)"
+            )
+    return None
 
 
 def missing_message(path: Path, name: str) -> str:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from instructune.data.conversation import ROLES, Message
-from instructune.data.readers import iter_json_lines
+from instructune.data.readers import iter_json_lines, unreadable_reason
 from instructune.inference.sampling import SamplingParams
 
 if TYPE_CHECKING:
@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 
 def read_prompts(path: Path) -> tuple[list[Any], list[list[Message]]]:
     """(ids, conversations) from a JSONL file; a bad row raises naming file, line and field."""
+    if reason := unreadable_reason(path):
+        raise ValueError(f"input file {str(path)!r} {reason}")
     if not path.is_file():
         raise FileNotFoundError(f"input file {str(path)!r} does not exist")
     ids: list[Any] = []
