@@ -136,7 +136,8 @@ try:
     load_config(sys.argv[1])
 except ConfigError as err:
     print(err)
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+# VmHWM, not ru_maxrss: ru_maxrss survives exec, so a child would report its parent's peak
+print(int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0]) // 1024)
 """
 
 

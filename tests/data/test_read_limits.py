@@ -137,13 +137,15 @@ def test_prompt_and_seed_lines_over_the_limit_name_file_and_line(
 
 
 _READ_BIG_LINE = """
-import resource, sys
+import sys
 from instructune.config.schema import DataSource
 from instructune.data.readers import iter_rows
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+def peak_kb():  # VmHWM, not ru_maxrss: ru_maxrss survives exec (a child reports the parent's)
+    return int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0])
+before = peak_kb()
 rows = iter_rows(DataSource(path=sys.argv[1], max_record_bytes=int(sys.argv[2])))
 reasons = [getattr(row, "reason", "row") for _, row in rows]
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+after = peak_kb()
 print(reasons, (after - before) // 1024)
 """
 
