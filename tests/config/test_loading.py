@@ -121,3 +121,55 @@ def test_required_section_and_missing_file(tmp_path: Path) -> None:
 def test_shipped_configs_load(path: Path) -> None:
     cfg = load_config(path)
     assert cfg.output_dir
+
+
+_LAUGHS = "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
+    f"{b}: &{b} [{', '.join([f'*{a}'] * 9)}]\n" for a, b in zip("abcdefgh", "bcdefghi", strict=True)
+)
+"""A "billion laughs" YAML: 9 levels of 9 aliases, 9**9 strings once expanded, 1 KB as text."""
+
+_LOAD_UNDER_LIMIT = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+from instructune.config import ConfigError, load_config
+try:
+    load_config(sys.argv[1])
+except ConfigError as err:
+    print(err)
+# VmHWM, not ru_maxrss: ru_maxrss survives exec, so a child would report its parent's peak
+print(int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0]) // 1024)
+"""
+
+
+def test_yaml_alias_bomb_is_refused_in_one_line_with_little_memory(tmp_path: Path) -> None:
+    """An alias bomb is refused before it is expanded: in 1 GB of address space (the expanded
+    value needs many GB), with a one-line error naming the file, and no repr of the value."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "bomb.yaml"
+    path.write_text(BASE + _LAUGHS)
+    done = subprocess.run(
+        [sys.executable, "-c", _LOAD_UNDER_LIMIT, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    message, peak_mb = done.stdout.strip().splitlines()
+    assert message.startswith(f"{path}: ") and "alias" in message
+    assert "lol" not in message and len(message) < 300
+    assert int(peak_mb) < 200
+
+
+def test_aliases_within_the_bound_still_load(tmp_path: Path) -> None:
+    path = write(tmp_path, BASE + "train: {learning_rate: &lr 0.001, warmup_ratio: *lr}\n")
+    cfg = load_config(path)
+    assert cfg.train.learning_rate == cfg.train.warmup_ratio == 0.001
+
+
+def test_long_values_are_cut_short_in_validation_errors(tmp_path: Path) -> None:
+    path = write(tmp_path, BASE.replace("output_dir: runs/x", f"output_dir: [{'x, ' * 5000}x]"))
+    with pytest.raises(ConfigError, match="output_dir") as err:
+        load_config(path)
+    assert len(str(err.value)) < 1000

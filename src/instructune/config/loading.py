@@ -7,6 +7,7 @@ is parsed as YAML, so `true`, `3e-4` and `[a, b]` get their natural types), and 
 from __future__ import annotations
 
 import difflib
+import reprlib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,11 @@ def load_config(
     return cfg
 
 
+MAX_YAML_VALUES = 100_000
+"""Most values (scalars, lists, mappings) a YAML file may hold once its aliases are expanded:
+far more than any config, far fewer than an alias bomb ("billion laughs") needs."""
+
+
 class _UniqueKeyLoader(yaml.SafeLoader):
     """The safe loader, refusing a key given twice in one mapping (YAML would keep the last)."""
 
@@ -63,9 +69,50 @@ def safe_load_unique(text: str, name: str) -> Any:
     loader = _UniqueKeyLoader(text)
     loader.name = name
     try:
-        return loader.get_single_data()
+        node = loader.get_single_node()  # type: ignore[no-untyped-call]
+        if node is None:
+            return None
+        _check_expansion(node, name)
+        return loader.construct_document(node)  # type: ignore[no-untyped-call]
     finally:
         loader.dispose()  # type: ignore[no-untyped-call]
+
+
+def _check_expansion(root: yaml.Node, name: str) -> None:
+    """Refuse a document whose aliases expand to more than `MAX_YAML_VALUES` values.
+
+    An alias is the same node object as its anchor, so the expanded size is computed once per
+    distinct node (linear in the file), before anything is built: the loader shares aliased
+    objects, but validation and error messages would walk (and copy) every expanded value.
+    """
+    sizes: dict[int, int] = {}
+    entered: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        if id(node) in sizes or (not children_done and id(node) in entered):
+            continue
+        children = _children(node)
+        if not children_done and children:
+            entered.add(id(node))
+            stack.append((node, True))
+            stack.extend((child, False) for child in children if id(child) not in sizes)
+            continue
+        # a recursive alias (`&a [*a]`) leaves a child unsized here; the constructor reports it
+        sizes[id(node)] = 1 + sum(sizes.get(id(child), 1) for child in children)
+        if sizes[id(node)] > MAX_YAML_VALUES:
+            raise ConfigError(
+                f"{name}: its YAML aliases (*name) expand to more than {MAX_YAML_VALUES} values "
+                "(an alias bomb?); write the values out instead of nesting aliases"
+            )
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return []
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -150,9 +197,16 @@ def format_validation_error(err: ValidationError, source: str, raw: dict[str, An
             lines.append(f"  {loc}: unknown key{hint} (allowed: {', '.join(allowed)})")
             continue
         got = problem.get("input")
-        shown = "" if isinstance(got, dict) else f" (got {got!r})"
+        shown = "" if isinstance(got, dict) else f" (got {_short_repr(got)})"
         lines.append(f"  {loc}: {msg}{shown}")
     return "\n".join(lines)
+
+
+def _short_repr(value: Any) -> str:
+    """A value cut short for a message: a long list or text is not the point of the error."""
+    short = reprlib.Repr()
+    short.maxlevel, short.maxlist, short.maxdict, short.maxstring = 2, 5, 5, 80
+    return short.repr(value)
 
 
 def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:

@@ -61,6 +61,11 @@ class ModelConfig(StrictModel):
     trust_remote_code: bool = False
 
 
+MAX_RECORD_BYTES = 16 * 1024 * 1024
+"""Default largest row (a JSON lines line, a JSON array element, a CSV record or cell) read from a
+data file: far above any real instruction example, and what bounds a reader's memory."""
+
+
 class DataSource(StrictModel):
     path: str
     """A file (.json, .jsonl, .csv, .tsv, .parquet), a `datasets` folder, or a Hub dataset id."""
@@ -74,6 +79,10 @@ class DataSource(StrictModel):
     """Split name for `datasets` sources (Hub id or saved DatasetDict)."""
     max_rows: int | None = Field(default=None, gt=0)
     """Read at most this many rows (after the file order), for quick runs."""
+    max_record_bytes: int = Field(default=MAX_RECORD_BYTES, ge=1024)
+    """Largest row read, in bytes (16 MiB): a JSON lines line or JSON array element over it is a
+    malformed row (`on_error` fails or skips it, naming file and line), a CSV/TSV record or cell
+    over it stops the read naming the line. Only this much of a line is ever held in memory."""
 
     _known_format = field_validator("format")(lambda v: known_format(v))
 

@@ -13,7 +13,6 @@ Locations: `path:line N` (JSONL, CSV/TSV: the line an editor or spreadsheet show
 from __future__ import annotations
 
 import bisect
-import csv
 import difflib
 import itertools
 import json
@@ -22,26 +21,36 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from instructune.config.schema import DataSource
+from instructune.config.schema import MAX_RECORD_BYTES, DataSource
 from instructune.data.conversation import DataError, RowError, row_error
+from instructune.data.file_limits import TOO_LARGE, bounded_lines, too_large, unreadable_reason
+from instructune.data.tables import BAD_BYTE, read_csv, read_parquet, read_tsv
 
 Row = dict[str, Any]
 RowOrError = Row | RowError
 
-__all__ = ["READERS", "Row", "RowOrError", "iter_json_lines", "iter_rows"]
+__all__ = ["READERS", "Row", "RowOrError", "iter_json_lines", "iter_rows", "unreadable_reason"]
 
 
-def iter_json_lines(path: Path) -> Iterator[tuple[int, str, Any]]:
+def iter_json_lines(path: Path, limit: int = MAX_RECORD_BYTES) -> Iterator[tuple[int, str, Any]]:
     """(line number, "path:line", value) per non-blank JSONL line, for files that are not data
-    sources (prompts, seed tasks); a line that isn't JSON raises naming file and line."""
-    with open(path, encoding="utf-8") as handle:
-        for n, line in enumerate(handle, 1):
-            if not line.strip():
+    sources (prompts, seed tasks); a line that isn't JSON or is over `limit` bytes raises naming
+    file and line."""
+    reason = unreadable_reason(path)
+    if reason:
+        raise ValueError(f"{path}: {reason}")
+    with open(path, "rb") as handle:
+        for n, (raw, size) in enumerate(bounded_lines(handle, limit, b"\n"), 1):
+            if raw is None:
+                raise ValueError(f"{path}:{n}: {TOO_LARGE}: {too_large(size, limit)}")
+            if not raw.strip():
                 continue
             try:
-                yield n, f"{path}:{n}", json.loads(line)
+                yield n, f"{path}:{n}", json.loads(raw.decode("utf-8"))
             except json.JSONDecodeError as err:
                 raise ValueError(f"{path}:{n}: invalid JSON ({err.msg})") from None
+            except UnicodeDecodeError as err:
+                raise ValueError(f"{path}:{n}: not UTF-8 (byte {err.start + 1})") from None
 
 
 def iter_rows(source: DataSource) -> Iterator[tuple[str, RowOrError]]:
@@ -52,6 +61,9 @@ def iter_rows(source: DataSource) -> Iterator[tuple[str, RowOrError]]:
 
 def _open_rows(source: DataSource) -> Iterator[tuple[str, RowOrError]]:
     path = Path(source.path).expanduser()
+    reason = unreadable_reason(path)
+    if reason:
+        raise DataError(f"{source.path}: {reason}")
     if path.is_dir():
         from instructune.data.hub import read_saved_dataset  # lazy: only `datasets` folders
 
@@ -63,7 +75,7 @@ def _open_rows(source: DataSource) -> Iterator[tuple[str, RowOrError]]:
                 f"{source.path}: unsupported file type {suffix or '(no extension)'!r}; "
                 f"supported: {', '.join(sorted(READERS))}, or a folder saved by `datasets`"
             )
-        return READERS[suffix](path, source.path)
+        return READERS[suffix](path, source.path, source.max_record_bytes)
     if _looks_like_hub_id(source.path):
         from instructune.data.hub import read_hub  # lazy: only Hub dataset ids
 
@@ -74,17 +86,21 @@ def _open_rows(source: DataSource) -> Iterator[tuple[str, RowOrError]]:
 # ----------------------------------------------------------------------------- JSON lines
 
 
-def _read_jsonl(path: Path, name: str) -> Iterator[tuple[str, RowOrError]]:
+def _read_jsonl(path: Path, name: str, limit: int) -> Iterator[tuple[str, RowOrError]]:
     # Binary lines, decoded one at a time: a bad byte costs that line only, and nothing but the
-    # current line is held in memory.
+    # current line (at most `limit` bytes of it) is held in memory.
     with path.open("rb") as f:
         seen_row = False
-        for number, raw in enumerate(f, start=1):
+        for number, (raw, size) in enumerate(bounded_lines(f, limit, b"\n"), start=1):
+            location = f"{name}:line {number}"
+            if raw is None:
+                seen_row = True
+                yield location, row_error(location, TOO_LARGE, too_large(size, limit))
+                continue
             if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
                 raw = raw[3:]
             if not raw.strip():
                 continue  # blank lines aren't rows
-            location = f"{name}:line {number}"
             if not seen_row:
                 _check_first_line(raw, location)
                 seen_row = True
@@ -119,14 +135,16 @@ def _check_first_line(raw: bytes, location: str) -> None:
 # ----------------------------------------------------------------------------- JSON
 
 
-def _read_json(path: Path, name: str) -> Iterator[tuple[str, RowOrError]]:
+def _read_json(path: Path, name: str, limit: int) -> Iterator[tuple[str, RowOrError]]:
     """A JSON array of objects, an object with one list-of-objects field, or one object.
 
-    Many datasets name JSON-lines files `.json`; those are read line by line. The text is held
-    once; objects are decoded one element at a time so the parsed rows aren't held as well.
+    Many datasets name JSON-lines files `.json`; those are read line by line. Otherwise the text
+    is held once (memory grows with the file: convert large files to JSON lines); objects are
+    decoded one element at a time so the parsed rows aren't held as well, and an element over
+    `limit` characters is a row error like a JSON lines line over it.
     """
-    if _is_json_lines(path):
-        yield from _read_jsonl(path, name)
+    if _is_json_lines(path, limit):
+        yield from _read_jsonl(path, name, limit)
         return
     raw = path.read_bytes()
     if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
@@ -134,13 +152,16 @@ def _read_json(path: Path, name: str) -> Iterator[tuple[str, RowOrError]]:
     # surrogateescape keeps positions exact; rows holding an escaped byte are reported below.
     text = raw.decode("utf-8", errors="surrogateescape").removeprefix("\ufeff")
     del raw
-    yield from _JsonText(text, name).rows()
+    yield from _JsonText(text, name, limit).rows()
 
 
-def _is_json_lines(path: Path) -> bool:
-    """A one-line object followed by a line starting another: JSON lines named `.json`."""
+def _is_json_lines(path: Path, limit: int) -> bool:
+    """A one-line object followed by a line starting another: JSON lines named `.json` (a first
+    line over `limit` counts as one object when it starts like one; it's a row error then)."""
     with path.open("rb") as f:
-        lines = (line.strip() for line in f)
+        lines = (
+            b"{}" if line is None else line.strip() for line, _ in bounded_lines(f, limit, b"\n")
+        )
         first = next((line for line in lines if line), b"").removeprefix(b"\xef\xbb\xbf")
         second = next((line for line in lines if line), b"")
     return first[:1] == b"{" and first[-1:] == b"}" and second[:1] == b"{"
@@ -148,17 +169,17 @@ def _is_json_lines(path: Path) -> bool:
 
 _WS = re.compile(r"[ \t\n\r]*")
 _NEXT_OBJECT = re.compile(r"\n([ \t]*)\{")
-_BAD_BYTE = re.compile("[\udc80-\udcff]")
 
 
 class _JsonText:
     """Walks a JSON document's text with `raw_decode`, tracking line numbers of positions."""
 
-    def __init__(self, text: str, name: str) -> None:
+    def __init__(self, text: str, name: str, limit: int) -> None:
         self.text = text
         self.name = name
+        self.limit = limit
         self.decoder = json.JSONDecoder()
-        self.bad_bytes = [m.start() for m in _BAD_BYTE.finditer(text)]
+        self.bad_bytes = [m.start() for m in BAD_BYTE.finditer(text)]
         self._pos, self._line = 0, 1
         self.end = 0
 
@@ -201,7 +222,7 @@ class _JsonText:
         except json.JSONDecodeError as e:
             raise DataError(f"{self.name}: invalid JSON at line {e.lineno}: {e.msg}") from e
         self.check_trailing(end)
-        yield location, self.check_bytes(value, pos, end, location)
+        yield location, self.check_record(value, pos, end, location)
 
     def rows_field(self, pos: int) -> int | None:
         """Start of the one list-of-objects field when it is the object's only list field.
@@ -267,7 +288,7 @@ class _JsonText:
             elif not isinstance(value, dict):
                 yield location, row_error(location, "not a JSON object", f"got {_json_type(value)}")
             else:
-                yield location, self.check_bytes(value, start, self.end, location)
+                yield location, self.check_record(value, start, self.end, location)
 
     def resync(self, broken: int) -> int:
         """Find the next element after a broken one, or fail: rows can't be dropped unseen.
@@ -304,7 +325,9 @@ class _JsonText:
                 f"{self.name}: extra data after the JSON value at line {self.line_of(end)}"
             )
 
-    def check_bytes(self, value: Row, start: int, end: int, location: str) -> RowOrError:
+    def check_record(self, value: Row, start: int, end: int, location: str) -> RowOrError:
+        if end - start > self.limit:
+            return row_error(location, TOO_LARGE, too_large(end - start, self.limit))
         i = bisect.bisect_left(self.bad_bytes, start)
         if i < len(self.bad_bytes) and self.bad_bytes[i] < end:
             bad = self.bad_bytes[i]
@@ -315,63 +338,13 @@ class _JsonText:
         return value
 
 
-# ----------------------------------------------------------------------------- tables
-
-
-def _read_csv(path: Path, name: str, delimiter: str = ",") -> Iterator[tuple[str, RowOrError]]:
-    with path.open("r", encoding="utf-8-sig", errors="surrogateescape", newline="") as f:
-        reader = csv.reader(f, delimiter=delimiter)
-        header = next(reader, None)
-        if header is None:
-            raise DataError(f"{name}: empty file (no header row)")
-        if any(_BAD_BYTE.search(h) for h in header):
-            raise DataError(f"{name}: the header row is not UTF-8; save the file as UTF-8")
-        line = reader.line_num
-        for fields in reader:
-            start, line = line + 1, reader.line_num  # a quoted field may span lines
-            if not fields or fields == [""]:
-                continue
-            location = f"{name}:line {start}"
-            if len(fields) != len(header):
-                yield (
-                    location,
-                    row_error(
-                        location,
-                        "wrong number of fields",
-                        f"{len(fields)} fields, the header has {len(header)}",
-                    ),
-                )
-            elif bad := [h for h, v in zip(header, fields, strict=True) if _BAD_BYTE.search(v)]:
-                yield location, row_error(location, "not UTF-8", f"in column {bad[0]!r}")
-            else:
-                yield location, dict(zip(header, fields, strict=True))
-
-
-def _read_tsv(path: Path, name: str) -> Iterator[tuple[str, RowOrError]]:
-    return _read_csv(path, name, delimiter="\t")
-
-
-def _read_parquet(path: Path, name: str) -> Iterator[tuple[str, RowOrError]]:
-    import pyarrow.parquet as pq  # lazy: pyarrow is heavy and most runs read JSON
-
-    try:
-        parquet = pq.ParquetFile(path)
-    except Exception as e:  # pyarrow raises ArrowInvalid and friends for non-parquet bytes
-        raise DataError(f"{name}: not a readable Parquet file ({e})") from e
-    number = 0
-    for batch in parquet.iter_batches(batch_size=4096):
-        for row in batch.to_pylist():
-            number += 1
-            yield f"{name}:row {number}", row
-
-
-READERS: dict[str, Callable[[Path, str], Iterator[tuple[str, RowOrError]]]] = {
+READERS: dict[str, Callable[[Path, str, int], Iterator[tuple[str, RowOrError]]]] = {
     ".json": _read_json,
     ".jsonl": _read_jsonl,
     ".ndjson": _read_jsonl,
-    ".csv": _read_csv,
-    ".tsv": _read_tsv,
-    ".parquet": _read_parquet,
+    ".csv": read_csv,
+    ".tsv": read_tsv,
+    ".parquet": read_parquet,
 }
 """File readers by extension."""
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from instructune.data.conversation import TOOLS, Conversation, Message
 from instructune.data.messages import parse_messages, parse_tools
-from instructune.data.readers import iter_json_lines
+from instructune.data.readers import iter_json_lines, unreadable_reason
 from instructune.inference.sampling import SamplingParams
 
 if TYPE_CHECKING:
@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 
 def read_prompts(path: Path) -> tuple[list[Any], list[Conversation]]:
     """(ids, conversations) from a JSONL file; a bad row raises naming file, line and field."""
+    if reason := unreadable_reason(path):
+        raise ValueError(f"input file {str(path)!r} {reason}")
     if not path.is_file():
         raise FileNotFoundError(f"input file {str(path)!r} does not exist")
     ids: list[Any] = []

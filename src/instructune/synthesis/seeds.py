@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from instructune.data.readers import iter_json_lines
+from instructune.data.readers import iter_json_lines, unreadable_reason
 
 
 @dataclass(frozen=True)
@@ -74,6 +74,8 @@ def parse_seed(row: Any, where: str, index: int) -> SeedTask:
 def load_seeds(path: str | Path) -> list[SeedTask]:
     """Read seed tasks from JSONL (one object a line) or JSON (a list); errors name file:line."""
     path = Path(path)
+    if reason := unreadable_reason(path):
+        raise ValueError(f"synthesize.seeds: {path} {reason}")
     if not path.is_file():
         raise FileNotFoundError(f"synthesize.seeds: no such file {path}")
     seeds: list[SeedTask] = []

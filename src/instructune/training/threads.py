@@ -7,6 +7,12 @@ while one thread ran it in 5.8 s (docs/performance.md). So the thread count is c
 measurement: the CPU time other processes used (`/proc/stat` minus `/proc/self/stat`) over a short
 window at start-up, then over every optimizer step, with hysteresis. `train.num_threads` fixes the
 count and turns this off. Where `/proc` is missing (macOS, Windows) torch's default stays.
+
+Other processes count by their scheduling priority: under CFS a nice-19 process gets 15/1024 of a
+contended core beside a nice-0 one, so a niced batch job that takes a core only while we leave it
+idle is not competition (counted fully, we dropped to 1 thread, it took the freed core, and we
+never went back to 2). Per-process CPU time and nice values (/proc/PID/stat) are read only while
+/proc/stat's `nice` column shows niced processes running: otherwise a sample costs two small reads.
 """
 
 from __future__ import annotations
@@ -28,6 +34,13 @@ BUSY_CORE = 0.5
 """Other processes' load (in cores) from which a core counts as taken."""
 FREE_CORE = 0.25
 """Load under which a taken core counts as free again."""
+_CFS_WEIGHTS = (
+    88761, 71755, 56483, 46273, 36291, 29154, 23254, 18705, 14949, 11916,
+    9548, 7620, 6100, 4904, 3906, 3121, 2501, 1991, 1586, 1277,
+    1024, 820, 655, 526, 423, 335, 272, 215, 172, 137,
+    110, 87, 70, 56, 45, 36, 29, 23, 18, 15,
+)  # fmt: skip
+"""The kernel's CPU shares by nice value, -20 to 19 (sched_prio_to_weight in kernel/sched)."""
 
 
 @dataclass
@@ -38,10 +51,16 @@ class CpuSample:
     ours: float
     """Seconds this process, its live descendants and the children it has waited for spent on
     a CPU (/proc/PID/stat utime + stime + cutime + cstime)."""
+    nice: float = 0.0
+    """Seconds all cores spent running niced (nice > 0) user code since boot (/proc/stat)."""
+    niced: dict[str, tuple[float, float]] | None = None
+    """Other processes of a lower priority than ours: pid -> (seconds on a CPU, their CFS weight
+    relative to ours); None when not read (no niced work ran since the previous sample)."""
 
 
-def sample() -> CpuSample | None:
-    """The CPU counters now; None where /proc cannot be read."""
+def sample(previous: CpuSample | None = None) -> CpuSample | None:
+    """The CPU counters now; None where /proc cannot be read. Lower-priority processes are read
+    only when niced work ran since `previous` (idle niced kernel threads cost nothing)."""
     try:
         fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
         ours = _cpu_ticks("self")
@@ -51,8 +70,36 @@ def sample() -> CpuSample | None:
     values = [int(v) for v in fields[:8]]
     busy = sum(values) - values[3] - values[4]
     # Our own child processes (inductor's compile workers) are our work, not competition.
-    ours += sum(_cpu_ticks(pid) for pid in _descendants("self"))
-    return CpuSample(time.monotonic(), busy / _TICKS, ours / _TICKS)
+    family = _descendants("self")
+    ours += sum(_cpu_ticks(pid) for pid in family)
+    now = CpuSample(time.monotonic(), busy / _TICKS, ours / _TICKS, values[1] / _TICKS)
+    if previous is None or now.nice > previous.nice:
+        now.niced = _lower_priority({"self", str(os.getpid()), *family})
+    return now
+
+
+def _lower_priority(skip: set[str]) -> dict[str, tuple[float, float]]:
+    """pid -> (CPU seconds, CFS weight relative to ours) of processes niced below us."""
+    ours = _nice_of(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split())
+    found: dict[str, tuple[float, float]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or entry.name in skip:
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as f:
+                stat = f.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue  # exited meanwhile
+        nice = _nice_of(stat)
+        if nice > ours:
+            weight = _CFS_WEIGHTS[nice + 20] / _CFS_WEIGHTS[ours + 20]
+            found[entry.name] = ((int(stat[11]) + int(stat[12])) / _TICKS, weight)
+    return found
+
+
+def _nice_of(stat: list[str] | list[bytes]) -> int:
+    """Field 19 (nice) of proc(5), clamped to the kernel's range."""
+    return max(-20, min(19, int(stat[16])))
 
 
 def _cpu_ticks(pid: str) -> int:
@@ -88,11 +135,30 @@ def _descendants(pid: str, depth: int = 4) -> list[str]:
 
 
 def others_load(start: CpuSample, end: CpuSample) -> float:
-    """Cores that other processes kept busy between two samples."""
+    """Cores that other processes kept busy between two samples, each weighed by its priority
+    relative to ours (a nice-19 process's busy core counts as 15/1024 of one)."""
     elapsed = end.at - start.at
     if elapsed <= 0:
         return 0.0
-    return max(0.0, ((end.busy - start.busy) - (end.ours - start.ours)) / elapsed)
+    busy = (end.busy - start.busy) - (end.ours - start.ours)
+    return max(0.0, (busy - _yielding(start, end)) / elapsed)
+
+
+def _yielding(start: CpuSample, end: CpuSample) -> float:
+    """CPU seconds of the window that lower-priority processes would give up to us.
+
+    Needs both samples' per-process reads: a niced process that exited within the window, or
+    started running when the previous sample had not read them, counts fully (as competition)
+    for that one window.
+    """
+    if not start.niced or not end.niced:
+        return 0.0
+    given = 0.0
+    for pid, (seconds, weight) in end.niced.items():
+        before = start.niced.get(pid)
+        if before is not None:
+            given += max(0.0, seconds - before[0]) * (1.0 - weight)
+    return given
 
 
 def usable_cores() -> int:
@@ -126,7 +192,7 @@ def choose_threads(window_s: float = 0.3) -> tuple[int, float] | None:
     if first is None:
         return None
     time.sleep(window_s)
-    second = sample()
+    second = sample(first)
     if second is None:
         return None
     load = others_load(first, second)
@@ -147,7 +213,7 @@ class ThreadGovernor(TrainerCallback):
     ) -> None:
         import torch
 
-        now = sample()
+        now = sample(self._last)
         if now is None or self._last is None:
             return
         load, self._last = others_load(self._last, now), now
