@@ -53,7 +53,8 @@ def run_prepare(cfg: Config, dump: bool = False, tokenizer: Any = None) -> Prepa
 
 
 def dump_examples(prepared: PreparedData, out_dir: Path) -> None:
-    """One JSON row per tokenized example (before packing): aligned, unshifted input_ids/labels."""
+    """One JSON row per tokenized example (before packing): aligned, unshifted input_ids/labels,
+    and `cut` (tokens truncation removed from its start) when it was truncated."""
     for split, examples in (("train", prepared.train), ("eval", prepared.eval)):
         if not examples:
             continue
@@ -61,4 +62,6 @@ def dump_examples(prepared: PreparedData, out_dir: Path) -> None:
             for e in examples:
                 row = {"source": e.source, "input_ids": e.input_ids.tolist()}
                 row["labels"] = e.labels.tolist()
+                if e.cut:
+                    row["cut"] = int(e.cut)
                 fh.write(json.dumps(row) + "\n")

@@ -1,0 +1,163 @@
+"""A prepared dataset as the model sees it: each example's tokens, decoded one by one with the
+tokenizer `prepare` used, each marked trained (label != -100), special or end-of-turn.
+
+The examples are the rows `prepare --dump` writes (`prepared/train.jsonl`, `eval.jsonl`: aligned
+input_ids and labels, `cut` when truncated); `summary.json` gives the dropped rows and their
+reasons. Pages are read through a `LineIndex`, so a split of 1M examples costs one seek a page.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from instructune.data.examples import IGNORE_INDEX
+from instructune.studio.jsonl import LineIndex
+from instructune.studio.workspace import PREPARED_DIR, SUMMARY_FILE
+
+SPLITS = ("train", "eval")
+FILTERS = ("all", "truncated", "dropped")
+_SCAN_LIMIT = 2_000_000
+"""Rows a filter or search looks through (a 1M-example split is scanned once, then cached)."""
+_BATCH = 512
+
+
+@dataclass(frozen=True)
+class Token:
+    id: int
+    text: str
+    trained: bool
+    special: bool
+    end_of_turn: bool
+
+
+class PreparedFolder:
+    """One output_dir's `prepared/`: summary, dumped splits, and the tokenizer that made them."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.dir = folder / PREPARED_DIR
+        self._indexes: dict[str, LineIndex] = {}
+        self._matches: dict[tuple[str, str, str, int], list[int]] = {}
+        self._tokenizer: Any = None
+        self._lock = threading.Lock()
+
+    def summary(self) -> dict[str, Any]:
+        data = json.loads((self.dir / SUMMARY_FILE).read_text(encoding="utf-8"))
+        return data if isinstance(data, dict) else {}
+
+    def splits(self) -> list[str]:
+        return [s for s in SPLITS if (self.dir / f"{s}.jsonl").is_file()]
+
+    def index(self, split: str) -> LineIndex:
+        if split not in SPLITS:
+            raise ValueError(f"split {split!r}: choose one of {list(SPLITS)}")
+        if split not in self._indexes:
+            self._indexes[split] = LineIndex(self.dir / f"{split}.jsonl")
+        return self._indexes[split]
+
+    def tokenizer(self) -> Any:
+        """The run's saved tokenizer when the folder is a training run, else its config's model's
+        (what `prepare` loaded)."""
+        with self._lock:
+            if self._tokenizer is None:
+                from instructune.artifacts import RunDir, load_run_tokenizer
+
+                run = RunDir(self.folder)
+                cfg = run.config()
+                if cfg is None:
+                    raise FileNotFoundError(
+                        f"{run.config_file} is missing: can't tell which tokenizer prepared it"
+                    )
+                self._tokenizer = load_run_tokenizer(run if run.has_tokenizer else None, cfg.model)
+            return self._tokenizer
+
+    def page(
+        self, split: str, start: int, count: int, show: str = "all", query: str = ""
+    ) -> tuple[int, list[tuple[int, dict[str, Any]]]]:
+        """(rows matching, [(line number, row)]) for rows [start, start+count) of the matches."""
+        index = self.index(split)
+        if show == "all" and not query:
+            return len(index), index.read(start, count)
+        lines = self._match(split, show, query)
+        rows = [r for i in lines[start : start + count] for r in index.read(i, 1)]
+        return len(lines), rows
+
+    def _match(self, split: str, show: str, query: str) -> list[int]:
+        """Line numbers (from 0) of rows passing the filter and containing `query` in their
+        source; one scan, cached per file size (a growing file is rescanned)."""
+        if show not in ("all", "truncated"):
+            raise ValueError(f"show {show!r}: choose one of {list(FILTERS)}")
+        path = self.dir / f"{split}.jsonl"
+        key = (split, show, query, path.stat().st_size)
+        if key not in self._matches:
+            found: list[int] = []
+            batch: list[tuple[int, dict[str, Any]]] = []
+            with path.open("rb") as fh:
+                for i, line in enumerate(fh):
+                    if i >= _SCAN_LIMIT:
+                        break
+                    row = json.loads(line)
+                    if query.lower() in str(row.get("source", "")).lower():
+                        batch.append((i, row))
+                    if len(batch) >= _BATCH:
+                        found += self._keep(batch, show)
+                        batch = []
+            found += self._keep(batch, show)
+            self._matches = {key: found}  # one cached scan: memory stays bounded
+        return self._matches[key]
+
+    def _keep(self, batch: list[tuple[int, dict[str, Any]]], show: str) -> list[int]:
+        """The rows of `batch` that `show` keeps. A truncated row either lost its first tokens
+        (`cut`) or had prompt text cut out of its middle, marked by the truncation's marker in
+        its text (`data.truncation.CUT_MARKER`); finding that needs the text, decoded in
+        batches by the tokenizer."""
+        if show == "all" or not batch:
+            return [i for i, _ in batch]
+        from instructune.data.truncation import CUT_MARKER
+
+        texts = self.tokenizer().batch_decode([row["input_ids"] for _, row in batch])
+        return [
+            i
+            for (i, row), text in zip(batch, texts, strict=True)
+            if row.get("cut") or CUT_MARKER in text
+        ]
+
+    def tokens(self, row: dict[str, Any]) -> list[Token]:
+        from instructune.data.templates import end_of_turn_ids
+
+        tok = self.tokenizer()
+        ids, labels = row.get("input_ids"), row.get("labels")
+        if not isinstance(ids, list) or not isinstance(labels, list) or len(ids) != len(labels):
+            raise ValueError("a prepared row needs input_ids and labels of the same length")
+        specials = set(tok.all_special_ids)
+        eot = end_of_turn_ids(tok)
+        return [
+            Token(
+                int(i),
+                tok.decode([int(i)], skip_special_tokens=False),
+                int(label) != IGNORE_INDEX,
+                int(i) in specials,
+                int(i) in eot,
+            )
+            for i, label in zip(ids, labels, strict=True)
+        ]
+
+
+def dropped_rows(summary: dict[str, Any], start: int, count: int) -> tuple[int, list[Any]]:
+    rows = summary.get("dropped_rows") or []
+    return len(rows), rows[start : start + count]
+
+
+def notes(summary: dict[str, Any]) -> list[str]:
+    """Kept-with-a-note counts per source (`adjusted`: rows changed, not dropped) and truncation."""
+    out = []
+    for src in summary.get("sources") or []:
+        for note, n in sorted((src.get("adjusted") or {}).items()):
+            out.append(f"{src.get('path')}: {n} kept with a note ({note})")
+    if summary.get("truncated"):
+        out.append(f"{summary['truncated']} examples truncated to fit max_length (kept)")
+    return out

@@ -1,0 +1,110 @@
+"""Launching `build` / `prepare` / `train` / `eval` from a config in the studio's folder.
+
+The config is validated in-process first (errors shown exactly as the CLI prints them, through
+`cli.errors.report`); then the ordinary CLI runs as a child process in DIR, its output going to
+a log the page tails. Stop sends SIGINT: Ctrl-C semantics (training saves a resumable checkpoint
+and exits 130). A run started here is an ordinary CLI run in an ordinary folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import itertools
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+LAUNCHABLE = ("build", "prepare", "train", "eval")
+_LOG_TAIL = 20_000
+
+
+@dataclass
+class Job:
+    id: int
+    command: str
+    config: str
+    log: Path
+    process: subprocess.Popen[bytes]
+    stopped: bool = False
+
+    def view(self) -> dict[str, Any]:
+        code = self.process.poll()
+        size = self.log.stat().st_size
+        with self.log.open("rb") as fh:
+            fh.seek(max(0, size - _LOG_TAIL))
+            tail = fh.read().decode("utf-8", "replace")
+        return {
+            "id": self.id,
+            "command": self.command,
+            "config": self.config,
+            "running": code is None,
+            "returncode": code,
+            "stopped": self.stopped,
+            "log": tail,
+        }
+
+
+def validate(command: str, config: Path) -> str | None:
+    """None when `config` loads for `command`; else the CLI's error text for it."""
+    from instructune.cli import errors
+    from instructune.cli.main import COMMANDS
+    from instructune.config import load_config
+
+    if command not in LAUNCHABLE:
+        return f"error: command {command!r}: choose one of {list(LAUNCHABLE)}"
+    required = COMMANDS[command][2]
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr):
+        try:
+            load_config(str(config), [], require=required)
+        except Exception as err:
+            errors.report(err)
+            return stderr.getvalue().strip() or f"error: {err}"
+    return None
+
+
+@dataclass
+class Jobs:
+    root: Path
+    jobs: dict[int, Job] = field(default_factory=dict)
+    _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _logs: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="studio-jobs-")))
+
+    def start(self, command: str, config: Path, config_rel: str) -> Job:
+        with self._lock:
+            job_id = next(self._ids)
+            log = self._logs / f"job-{job_id}.log"
+            with log.open("wb") as out:
+                process = subprocess.Popen(
+                    [sys.executable, "-m", "instructune", command, str(config)],
+                    cwd=self.root,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                )
+            job = Job(job_id, command, config_rel, log, process)
+            self.jobs[job_id] = job
+            return job
+
+    def stop(self, job_id: int) -> Job:
+        job = self.jobs[job_id]
+        if job.process.poll() is None:
+            job.process.send_signal(signal.SIGINT)
+            job.stopped = True
+        return job
+
+    def close(self) -> None:
+        """Ctrl-C every job still running (they checkpoint), then wait a little for each."""
+        for job in self.jobs.values():
+            if job.process.poll() is None:
+                job.process.send_signal(signal.SIGINT)
+        for job in self.jobs.values():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                job.process.wait(timeout=30)
