@@ -137,6 +137,7 @@ function initChat() {
       temperature: Number($("chat-temperature").value), top_p: Number($("chat-top-p").value),
       max_tokens: Number($("chat-max-tokens").value),
     };
+    if ($("chat-seed").value !== "") body.seed = Number($("chat-seed").value);
     try {
       const response = await fetch(`/engine/${key}/v1/chat/completions`, {
         method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body)});
