@@ -219,9 +219,7 @@ def test_launch_validates_then_trains_one_step(browser: Any, served: Served, tmp
     error = browser.find_element(By.ID, "launch-error")
     wait_for(lambda: error.is_displayed() and "trian" in error.text, what="the config error")
     assert error.text.startswith("error:")
-    Select(browser.find_element(By.ID, "launch-config")).select_by_visible_text(
-        served.built.config
-    )
+    Select(browser.find_element(By.ID, "launch-config")).select_by_visible_text(served.built.config)
     browser.find_element(By.ID, "launch-start").click()
     job = wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, ".job"), what="a job")[0]
     wait_for(lambda: job.get_attribute("data-state") == "finished", 240, "the train to finish")
