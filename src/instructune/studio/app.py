@@ -133,7 +133,7 @@ def _api_routes(app: FastAPI, studio: Studio) -> None:
         error = await asyncio.to_thread(launch_mod.validate, command, path)
         if error is not None:
             return JSONResponse({"error": error}, status_code=400)
-        job = studio.jobs.start(command, path, config)
+        job = studio.jobs.start(command, path, config, dump=bool(body.get("dump", True)))
         return JSONResponse(job.view())
 
     @app.get("/api/jobs")

@@ -38,7 +38,7 @@ class Job:
         size = self.log.stat().st_size
         with self.log.open("rb") as fh:
             fh.seek(max(0, size - _LOG_TAIL))
-            tail = fh.read().decode("utf-8", "replace")
+            tail = _progress_lines(fh.read().decode("utf-8", "replace"))
         return {
             "id": self.id,
             "command": self.command,
@@ -48,6 +48,13 @@ class Job:
             "stopped": self.stopped,
             "log": tail,
         }
+
+
+def _progress_lines(text: str) -> str:
+    """Each line as a terminal shows it: a progress bar's `\r` redraws keep only the last."""
+    return "\n".join(
+        next((part for part in reversed(line.split("\r")) if part), "") for line in text.split("\n")
+    )
 
 
 def validate(command: str, config: Path) -> str | None:
@@ -77,13 +84,18 @@ class Jobs:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _logs: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="studio-jobs-")))
 
-    def start(self, command: str, config: Path, config_rel: str) -> Job:
+    def start(self, command: str, config: Path, config_rel: str, dump: bool = False) -> Job:
+        """Run `instructune COMMAND CONFIG` (`prepare --dump` with `dump`: the Data page's
+        examples) in DIR."""
+        argv = [sys.executable, "-m", "instructune", command, str(config)]
+        if dump and command == "prepare":
+            argv.append("--dump")
         with self._lock:
             job_id = next(self._ids)
             log = self._logs / f"job-{job_id}.log"
             with log.open("wb") as out:
                 process = subprocess.Popen(
-                    [sys.executable, "-m", "instructune", command, str(config)],
+                    argv,
                     cwd=self.root,
                     stdout=out,
                     stderr=subprocess.STDOUT,

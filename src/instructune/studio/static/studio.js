@@ -40,13 +40,14 @@ function initCharts(root) {
       const ys = keys.filter((k) => cols[k] && cols[k].some((v) => v !== null));
       if (!step.length || !ys.length) return;
       tables.push([step, ...ys.map((k) => cols[k])]);
+      // one color per run when comparing (a dashed line for its second series), else per key
       ys.forEach((k, j) => series.push({
         label: runs.length > 1 ? `${runs[i]} ${k}` : k,
-        stroke: COLORS[(i * keys.length + j) % COLORS.length],
+        stroke: COLORS[(runs.length > 1 ? i : keys.indexOf(k)) % COLORS.length],
         width: 1.5,
         spanGaps: true,
         points: {show: k.startsWith("eval_")},
-        dash: k.startsWith("eval_") ? [6, 3] : undefined,
+        dash: runs.length > 1 && keys.indexOf(k) > 0 ? [6, 3] : undefined,
       }));
     });
     if (!tables.length) return null;
@@ -205,7 +206,7 @@ function initLaunch() {
   $("launch-start").addEventListener("click", async () => {
     $("launch-error").hidden = true;
     try {
-      show(await postJSON("/api/launch", {command: $("launch-command").value, config: $("launch-config").value}));
+      show(await postJSON("/api/launch", {command: $("launch-command").value, config: $("launch-config").value, dump: $("launch-dump").checked}));
     } catch (err) {
       $("launch-error").hidden = false;
       $("launch-error").textContent = err.message;
