@@ -22,6 +22,7 @@ import pytest
 from .conftest import SCRIPT_ROW, Served
 
 SHOTS_ENV = "INSTRUCTUNE_STUDIO_SHOTS"
+README_SHOTS = ("overview", "data", "runs", "runs-compare", "eval", "chat", "launch")
 
 
 def wait_for(check: Callable[[], Any], timeout: float = 30.0, what: str = "") -> Any:
@@ -63,7 +64,7 @@ def check_clean(browser: Any, tmp_path: Path, name: str, expected: str | None = 
     assert non_white > 0.02, f"{name} looks blank ({non_white:.2%} non-white pixels)"
     assert len([n for n in histogram if n]) > 20
     keep = os.environ.get(SHOTS_ENV)
-    if keep:
+    if keep and name in README_SHOTS:
         Path(keep).mkdir(parents=True, exist_ok=True)
         image = Image.open(shot).convert("RGB")
         image.quantize(colors=64).save(Path(keep) / f"{name}.png", optimize=True)

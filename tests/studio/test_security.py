@@ -138,3 +138,13 @@ def test_api_key_when_exposed(folder: Path) -> None:
         logged_in = c.post("/login", data={"key": SECRET}, follow_redirects=False)
         assert logged_in.status_code == 303 and c.cookies.get(COOKIE) == SECRET
         assert c.get("/runs").status_code == 200  # the browser's cookie now opens the pages
+
+
+def test_missing_artifacts_are_404_pages_naming_them(client: TestClient) -> None:
+    page = client.get("/data?path=evals/lora")
+    assert page.status_code == 404 and "prepared/summary.json" in page.text
+    assert page.headers["content-type"].startswith("text/html")
+    page = client.get("/eval?path=runs/lora")
+    assert page.status_code == 404 and "predictions.jsonl" in page.text
+    api = client.get("/api/metrics?path=evals/lora")
+    assert api.status_code == 404 and "metrics.jsonl" in api.json()["error"]

@@ -9,6 +9,7 @@ always shown as text.
 from __future__ import annotations
 
 import asyncio
+import html
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from instructune.studio import chat as chat_mod
@@ -66,13 +67,20 @@ def create_app(studio: Studio) -> Any:
     app.state.studio = studio
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
+    # A missing or unreadable artifact is the user's to fix: say which, as JSON to the scripts
+    # and as an escaped line on a page.
     @app.exception_handler(OutsideError)
-    async def _outside(_: Request, err: OutsideError) -> JSONResponse:
-        return JSONResponse({"error": str(err)}, status_code=404)
+    @app.exception_handler(FileNotFoundError)
+    async def _missing(request: Request, err: Exception) -> Response:
+        return _error(request, 404, str(err))
+
+    @app.exception_handler(ValueError)
+    async def _invalid(request: Request, err: Exception) -> Response:
+        return _error(request, 400, str(err))
 
     @app.exception_handler(BadRequest)
-    async def _bad(_: Request, err: BadRequest) -> JSONResponse:
-        return JSONResponse({"error": str(err)}, status_code=err.status)
+    async def _bad(request: Request, err: Exception) -> Response:
+        return _error(request, getattr(err, "status", 400), str(err))
 
     from instructune.studio import pages
 
@@ -151,6 +159,13 @@ def _api_routes(app: FastAPI, studio: Studio) -> None:
         if job_id not in studio.jobs.jobs:
             raise BadRequest(404, f"no job {job_id}")
         return studio.jobs.stop(job_id).view()
+
+
+def _error(request: Request, status: int, message: str) -> Response:
+    if request.url.path.startswith("/api/"):
+        return JSONResponse({"error": message}, status_code=status)
+    page = f"<!DOCTYPE html><meta charset='utf-8'><title>error</title><p>{html.escape(message)}"
+    return HTMLResponse(page + "</p><p><a href='/'>back to the overview</a></p>", status)
 
 
 async def _json(request: Request) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import itertools
+import shutil
 import signal
 import subprocess
 import sys
@@ -120,3 +121,4 @@ class Jobs:
         for job in self.jobs.values():
             with contextlib.suppress(subprocess.TimeoutExpired):
                 job.process.wait(timeout=30)
+        shutil.rmtree(self._logs, ignore_errors=True)

@@ -16,7 +16,13 @@ from instructune.studio import dataview, evals
 from instructune.studio.launch import LAUNCHABLE
 from instructune.studio.runs import CURVES, config_diff, read_config, read_json, run_row
 from instructune.studio.security import COOKIE, form_value, key_matches
-from instructune.studio.workspace import BUILD_REPORT_FILE, EVAL_REPORT_FILE, OutsideError
+from instructune.studio.workspace import (
+    BUILD_REPORT_FILE,
+    EVAL_REPORT_FILE,
+    PREPARED_DIR,
+    SUMMARY_FILE,
+    OutsideError,
+)
 
 PAGE_SIZE = 20
 _MAX_PAGE = 200
@@ -66,7 +72,11 @@ def register(app: FastAPI, studio: Any) -> None:
         if path is None:
             return page("data.html", found=found, active="data", folder=None)
         folder = ws.resolve(path)
-        prepared = studio.prepared.setdefault(folder, dataview.PreparedFolder(folder))
+        if not (folder / PREPARED_DIR / SUMMARY_FILE).is_file():
+            raise OutsideError(f"{path!r} has no {PREPARED_DIR}/{SUMMARY_FILE}: run prepare")
+        if folder not in studio.prepared:
+            studio.prepared[folder] = dataview.PreparedFolder(folder)
+        prepared = studio.prepared[folder]
         summary = await asyncio.to_thread(prepared.summary)
         context = _data_context(prepared, summary, split, show, q, page_no, size)
         return await asyncio.to_thread(
