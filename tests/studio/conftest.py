@@ -43,6 +43,8 @@ class Built:
     eval: str
     config: str
     """A config for a 1-step train into `runs/launched` (for the Launch page)."""
+    long_config: str
+    """A config for a train too long to finish: the Launch page's Stop ends it."""
 
 
 def _rows() -> list[dict[str, Any]]:
@@ -84,6 +86,8 @@ def built(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Bui
     configs.mkdir()
     (configs / "lora.yaml").write_text(_train_yaml(tiny_model_dir, data, "runs/lora", 2))
     (configs / "launch.yaml").write_text(_train_yaml(tiny_model_dir, data, "runs/launched", 1))
+    long = _train_yaml(tiny_model_dir, data, "runs/stopped", 100_000)
+    (configs / "long.yaml").write_text(long.replace("logging_steps: 1", "logging_steps: 5"))
     cwd = Path.cwd()
     os.chdir(root)  # output_dir in the configs is relative to DIR, as a user writes it
     try:
@@ -107,7 +111,7 @@ def built(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Bui
         run_eval(load_config(configs / "eval.yaml"))
     finally:
         os.chdir(cwd)
-    return Built(root, "runs/lora", "evals/lora", "configs/launch.yaml")
+    return Built(root, "runs/lora", "evals/lora", "configs/launch.yaml", "configs/long.yaml")
 
 
 def free_port() -> int:

@@ -208,7 +208,9 @@ def test_chat_streams_an_answer(browser: Any, served: Served, tmp_path: Path):
     check_clean(browser, tmp_path, "chat")
 
 
-def test_launch_validates_then_trains_one_step(browser: Any, served: Served, tmp_path: Path):
+def test_launch_validates_trains_one_step_and_stops_a_run(
+    browser: Any, served: Served, tmp_path: Path
+):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 
@@ -220,14 +222,41 @@ def test_launch_validates_then_trains_one_step(browser: Any, served: Served, tmp
     error = browser.find_element(By.ID, "launch-error")
     wait_for(lambda: error.is_displayed() and "trian" in error.text, what="the config error")
     assert error.text.startswith("error:")
-    Select(browser.find_element(By.ID, "launch-config")).select_by_visible_text(served.built.config)
-    browser.find_element(By.ID, "launch-start").click()
-    job = wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, ".job"), what="a job")[0]
-    wait_for(lambda: job.get_attribute("data-state") == "finished", 240, "the train to finish")
-    assert job.get_attribute("data-returncode") == "0", job.text
+    configs = Select(browser.find_element(By.ID, "launch-config"))
+
+    def job(config: str) -> Any:
+        return wait_for(
+            lambda: browser.find_elements(
+                By.XPATH, f"//div[@class='job'][b[contains(., '{config}')]]"
+            ),
+            what=f"the job of {config}",
+        )[0]
+
+    # both at once: the long one runs while the short one finishes
+    for config in (served.built.long_config, served.built.config):
+        configs.select_by_visible_text(config)
+        browser.find_element(By.ID, "launch-start").click()
+        job(config)
+    short, long = job(served.built.config), job(served.built.long_config)
+    wait_for(lambda: short.get_attribute("data-state") == "finished", 240, "the train to finish")
+    assert short.get_attribute("data-returncode") == "0", short.text
     run = root / "runs" / "launched"
     assert (run / "adapter_model.safetensors").is_file()
     assert [json.loads(line)["step"] for line in (run / "metrics.jsonl").open()][-1] == 1
+
+    stopped = root / "runs" / "stopped"
+    wait_for(
+        lambda: (
+            (stopped / "metrics.jsonl").is_file() and (stopped / "metrics.jsonl").stat().st_size
+        ),
+        120,
+        "steps",
+    )
+    long.find_element(By.TAG_NAME, "button").click()  # Stop: Ctrl-C
+    wait_for(lambda: long.get_attribute("data-state") == "finished", 120, "the run to stop")
+    assert long.get_attribute("data-returncode") == "130", long.text
+    assert "--resume" in long.text
+    assert list((stopped / "checkpoints").glob("checkpoint-*")), "a resumable checkpoint"
     # the refused config's answer is a 400, which the console logs
     check_clean(browser, tmp_path, "launch", expected="/api/launch - Failed to load resource")
 
