@@ -132,7 +132,8 @@ def test_api_key_when_exposed(folder: Path) -> None:
         assert c.get("/", headers={"authorization": "Bearer wrong"}).status_code == 401
         ok = c.get("/", headers={"authorization": f"Bearer {SECRET}"})
         assert ok.status_code == 200 and "runs/lora" in ok.text
-        assert c.get("/login").status_code == 200
+        login = c.get("/login")
+        assert login.status_code == 200 and str(folder) not in login.text
         assert c.post("/login", data={"key": "wrong"}).status_code == 401
         assert COOKIE not in c.cookies
         logged_in = c.post("/login", data={"key": SECRET}, follow_redirects=False)

@@ -5,6 +5,7 @@ launch progress are the static scripts'."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -46,13 +47,25 @@ def _num(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
+Page = Callable[..., HTMLResponse]
+
+
 def register(app: FastAPI, studio: Any) -> None:
     env = _environment()
-    ws = studio.workspace
 
     def page(name: str, **context: Any) -> HTMLResponse:
-        html = env.get_template(name).render(root=str(ws.root), **context)
+        context.setdefault("root", str(studio.workspace.root))
+        html = env.get_template(name).render(**context)
         return HTMLResponse(html)
+
+    _data_pages(app, studio, page)
+    _run_pages(app, studio, page)
+    _eval_pages(app, studio, page)
+    _other_pages(app, studio, page)
+
+
+def _data_pages(app: FastAPI, studio: Any, page: Page) -> None:
+    ws = studio.workspace
 
     @app.get("/", response_class=HTMLResponse)
     async def overview() -> HTMLResponse:
@@ -88,6 +101,10 @@ def register(app: FastAPI, studio: Any) -> None:
         report = read_json(ws.resolve(path) / BUILD_REPORT_FILE)
         return page("build.html", active="data", folder=path, report=report)
 
+
+def _run_pages(app: FastAPI, studio: Any, page: Page) -> None:
+    ws = studio.workspace
+
     @app.get("/runs", response_class=HTMLResponse)
     async def runs() -> HTMLResponse:
         found = await asyncio.to_thread(ws.scan)
@@ -110,6 +127,10 @@ def register(app: FastAPI, studio: Any) -> None:
             manifests=list(zip(path, manifests, strict=True)),
             curves=CURVES,
         )
+
+
+def _eval_pages(app: FastAPI, studio: Any, page: Page) -> None:
+    ws = studio.workspace
 
     @app.get("/eval", response_class=HTMLResponse)
     async def eval_page(
@@ -148,6 +169,10 @@ def register(app: FastAPI, studio: Any) -> None:
             file.read_text(encoding="utf-8"), headers={"content-security-policy": _REPORT_CSP}
         )
 
+
+def _other_pages(app: FastAPI, studio: Any, page: Page) -> None:
+    ws = studio.workspace
+
     @app.get("/chat", response_class=HTMLResponse)
     async def chat() -> HTMLResponse:
         found = await asyncio.to_thread(ws.scan)
@@ -160,15 +185,15 @@ def register(app: FastAPI, studio: Any) -> None:
 
     @app.get("/login", response_class=HTMLResponse)
     async def login_form() -> HTMLResponse:
-        return page("login.html", active="", failed=False)
+        return page("login.html", active="", failed=False, root="")  # no path before the key
 
     @app.post("/login")
     async def login(request: Request) -> Response:
         key = form_value(await request.body(), "key")
         if studio.api_key is None or not key_matches(key, studio.api_key):
-            return HTMLResponse(
-                env.get_template("login.html").render(active="", failed=True), status_code=401
-            )
+            failed = page("login.html", active="", failed=True, root="")
+            failed.status_code = 401
+            return failed
         response = RedirectResponse("/", status_code=303)
         response.set_cookie(COOKIE, key, httponly=True, samesite="strict")
         return response
