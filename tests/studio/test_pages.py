@@ -17,8 +17,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import pytest
-
 from .conftest import SCRIPT_ROW, Served
 
 SHOTS_ENV = "INSTRUCTUNE_STUDIO_SHOTS"
@@ -259,9 +257,3 @@ def test_launch_validates_trains_one_step_and_stops_a_run(
     assert list((stopped / "checkpoints").glob("checkpoint-*")), "a resumable checkpoint"
     # the refused config's answer is a 400, which the console logs
     check_clean(browser, tmp_path, "launch", expected="/api/launch - Failed to load resource")
-
-
-@pytest.fixture(autouse=True)
-def _no_stray_files(served: Served) -> None:
-    """Nothing the studio does writes into DIR except the runs it launches."""
-    assert not (served.built.root / ".instructune-studio").exists()

@@ -101,6 +101,10 @@ class Jobs:
                     stdout=out,
                     stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL,
+                    # its own process group: a Ctrl-C at the studio's terminal reaches the
+                    # studio only, which then sends each job exactly one SIGINT (`close`); a
+                    # second one would stop training before its checkpoint is written
+                    start_new_session=True,
                 )
             job = Job(job_id, command, config_rel, log, process)
             self.jobs[job_id] = job
