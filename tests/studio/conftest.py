@@ -97,7 +97,8 @@ def built(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Bui
         tasks = root / "data" / "cls.jsonl"
         tasks.write_text(
             "".join(
-                json.dumps({"instruction": f"Is {i} odd?", "output": str(i % 2 == 1)}) + "\n"
+                json.dumps({"instruction": f"Is {i} odd? {SCRIPT_ROW}", "output": str(i % 2 == 1)})
+                + "\n"
                 for i in range(6)
             )
         )

@@ -165,6 +165,7 @@ def test_eval_page_shows_report_and_predictions(browser: Any, served: Served, tm
     body = open_page(browser, served, f"/eval?path={served.built.eval}")
     assert "odd" in body and "accuracy" in body and "6 items" in body
     assert len(browser.find_elements(By.CSS_SELECTOR, "table.preds tbody tr")) == 6
+    assert SCRIPT_ROW in body  # a prompt with markup, shown as text
     frame = browser.find_element(By.CSS_SELECTOR, "iframe.report")
     browser.switch_to.frame(frame)
     assert "Evaluation report" in browser.find_element(By.TAG_NAME, "body").text

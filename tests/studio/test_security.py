@@ -91,8 +91,12 @@ def test_data_is_escaped(client: TestClient) -> None:
     assert SCRIPT_ROW in html.unescape(re.sub(r"<[^>]+>", "", page.text))
     assert "<script>alert" not in page.text and page.text.count("<script") == 2
     assert page.headers["content-security-policy"].startswith("default-src 'self'")
-    evals = client.get("/eval?path=evals/lora&q=<script>")
-    assert "<script>alert" not in evals.text
+    evals = client.get("/eval?path=evals/lora")
+    assert SCRIPT_ROW in html.unescape(re.sub(r"<[^>]+>", "", evals.text))
+    assert "<script>alert" not in evals.text and evals.text.count("<script") == 2
+    report = client.get("/eval/report?path=evals/lora")  # the eval's own report.html, sandboxed
+    assert "<script>alert" not in report.text
+    assert report.headers["content-security-policy"].startswith("sandbox")
     assert SCRIPT_ROW not in page.text  # only ever its escaped form
 
 
