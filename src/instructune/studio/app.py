@@ -20,6 +20,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
+from instructune.artifacts import METRICS_FILE
 from instructune.studio import chat as chat_mod
 from instructune.studio import launch as launch_mod
 from instructune.studio.jsonl import MetricsSeries
@@ -102,9 +103,9 @@ def _api_routes(app: FastAPI, studio: Studio) -> None:
     @app.get("/api/metrics")
     async def metrics(path: str, max_points: int = MAX_POINTS) -> dict[str, Any]:
         """A run's curves, downsampled; `offset`/`rows` tell the page whether the log grew."""
-        file = ws.resolve(path) / "metrics.jsonl"
+        file = ws.resolve(path) / METRICS_FILE
         if not file.is_file():
-            raise OutsideError(f"{path!r} has no metrics.jsonl")
+            raise OutsideError(f"{path!r} has no {METRICS_FILE}")
         series: MetricsSeries = studio.metrics.get(file)
         points = min(max(max_points, 10), 20_000)
         return await asyncio.to_thread(series.downsampled, points)

@@ -13,6 +13,7 @@ from fastapi import FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from instructune.artifacts import RunDir
 from instructune.studio import dataview, evals
 from instructune.studio.launch import LAUNCHABLE
 from instructune.studio.runs import CURVES, config_diff, read_config, read_json, run_row
@@ -118,7 +119,7 @@ def _run_pages(app: FastAPI, studio: Any, page: Page) -> None:
     async def run_view(path: list[str] = Query(...)) -> HTMLResponse:  # noqa: B008
         folders = [ws.resolve(p) for p in path]
         configs = [read_config(f) for f in folders]
-        manifests = [read_json(f / "manifest.json") for f in folders]
+        manifests = [read_json(RunDir(f).manifest_file) for f in folders]
         return page(
             "run.html",
             active="runs",

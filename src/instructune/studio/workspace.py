@@ -17,6 +17,8 @@ from instructune.artifacts import CONFIG_FILE, MANIFEST_FILE, METRICS_FILE
 
 MAX_DEPTH = 6
 """Folder levels under DIR searched for runs (a run in `runs/2026/exp/lora/` is 4 levels down)."""
+# The names `prepare` (data/prepare.py), `eval` (evaluation/run.py, report.py) and `build`
+# (curation/build.py) write; the studio finds their folders by them.
 PREPARED_DIR = "prepared"
 SUMMARY_FILE = "summary.json"
 EVAL_METRICS_FILE = "metrics.json"
