@@ -108,6 +108,10 @@ def test_data_page_filters_truncated_and_dropped(browser: Any, served: Served, t
     base = f"/data?path={served.built.run}"
     body = open_page(browser, served, base + "&show=truncated")
     assert "1 examples" in body and "truncated: prompt text cut" in body
+    body = open_page(browser, served, base + "&q=PLUS+3%3F")  # text, case-insensitive
+    assert "1 examples" in body and "What is 3 plus 3?" in body
+    body = open_page(browser, served, base + "&q=line+11")  # a source
+    assert "1 examples" in body and "train.jsonl:line 11" in body
     body = open_page(browser, served, base + "&show=dropped")
     summary = json.loads(
         (served.built.root / served.built.run / "prepared" / "summary.json").read_text()

@@ -20,8 +20,9 @@ from instructune.studio.workspace import PREPARED_DIR, SUMMARY_FILE
 
 SPLITS = ("train", "eval")
 FILTERS = ("all", "truncated", "dropped")
-_SCAN_LIMIT = 2_000_000
-"""Rows a filter or search looks through (a 1M-example split is scanned once, then cached)."""
+SCAN_LIMIT = 200_000
+"""Rows a filter or search decodes and looks through (then cached); the page says when a
+split has more."""
 _BATCH = 512
 
 
@@ -41,7 +42,7 @@ class PreparedFolder:
         self.folder = folder
         self.dir = folder / PREPARED_DIR
         self._indexes: dict[str, LineIndex] = {}
-        self._matches: dict[tuple[str, str, str, int], list[int]] = {}
+        self._matches: dict[tuple[str, str, str, int], tuple[list[int], bool]] = {}
         self._tokenizer: Any = None
         self._lock = threading.Lock()
 
@@ -77,18 +78,20 @@ class PreparedFolder:
 
     def page(
         self, split: str, start: int, count: int, show: str = "all", query: str = ""
-    ) -> tuple[int, list[tuple[int, dict[str, Any]]]]:
-        """(rows matching, [(line number, row)]) for rows [start, start+count) of the matches."""
+    ) -> tuple[int, list[tuple[int, dict[str, Any]]], bool]:
+        """(rows matching, [(line number, row)] for rows [start, start+count) of the matches,
+        whether every row was looked at: a filter or search scans at most `SCAN_LIMIT`)."""
         index = self.index(split)
         if show == "all" and not query:
-            return len(index), index.read(start, count)
-        lines = self._match(split, show, query)
+            return len(index), index.read(start, count), True
+        lines, complete = self._match(split, show, query)
         rows = [r for i in lines[start : start + count] for r in index.read(i, 1)]
-        return len(lines), rows
+        return len(lines), rows, complete
 
-    def _match(self, split: str, show: str, query: str) -> list[int]:
-        """Line numbers (from 0) of rows passing the filter and containing `query` in their
-        source; one scan, cached per file size (a growing file is rescanned)."""
+    def _match(self, split: str, show: str, query: str) -> tuple[list[int], bool]:
+        """Line numbers (from 0) of rows passing the filter whose text or source contains
+        `query` (case-insensitive), and whether the scan saw every row; one scan, cached per
+        file size (a growing file is rescanned)."""
         if show not in ("all", "truncated"):
             raise ValueError(f"show {show!r}: choose one of {list(FILTERS)}")
         path = self.dir / f"{split}.jsonl"
@@ -96,34 +99,34 @@ class PreparedFolder:
         if key not in self._matches:
             found: list[int] = []
             batch: list[tuple[int, dict[str, Any]]] = []
+            complete = True
             with path.open("rb") as fh:
                 for i, line in enumerate(fh):
-                    if i >= _SCAN_LIMIT:
+                    if i >= SCAN_LIMIT:
+                        complete = False
                         break
-                    row = json.loads(line)
-                    if query.lower() in str(row.get("source", "")).lower():
-                        batch.append((i, row))
+                    batch.append((i, json.loads(line)))
                     if len(batch) >= _BATCH:
-                        found += self._keep(batch, show)
+                        found += self._keep(batch, show, query.lower())
                         batch = []
-            found += self._keep(batch, show)
-            self._matches = {key: found}  # one cached scan: memory stays bounded
+            found += self._keep(batch, show, query.lower())
+            self._matches = {key: (found, complete)}  # one cached scan: memory stays bounded
         return self._matches[key]
 
-    def _keep(self, batch: list[tuple[int, dict[str, Any]]], show: str) -> list[int]:
-        """The rows of `batch` that `show` keeps. A truncated row either lost its first tokens
-        (`cut`) or had prompt text cut out of its middle, marked by the truncation's marker in
-        its text (`data.truncation.CUT_MARKER`); finding that needs the text, decoded in
-        batches by the tokenizer."""
-        if show == "all" or not batch:
-            return [i for i, _ in batch]
+    def _keep(self, batch: list[tuple[int, dict[str, Any]]], show: str, needle: str) -> list[int]:
+        """The rows of `batch` that `show` and the search keep, by their text (decoded in
+        batches by the tokenizer). A truncated row either lost its first tokens (`cut`) or had
+        prompt text cut out of its middle, marked by `data.truncation.CUT_MARKER`."""
+        if not batch:
+            return []
         from instructune.data.truncation import CUT_MARKER
 
         texts = self.tokenizer().batch_decode([row["input_ids"] for _, row in batch])
         return [
             i
             for (i, row), text in zip(batch, texts, strict=True)
-            if row.get("cut") or CUT_MARKER in text
+            if (show == "all" or row.get("cut") or CUT_MARKER in text)
+            and (needle in text.lower() or needle in str(row.get("source", "")).lower())
         ]
 
     def tokens(self, row: dict[str, Any]) -> list[Token]:

@@ -239,11 +239,13 @@ def _data_context(
             "size": size,
             "examples": [],
             "dropped": [],
+            "complete": True,
+            "scan_limit": dataview.SCAN_LIMIT,
         }
         if show == "dropped":
             total, context["dropped"] = dataview.dropped_rows(summary, page_no * size, size)
         elif split in splits:
-            total, rows = prepared.page(split, page_no * size, size, show, q)
+            total, rows, context["complete"] = prepared.page(split, page_no * size, size, show, q)
             context["examples"] = [_example(prepared, line, row) for line, row in rows]
         else:
             total = 0
