@@ -63,7 +63,7 @@ def _train_yaml(model: Path, data: Path, out: str, steps: int) -> str:
     return (
         f"model: {{path: {model}}}\n"
         f"data:\n  train: [{{path: {data}, format: alpaca}}]\n  max_length: 64\n"
-        "  truncation: truncate_prompt\n  on_error: skip\n  packing: false\n"
+        "  truncation: truncate_prompt\n  on_error: skip\n  packing: true\n"
         "method: lora\nlora: {r: 4, alpha: 8, dropout: 0.0}\n"
         f"train: {{max_steps: {steps}, micro_batch_size: 4, learning_rate: 0.05,\n"
         "  logging_steps: 1}\n"

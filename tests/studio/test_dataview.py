@@ -26,3 +26,15 @@ def test_search_and_the_scan_limit(built: Built, monkeypatch: pytest.MonkeyPatch
     assert not complete and total == 0  # the truncated row is past the first 4
     with pytest.raises(ValueError, match="show 'dropped'"):
         prepared.page("train", 0, 10, "dropped", "")
+
+
+def test_packed_rows_hold_every_example_once(built: Built) -> None:
+    prepared = dataview.PreparedFolder(built.root / built.run)
+    n_examples = len(prepared.index("train"))
+    total, bins = prepared.bins("train", 0, 1000)
+    summary = prepared.summary()
+    assert total == summary["splits"]["train"]["packed_rows"] == len(bins) > 1
+    lines = sorted(line for b in bins for line, _ in b["examples"])
+    assert lines == list(range(1, n_examples + 1))
+    for b in bins:  # each packed row fits the context
+        assert sum(len(row["input_ids"]) for _, row in b["examples"]) <= 64

@@ -105,6 +105,8 @@ def test_data_page_highlights_exactly_the_trained_tokens(
 
 
 def test_data_page_filters_truncated_and_dropped(browser: Any, served: Served, tmp_path: Path):
+    from selenium.webdriver.common.by import By
+
     base = f"/data?path={served.built.run}"
     body = open_page(browser, served, base + "&show=truncated")
     assert "1 examples" in body and "truncated: prompt text cut" in body
@@ -112,6 +114,9 @@ def test_data_page_filters_truncated_and_dropped(browser: Any, served: Served, t
     assert "1 examples" in body and "What is 3 plus 3?" in body
     body = open_page(browser, served, base + "&q=line+11")  # a source
     assert "1 examples" in body and "train.jsonl:line 11" in body
+    body = open_page(browser, served, base + "&show=bins&size=50")
+    boundaries = browser.find_elements(By.CSS_SELECTOR, ".bin .boundary")
+    assert "packed rows" in body and len(boundaries) == 12  # every example, in its packed row
     body = open_page(browser, served, base + "&show=dropped")
     summary = json.loads(
         (served.built.root / served.built.run / "prepared" / "summary.json").read_text()

@@ -19,7 +19,7 @@ from instructune.studio.jsonl import LineIndex
 from instructune.studio.workspace import PREPARED_DIR, SUMMARY_FILE
 
 SPLITS = ("train", "eval")
-FILTERS = ("all", "truncated", "dropped")
+FILTERS = ("all", "truncated", "dropped", "bins")
 SCAN_LIMIT = 200_000
 """Rows a filter or search decodes and looks through (then cached); the page says when a
 split has more."""
@@ -92,7 +92,7 @@ class PreparedFolder:
         """Line numbers (from 0) of rows passing the filter whose text or source contains
         `query` (case-insensitive), and whether the scan saw every row; one scan, cached per
         file size (a growing file is rescanned)."""
-        if show not in ("all", "truncated"):
+        if show not in ("all", "truncated"):  # "dropped" and "bins" read other files
             raise ValueError(f"show {show!r}: choose one of {list(FILTERS)}")
         path = self.dir / f"{split}.jsonl"
         key = (split, show, query, path.stat().st_size)
@@ -128,6 +128,24 @@ class PreparedFolder:
             if (show == "all" or row.get("cut") or CUT_MARKER in text)
             and (needle in text.lower() or needle in str(row.get("source", "")).lower())
         ]
+
+    def bins(self, split: str, start: int, count: int) -> tuple[int, list[dict[str, Any]]]:
+        """(packed rows, [{"bin": number from 1, "examples": [(line, row)]}]) for packed rows
+        [start, start+count), from `prepare --dump`'s bins file (none without packing)."""
+        from instructune.data.prepare import BINS_FILE
+
+        path = self.dir / BINS_FILE.format(split=split)
+        if not path.is_file():
+            return 0, []
+        key = f"{split}_bins"
+        if key not in self._indexes:
+            self._indexes[key] = LineIndex(path)
+        bins, examples = self._indexes[key], self.index(split)
+        out = []
+        for number, packed in bins.read(start, count):
+            rows = [r for i in packed.get("examples", []) for r in examples.read(int(i), 1)]
+            out.append({"bin": number, "examples": rows})
+        return len(bins), out
 
     def tokens(self, row: dict[str, Any]) -> list[Token]:
         from instructune.data.templates import end_of_turn_ids

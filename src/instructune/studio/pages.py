@@ -213,6 +213,11 @@ def _example(prepared: dataview.PreparedFolder, line: int, row: dict[str, Any]) 
     return {"line": line, "row": row, "tokens": tokens, "truncated": truncated}
 
 
+def _bin(prepared: dataview.PreparedFolder, number: int, rows: list[Any]) -> dict[str, Any]:
+    examples = [_example(prepared, line, row) for line, row in rows]
+    return {"bin": number, "examples": examples, "tokens": sum(len(e["tokens"]) for e in examples)}
+
+
 def _data_context(
     prepared: dataview.PreparedFolder,
     summary: dict[str, Any],
@@ -239,11 +244,15 @@ def _data_context(
             "size": size,
             "examples": [],
             "dropped": [],
+            "bins": [],
             "complete": True,
             "scan_limit": dataview.SCAN_LIMIT,
         }
         if show == "dropped":
             total, context["dropped"] = dataview.dropped_rows(summary, page_no * size, size)
+        elif show == "bins":
+            total, bins = prepared.bins(split, page_no * size, size)
+            context["bins"] = [_bin(prepared, b["bin"], b["examples"]) for b in bins]
         elif split in splits:
             total, rows, context["complete"] = prepared.page(split, page_no * size, size, show, q)
             context["examples"] = [_example(prepared, line, row) for line, row in rows]
