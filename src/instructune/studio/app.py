@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import html
+import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -192,5 +193,17 @@ def run_studio(root: str | Path, host: str, port: int, api_key: str | None) -> i
     logging.getLogger(__name__).info(
         "studio over %s on http://%s:%d/", studio.workspace.root, host, port
     )
-    uvicorn.Server(uvicorn.Config(create_app(studio), host=host, port=port)).run()
+    config = uvicorn.Config(create_app(studio), host=host, port=port, timeout_graceful_shutdown=10)
+    # As `serve` does (inference/server.py): uvicorn re-raises a handled SIGINT/SIGTERM at the
+    # handler it found; a no-op there lets the clean shutdown exit 0.
+    previous = {sig: signal.signal(sig, _ignore) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        uvicorn.Server(config).run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return 0
+
+
+def _ignore(signum: int, frame: Any) -> None:
+    """The handler uvicorn re-raises a handled SIGINT/SIGTERM at: nothing left to do."""
