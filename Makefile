@@ -44,7 +44,7 @@ test: $(STAMP) browser
 
 demo: $(STAMP)
 	$(VENV)/bin/instructune build configs/build-demo.yaml --overwrite  # a rerun rebuilds
-	$(VENV)/bin/instructune prepare configs/demo.yaml
+	$(VENV)/bin/instructune prepare configs/demo.yaml --dump  # --dump: the studio's Data page shows them
 	$(VENV)/bin/instructune train configs/demo.yaml --overwrite  # a rerun replaces the last demo
 	$(VENV)/bin/instructune eval configs/demo-eval.yaml
 

@@ -47,6 +47,10 @@ RUN_COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("instructune.cli.export", "export a run or model as one GGUF file (parity-checked)"),
     "combine": ("instructune.cli.combine", "combine LoRA runs on one base into one adapter"),
 }
+# command → (module, help): commands over a folder, with their own positionals.
+FOLDER_COMMANDS: dict[str, tuple[str, str]] = {
+    "studio": ("instructune.cli.studio", "a local web app over the runs, data and evals in DIR"),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (module, help_text) in RUN_COMMANDS.items():
         cmd = sub.add_parser(name, help=help_text, description=help_text)
         cmd.add_argument("run", metavar="RUN", help="a training output_dir or a model path")
+        _command_module(module).add_arguments(cmd)
+    for name, (module, help_text) in FOLDER_COMMANDS.items():
+        cmd = sub.add_parser(name, help=help_text, description=help_text)
         _command_module(module).add_arguments(cmd)
     return parser
 
@@ -95,6 +102,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command in RUN_COMMANDS:
             result = _command_module(RUN_COMMANDS[args.command][0]).main(args, None)
+        elif args.command in FOLDER_COMMANDS:
+            result = _command_module(FOLDER_COMMANDS[args.command][0]).main(args, None)
         else:
             module, _, required = COMMANDS[args.command]
             cfg = load_config(args.config, args.overrides, require=required)

@@ -14,6 +14,9 @@ from instructune.data.report import summary_dict, summary_text
 from instructune.manifest import write_manifest
 from instructune.output_dir import claim_output_dir, data_inputs
 
+BINS_FILE = "{split}_bins.jsonl"
+"""With packing, one row per packed row: `examples`, the dumped examples' indices it holds."""
+
 
 @dataclass
 class PrepareResult:
@@ -53,12 +56,24 @@ def run_prepare(cfg: Config, dump: bool = False, tokenizer: Any = None) -> Prepa
 
 
 def dump_examples(prepared: PreparedData, out_dir: Path) -> None:
-    """One JSON row per tokenized example (before packing): aligned, unshifted input_ids/labels."""
-    for split, examples in (("train", prepared.train), ("eval", prepared.eval)):
+    """One JSON row per tokenized example (before packing): aligned, unshifted input_ids/labels,
+    and `cut` (tokens truncation removed from its start) when it was truncated; with packing,
+    the packed rows as lists of those examples (`BINS_FILE`)."""
+    splits = (
+        ("train", prepared.train, prepared.train_packed),
+        ("eval", prepared.eval, prepared.eval_packed),
+    )
+    for split, examples, packed in splits:
         if not examples:
             continue
+        if packed is not None:
+            with (out_dir / BINS_FILE.format(split=split)).open("w", encoding="utf-8") as fh:
+                for packed_row in packed:
+                    fh.write(json.dumps({"examples": packed_row.indices.tolist()}) + "\n")
         with (out_dir / f"{split}.jsonl").open("w", encoding="utf-8") as fh:
             for e in examples:
                 row = {"source": e.source, "input_ids": e.input_ids.tolist()}
                 row["labels"] = e.labels.tolist()
+                if e.cut:
+                    row["cut"] = int(e.cut)
                 fh.write(json.dumps(row) + "\n")
