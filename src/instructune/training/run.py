@@ -31,6 +31,7 @@ from instructune.config import Config, ConfigError
 from instructune.config.schema import ADAPTER_METHODS
 from instructune.data.prompts import PreparedPrompts
 from instructune.manifest import write_manifest
+from instructune.models.identity import BASE_MODEL_KEY, base_identity
 from instructune.noise import silence_known_noise
 from instructune.output_dir import check_output_dir
 from instructune.training.args import build_training_args, report_callbacks
@@ -122,6 +123,7 @@ def run_train(
 
     dtype = resolve_dtype(cfg.train.precision, cfg.model.dtype)
     model = load_for_objective(cfg, dtype, tokenizer)
+    base = {BASE_MODEL_KEY: base_identity(model)}  # before an adapter: what loads must check
     model = apply_method(
         model, cfg.method, cfg.lora, cfg.train.gradient_checkpointing, cfg, tokenizer
     )
@@ -142,7 +144,7 @@ def run_train(
     if main:
         _start_metrics_log(out / METRICS_FILE, checkpoint)
         extra = _manifest_extra(prepared, model, dtype, checkpoint) | {"segments": run_segments}
-        write_manifest(out, cfg, "train", extra)
+        write_manifest(out, cfg, "train", extra | base)
 
     output = _train(trainer, stop, checkpoint, out / CHECKPOINTS_DIR)
     eval_loss = _final_eval_loss(trainer) if eval_set is not None else None
@@ -158,7 +160,9 @@ def run_train(
         plot_training_curves(out / METRICS_FILE, out / PLOT_FILE)
         (out / RESULTS_FILE).write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
         extra = _manifest_extra(prepared, model, dtype, checkpoint)
-        write_manifest(out, cfg, "train", extra | {"segments": run_segments, "results": metrics})
+        write_manifest(
+            out, cfg, "train", extra | base | {"segments": run_segments, "results": metrics}
+        )
     return TrainResult(out, metrics, trainer.model, tokenizer, prepared)
 
 
