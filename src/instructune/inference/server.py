@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from fastapi import FastAPI
 from fastapi import Request as HttpRequest
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
 from instructune.inference import openai_api as api
@@ -221,7 +221,7 @@ def _check_open(state: ServerState) -> None:
 
 
 async def _parse(state: ServerState, request: HttpRequest, model: type[B]) -> B:
-    """The body (at most `max_body_bytes`) as JSON validated into `model`; 400 naming the field."""
+    """The body (at most `max_body_bytes`) validated into `model`; a 413 or 400 otherwise."""
     limit = state.limits.max_body_bytes
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -231,47 +231,7 @@ async def _parse(state: ServerState, request: HttpRequest, model: type[B]) -> B:
         raw += chunk
         if len(raw) > limit:
             raise api.ApiError(413, f"request body over {limit} bytes", code="body_too_large")
-    try:
-        data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise api.ApiError(400, f"the body is not valid JSON: {err}", code="invalid_json") from None
-    except RecursionError:  # deeper than the interpreter's stack
-        raise _too_deep(state.limits.max_json_depth) from None
-    _check_json_shape(data, state.limits.max_json_depth)
-    if not isinstance(data, dict):
-        raise api.ApiError(400, "the body must be a JSON object", code="invalid_json")
-    try:
-        return model.model_validate(data)
-    except ValidationError as err:
-        first = err.errors()[0]
-        param = ".".join(str(p) for p in first["loc"]) or None
-        raise api.ApiError(400, f"{param}: {first['msg']}", param=param) from None
-
-
-def _too_deep(limit: int) -> api.ApiError:
-    return api.ApiError(400, f"the body nests JSON deeper than {limit} levels", code="invalid_json")
-
-
-def _check_json_shape(data: Any, max_depth: int) -> None:
-    """400 for JSON that parses but that no client means: nested past `max_depth`, or a string
-    (key or value) holding a lone UTF-16 surrogate such as `"\\ud800"`, which can't be encoded."""
-    stack: list[tuple[Any, int]] = [(data, 0)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, str):
-            try:
-                item.encode("utf-8")
-            except UnicodeEncodeError as err:
-                raise api.ApiError(
-                    400,
-                    f"the body has a string that is not valid Unicode ({err.reason})",
-                    code="invalid_json",
-                ) from None
-        elif isinstance(item, dict | list):
-            if depth >= max_depth:
-                raise _too_deep(max_depth)
-            children = [*item.keys(), *item.values()] if isinstance(item, dict) else item
-            stack.extend((child, depth + 1) for child in children)
+    return api.parse_body(bytes(raw), model, state.limits.max_json_depth)
 
 
 def _submit(state: ServerState, body: Any, prompt: str, what: str) -> Request:
