@@ -350,7 +350,9 @@ def test_full_queue_answers_429_and_deadline_504(tiny_model: Any, tiny_tok: Any)
     port, server = _serve_in_thread(engine, max_queue=1, max_tokens=1000, batch_window_s=0)
     try:
         # one request running and one waiting fill the queue, whatever the machine's speed
-        holders = [_send_and_hold(port, 1000) for _ in range(2)]
+        holders = [_send_and_hold(port, 1000)]
+        _wait_load(port, lambda load: load["running"] == 1)
+        holders.append(_send_and_hold(port, 1000))
         _wait_load(port, lambda load: load["running"] == 1 and load["waiting"] == 1)
         assert [_chat(port, 4)[0] for _ in range(3)] == [429, 429, 429]
         for sock in holders:  # their clients hang up: both rows go
