@@ -270,6 +270,8 @@ def _submit(state: ServerState, body: Any, prompt: str, what: str) -> Request:
     except ValueError as err:
         raise api.ApiError(400, str(err)) from None
     request = make_request(engine.row(ids, params), state.models[body.model], limits.timeout_s)
+    # again, with no await since: a drain that finds the scheduler idle has refused this one
+    _check_open(state)
     try:
         state.scheduler.submit(request)
     except QueueFull as err:
