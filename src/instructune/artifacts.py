@@ -309,11 +309,13 @@ def load_adapter(
             f"{adapter_dir} has no {ADAPTER_CONFIG_FILE}; point at a folder written by "
             "save_adapter (a training output_dir or its checkpoint-N folder)"
         )
+    from instructune.models.identity import check_adapter_base
     from instructune.models.peft_setup import check_adapter_fits
     from instructune.noise import silence_known_noise
 
     RunDir(adapter_dir).adapter_config()  # peft's own error for a damaged one names no file
     check_adapter_fits(adapter_dir, base_model)
+    check_adapter_base(adapter_dir, base_model)  # same shape, but the base it was trained on?
     silence_known_noise()  # peft's adapter-name warning, harmless here (noise.py says why)
     if isinstance(base_model, PeftModel):
         base_model.load_adapter(

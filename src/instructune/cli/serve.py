@@ -14,6 +14,8 @@ from instructune.cli.sampling import (
 )
 
 API_KEY_ENV = "INSTRUCTUNE_API_KEY"
+DEFAULT_DRAIN_TIMEOUT_S = 20.0
+"""Seconds running requests get after SIGTERM: inside Kubernetes' default 30 s grace period."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,13 +40,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     limits.add_argument(
         "--batch-window-ms", type=float, default=10.0, help="an idle server waits this for a burst"
     )
+    limits.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=DEFAULT_DRAIN_TIMEOUT_S,
+        help="on SIGTERM/SIGINT, seconds running requests get to finish before they are cut "
+        f"(default {DEFAULT_DRAIN_TIMEOUT_S:.0f}); new requests get 503 meanwhile",
+    )
     add_model_arguments(parser)
     add_sampling_arguments(parser)
 
 
 def main(args: argparse.Namespace, cfg: None) -> int:
+    from instructune.inference.drain import run_serve
     from instructune.inference.loading import load_run
-    from instructune.inference.server import Limits, run_serve, serve_state
+    from instructune.inference.server import Limits, serve_state
 
     defaults = sampling_from_args(args)
     limits = Limits(
@@ -59,6 +69,8 @@ def main(args: argparse.Namespace, cfg: None) -> int:
     for name in ("max_body_bytes", "max_messages", "max_tokens", "max_queue", "timeout_s"):
         if getattr(limits, name) <= 0:
             raise ValueError(f"{name}={getattr(limits, name)}: must be > 0")
+    if args.drain_timeout < 0:
+        raise ValueError(f"--drain-timeout {args.drain_timeout}: must be >= 0")
     api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
     bundle = load_run(args.run, args.template, args.dtype, adapters=args.adapter)
     state = serve_state(
@@ -68,4 +80,4 @@ def main(args: argparse.Namespace, cfg: None) -> int:
         api_key=api_key,
         max_batch_size=args.max_batch_size,
     )
-    return run_serve(state, args.host, args.port)
+    return run_serve(state, args.host, args.port, args.drain_timeout)

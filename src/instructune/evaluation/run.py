@@ -271,11 +271,13 @@ def _evaluate_models(
     with_base = not assets.tuned or ecfg.compare_base
     peft = [(name, folder) for name, folder, kind in assets.tuned if kind == "peft"]
     model = _load_base(cfg, assets) if with_base or peft else None
+    from instructune.models.identity import check_adapter_base
     from instructune.models.peft_setup import check_adapter_fits
 
     for _, adapter_dir in peft:
         # before the base pass: a mismatch would otherwise surface only after it, as a shape error
         check_adapter_fits(adapter_dir, model, cfg.model.path)
+        check_adapter_base(adapter_dir, model)
     passes: list[tuple[str, Path | None, str | None]] = [("base", None, None)] if with_base else []
     for name, folder, kind in [*passes, *assets.tuned]:
         if kind == "merged":

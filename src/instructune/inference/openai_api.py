@@ -9,15 +9,18 @@ sampling fields take the server's defaults (`instructune serve --temperature ...
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from instructune.data.conversation import Message
 from instructune.data.messages import parse_messages, parse_tools
 from instructune.inference.sampling import SamplingParams
+
+B = TypeVar("B", bound=BaseModel)
 
 
 class _Body(BaseModel):
@@ -168,6 +171,52 @@ def error_body(
     message: str, type: str, param: str | None = None, code: str | None = None
 ) -> dict[str, Any]:
     return {"error": {"message": message, "type": type, "param": param, "code": code}}
+
+
+def parse_body(raw: bytes, model: type[B], max_depth: int) -> B:
+    """`raw` as JSON validated into `model`; a 400 naming the field, or the body's fault (not
+    JSON, not an object, nested past `max_depth`, a string with a lone surrogate)."""
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ApiError(400, f"the body is not valid JSON: {err}", code="invalid_json") from None
+    except RecursionError:  # deeper than the interpreter's stack
+        raise _too_deep(max_depth) from None
+    _check_json_shape(data, max_depth)
+    if not isinstance(data, dict):
+        raise ApiError(400, "the body must be a JSON object", code="invalid_json")
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        first = err.errors()[0]
+        param = ".".join(str(p) for p in first["loc"]) or None
+        raise ApiError(400, f"{param}: {first['msg']}", param=param) from None
+
+
+def _too_deep(limit: int) -> ApiError:
+    return ApiError(400, f"the body nests JSON deeper than {limit} levels", code="invalid_json")
+
+
+def _check_json_shape(data: Any, max_depth: int) -> None:
+    """400 for JSON that parses but that no client means: nested past `max_depth`, or a string
+    (key or value) holding a lone UTF-16 surrogate such as `"\\ud800"`, which can't be encoded."""
+    stack: list[tuple[Any, int]] = [(data, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError as err:
+                raise ApiError(
+                    400,
+                    f"the body has a string that is not valid Unicode ({err.reason})",
+                    code="invalid_json",
+                ) from None
+        elif isinstance(item, dict | list):
+            if depth >= max_depth:
+                raise _too_deep(max_depth)
+            children = [*item.keys(), *item.values()] if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
 
 
 def new_id(prefix: str) -> str:

@@ -82,6 +82,7 @@ class Scheduler:
         self.running: dict[Row, Request] = {}
         self.adapter: str | None = None
         self._stop = threading.Event()
+        self._cut: str | None = None
         self._thread = threading.Thread(target=self._loop, name="instructune-decode", daemon=True)
         self.forwards = 0
 
@@ -95,6 +96,17 @@ class Scheduler:
             self.cond.notify_all()
         self._thread.join(timeout)
 
+    def cut(self, message: str) -> None:
+        """Fail every queued and running request with `message` after the current step."""
+        with self.cond:
+            self._cut = message
+            self.cond.notify_all()
+
+    @property
+    def idle(self) -> bool:
+        with self.cond:
+            return not self.waiting and not self.running
+
     def submit(self, request: Request) -> None:
         with self.cond:
             if self._stop.is_set():
@@ -106,16 +118,24 @@ class Scheduler:
 
     @property
     def load(self) -> dict[str, int]:
-        return {
-            "waiting": len(self.waiting),
-            "running": len(self.running),
-            "forwards": self.forwards,
-        }
+        """A consistent snapshot: `_deliver` changes `running` and `forwards` under the same lock,
+        so `running == 0` is never read before the last forward is counted."""
+        with self.cond:
+            return {
+                "waiting": len(self.waiting),
+                "running": len(self.running),
+                "forwards": self.forwards,
+            }
 
     # ------------------------------------------------------------------ the decode thread
 
     def _loop(self) -> None:
         while not self._stop.is_set():
+            with self.cond:
+                cut, self._cut = self._cut, None
+            if cut is not None:
+                self._fail_all(cut)
+                continue
             admitted = self._admit()
             try:
                 if admitted:
@@ -188,8 +208,10 @@ class Scheduler:
             delta = row.take_delta()
             if delta:
                 request.send(Event(delta=delta))
-        for row in self.batch.pop_finished():
-            request = self.running.pop(row)
+        with self.cond:  # one step for `load`: the forward is counted as its rows leave
+            self.forwards += 1
+            finished = [(row, self.running.pop(row)) for row in self.batch.pop_finished()]
+        for row, request in finished:
             timed_out = row.finish_reason == "abort" and not request.cancelled
             request.send(
                 Event(
@@ -199,7 +221,6 @@ class Scheduler:
                     error="timeout" if timed_out else None,
                 )
             )
-        self.forwards += 1
 
     def _fail_all(self, message: str) -> None:
         with self.cond:

@@ -3,21 +3,25 @@
 `POST /v1/chat/completions` renders the messages with the run's template (the served prompt is
 the training prefix), `POST /v1/completions` continues raw prompts, both with `stream: true` as
 server-sent events ending in `data: [DONE]`; `GET /v1/models` lists the served names (the run, and
-each `--adapter` run by its folder name); `GET /health` needs no key. Every request is checked
-before it reaches the decode thread: bearer key, body size, JSON shape, model name, message count,
-prompt tokens and `max_tokens`; any failure is a 4xx with an OpenAI error body and the server goes
-on. Decoding is the `Scheduler`'s (continuous batching, a bounded queue answering 429, a deadline
-per request).
+each `--adapter` run by its folder name); `GET /health` needs no key. There is no `/openapi.json`
+or `/docs`: the wire format is OpenAI's, and the bodies are parsed here, not by FastAPI, so the
+generated schema would describe nothing a client needs while telling anyone without the key what
+is served. Every request is checked before it reaches the decode thread: bearer key, body size,
+JSON shape (depth, valid Unicode), model name, message count, prompt tokens and `max_tokens`; any
+failure is a 4xx with an OpenAI error body and the server goes on. Decoding is the `Scheduler`'s
+(continuous batching, a bounded queue answering 429, a deadline per request); a client that hangs
+up has its rows dropped at the next decode step, whether it streamed or not. Shutdown drains
+(`inference.drain`): new requests get 503 while running ones finish or are cut.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import logging
-import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -25,7 +29,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from fastapi import FastAPI
 from fastapi import Request as HttpRequest
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
 from instructune.inference import openai_api as api
@@ -52,6 +56,8 @@ class Limits:
     max_queue: int = 64
     timeout_s: float = 300.0
     batch_window_s: float = 0.01
+    max_json_depth: int = 32
+    """OpenAI bodies nest a few levels; deeper is refused before it can exhaust the stack."""
 
 
 @dataclass
@@ -63,6 +69,8 @@ class ServerState:
     limits: Limits = field(default_factory=Limits)
     api_key: str | None = None
     scheduler: Scheduler = field(init=False)
+    draining: bool = False
+    """Set on SIGTERM/SIGINT (`inference.drain`): new requests get 503, running ones finish."""
 
     def __post_init__(self) -> None:
         self.scheduler = Scheduler(
@@ -79,12 +87,16 @@ def create_app(state: ServerState) -> FastAPI:
         yield
         state.scheduler.stop()
 
-    app = FastAPI(title="instructune", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app = FastAPI(
+        title="instructune", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
+    )
     _install_error_handlers(app)
 
     @app.get("/health")
-    async def health() -> dict[str, Any]:
-        return {"status": "ok", **state.scheduler.load}
+    async def health() -> JSONResponse:
+        status = "draining" if state.draining else "ok"
+        body = {"status": status, **state.scheduler.load}
+        return JSONResponse(body, status_code=503 if state.draining else 200)
 
     @app.get("/v1/models")
     async def models(request: HttpRequest) -> dict[str, Any]:
@@ -126,6 +138,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 async def _chat_completion(state: ServerState, request: HttpRequest) -> Any:
     _authorize(state, request)
+    _check_open(state)
     body = await _parse(state, request, api.ChatRequest)
     if len(body.messages) > state.limits.max_messages:
         raise api.ApiError(
@@ -142,7 +155,7 @@ async def _chat_completion(state: ServerState, request: HttpRequest) -> Any:
     req = _submit(state, body, prompt, "messages")
     if body.stream:
         return StreamingResponse(_chat_stream(state, body, req), media_type="text/event-stream")
-    final, text = await _collect(state, req)
+    ((final, text),) = await _answer(state, request, [req])
     choice = {
         "index": 0,
         "message": {"role": "assistant", "content": text},
@@ -155,6 +168,7 @@ async def _chat_completion(state: ServerState, request: HttpRequest) -> Any:
 
 async def _completion(state: ServerState, request: HttpRequest) -> Any:
     _authorize(state, request)
+    _check_open(state)
     body = await _parse(state, request, api.CompletionRequest)
     prompts = body.prompts()
     if not prompts or len(prompts) > state.limits.max_messages:
@@ -172,7 +186,7 @@ async def _completion(state: ServerState, request: HttpRequest) -> Any:
     if body.stream:
         stream = _completion_stream(state, body, reqs[0])
         return StreamingResponse(stream, media_type="text/event-stream")
-    results = await asyncio.gather(*(_collect(state, r) for r in reqs))
+    results = await _answer(state, request, reqs)
     choices = [
         {"index": i, "text": text, "finish_reason": final.finish_reason, "logprobs": None}
         for i, (final, text) in enumerate(results)
@@ -199,8 +213,15 @@ def _authorize(state: ServerState, request: HttpRequest) -> None:
         )
 
 
+def _check_open(state: ServerState) -> None:
+    if state.draining:
+        raise api.ApiError(
+            503, "the server is shutting down; retry later", type="server_error", code="draining"
+        )
+
+
 async def _parse(state: ServerState, request: HttpRequest, model: type[B]) -> B:
-    """The body (at most `max_body_bytes`) as JSON validated into `model`; 400 naming the field."""
+    """The body (at most `max_body_bytes`) validated into `model`; a 413 or 400 otherwise."""
     limit = state.limits.max_body_bytes
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -210,18 +231,7 @@ async def _parse(state: ServerState, request: HttpRequest, model: type[B]) -> B:
         raw += chunk
         if len(raw) > limit:
             raise api.ApiError(413, f"request body over {limit} bytes", code="body_too_large")
-    try:
-        data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise api.ApiError(400, f"the body is not valid JSON: {err}", code="invalid_json") from None
-    if not isinstance(data, dict):
-        raise api.ApiError(400, "the body must be a JSON object", code="invalid_json")
-    try:
-        return model.model_validate(data)
-    except ValidationError as err:
-        first = err.errors()[0]
-        param = ".".join(str(p) for p in first["loc"]) or None
-        raise api.ApiError(400, f"{param}: {first['msg']}", param=param) from None
+    return api.parse_body(bytes(raw), model, state.limits.max_json_depth)
 
 
 def _submit(state: ServerState, body: Any, prompt: str, what: str) -> Request:
@@ -260,6 +270,8 @@ def _submit(state: ServerState, body: Any, prompt: str, what: str) -> Request:
     except ValueError as err:
         raise api.ApiError(400, str(err)) from None
     request = make_request(engine.row(ids, params), state.models[body.model], limits.timeout_s)
+    # again, with no await since: a drain that finds the scheduler idle has refused this one
+    _check_open(state)
     try:
         state.scheduler.submit(request)
     except QueueFull as err:
@@ -288,6 +300,31 @@ async def _events(state: ServerState, req: Request) -> AsyncIterator[Event]:
     finally:
         if not done:
             req.cancelled = True
+
+
+async def _answer(
+    state: ServerState, http: HttpRequest, reqs: Sequence[Request]
+) -> list[tuple[Event, str]]:
+    """Each request's final event and text; if the client hangs up first, its rows are marked
+    cancelled at once, so the decode thread drops them at its next step."""
+    watcher = asyncio.create_task(_cancel_on_disconnect(http, reqs))
+    try:
+        return list(await asyncio.gather(*(_collect(state, r) for r in reqs)))
+    finally:
+        for r in reqs:  # one prompt failed (or the client left): don't decode the others on
+            r.cancelled = True
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+
+
+async def _cancel_on_disconnect(http: HttpRequest, reqs: Sequence[Request]) -> None:
+    # The body is read, so the next ASGI message is `http.disconnect`: uvicorn sends it when
+    # the socket closes (or once the response is complete, when this task is already gone).
+    while (await http.receive())["type"] != "http.disconnect":
+        await asyncio.sleep(0.01)
+    for r in reqs:
+        r.cancelled = True
 
 
 def _failure(event: Event) -> api.ApiError:
@@ -375,29 +412,3 @@ def serve_state(
         {name: name for name in bundle.adapters} if bundle.adapters else {bundle.name: None}
     )
     return ServerState(engine, models, defaults, limits, api_key)
-
-
-def run_serve(state: ServerState, host: str, port: int) -> int:
-    """Serve until SIGINT/SIGTERM (uvicorn finishes open requests, then the decode thread stops)."""
-    import uvicorn
-
-    if host not in ("127.0.0.1", "localhost", "::1") and state.api_key is None:
-        log.warning("serving on %s without an API key: anyone who can reach it can use it", host)
-    log.info("serving %s on http://%s:%d/v1", ", ".join(state.models), host, port)
-    config = uvicorn.Config(
-        create_app(state), host=host, port=port, log_level="info", timeout_graceful_shutdown=10
-    )
-    # uvicorn handles SIGINT/SIGTERM (stop accepting, finish open requests, lifespan shutdown)
-    # and then re-raises the signal at the handler it found; a no-op there makes the clean
-    # shutdown exit with status 0 instead of dying by the signal afterwards.
-    previous = {sig: signal.signal(sig, _ignore) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        uvicorn.Server(config).run()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    return 0
-
-
-def _ignore(signum: int, frame: Any) -> None:
-    """The handler uvicorn re-raises a handled SIGINT/SIGTERM at: nothing left to do."""

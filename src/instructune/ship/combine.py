@@ -144,6 +144,7 @@ def _write_manifest(
     rank: int,
 ) -> None:
     from instructune.manifest import write_manifest
+    from instructune.models.identity import BASE_MODEL_KEY, recorded_base
 
     try:
         cfg = sources[0].config()
@@ -159,7 +160,11 @@ def _write_manifest(
         "density": density,
         "rank": rank,
     }
-    write_manifest(out_dir, cfg, "combine", {"combine": combine})
+    extra: dict[str, Any] = {"combine": combine}
+    base = recorded_base(sources[0].path)  # one base (checked): loads check the combined run too
+    if base is not None:
+        extra[BASE_MODEL_KEY] = base
+    write_manifest(out_dir, cfg, "combine", extra)
 
 
 __all__ = ["HOWS", "CombineResult", "run_combine"]

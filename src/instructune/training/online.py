@@ -41,6 +41,7 @@ from instructune.config.schema import ADAPTER_METHODS
 from instructune.data.examples import IGNORE_INDEX
 from instructune.data.prompts import PreparedPrompts, prepare_prompts
 from instructune.manifest import MetricsLog, write_manifest
+from instructune.models.identity import BASE_MODEL_KEY, base_identity
 from instructune.training.callbacks import StepClock
 
 if TYPE_CHECKING:
@@ -210,6 +211,7 @@ def run_grpo(
     trainer = _trainer(cfg, dtype, tokenizer, prepared, scorer, clock, callbacks)
     main = trainer.is_world_process_zero()
     extra = _manifest_extra(cfg, prepared, describe_model(trainer.model), dtype)
+    extra[BASE_MODEL_KEY] = base_identity(trainer.model)  # not trained yet: the base's weights
     if main:
         (out / METRICS_FILE).unlink(missing_ok=True)
         write_manifest(out, cfg, "train", extra)

@@ -31,6 +31,7 @@ from instructune.config import Config, ConfigError
 from instructune.config.schema import ADAPTER_METHODS
 from instructune.data.prompts import PreparedPrompts
 from instructune.manifest import write_manifest
+from instructune.models.identity import BASE_MODEL_KEY, base_identity
 from instructune.noise import silence_known_noise
 from instructune.output_dir import claim_output_dir, data_inputs
 from instructune.training.args import build_training_args, report_callbacks
@@ -129,6 +130,7 @@ def run_train(
     plan = _kernel_plan(cfg, train_set.packed)  # a `liger` that can't run stops before loading
     dtype = resolve_dtype(cfg.train.precision, cfg.model.dtype)
     model = load_for_objective(cfg, dtype, tokenizer)
+    base = {BASE_MODEL_KEY: base_identity(model)}  # before an adapter: what loads must check
     kernels = apply_kernels(model, plan)  # before PEFT wraps it
     model = apply_method(
         model, cfg.method, cfg.lora, cfg.train.gradient_checkpointing, cfg, tokenizer
@@ -159,7 +161,7 @@ def run_train(
             "segments": run_segments,
             "kernels": kernels.describe(),
         }
-        write_manifest(out, cfg, "train", extra)  # first: it marks output_dir as a run's
+        write_manifest(out, cfg, "train", extra | base)  # first: it marks output_dir as a run's
         _start_metrics_log(out / METRICS_FILE, checkpoint)
 
     output = _train(trainer, stop, checkpoint, out / CHECKPOINTS_DIR)
@@ -182,7 +184,9 @@ def run_train(
         extra = _manifest_extra(prepared, model, dtype, checkpoint) | {
             "kernels": kernels.describe()
         }
-        write_manifest(out, cfg, "train", extra | {"segments": run_segments, "results": metrics})
+        write_manifest(
+            out, cfg, "train", extra | base | {"segments": run_segments, "results": metrics}
+        )
     return TrainResult(out, metrics, trainer.model, tokenizer, prepared)
 
 
