@@ -17,6 +17,7 @@ compiled.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,6 +108,9 @@ class Template:
     _context: Mapping[str, Any] = field(repr=False)
     end_of_turn: tuple[str, ...] = ()
     """The texts of the tokenizer's end-of-turn tokens (eos included) that this template writes."""
+    fold_system: bool = False
+    """The template raises on a system message (Gemma 2): it is rendered as the first user
+    message's opening paragraph instead, the way Gemma 3's own template places it."""
 
     def turn_end(self, text: str, start: int) -> int:
         """End of the first end-of-turn token in `text` at or after `start`; else `len(text)`.
@@ -137,6 +141,8 @@ class Template:
         What `jinja2.Template.render` does, minus its per-call merge of globals into the context
         (`_context` holds them already): same sandbox, same output, same exceptions.
         """
+        if self.fold_system:
+            messages = _fold_system(messages)
         compiled = self._compiled
         compiled.environment.new_render()  # type: ignore[attr-defined]  # a fresh loop budget
         ctx = compiled.new_context(
@@ -242,14 +248,17 @@ def render_conversation(
     Turn i is trained in the whole conversation's render F when its generation prompt
     `P = render(messages[:i], add_generation_prompt=True)` is a prefix of the render through it
     `C = render(messages[:i+1])`, and C up to its end-of-turn token is a prefix of F. Templates
-    that render history differently from the newest turn break the second condition (Qwen3 drops
-    earlier turns' reasoning, Mistral puts the system prompt in the last user turn): such a turn
-    is trained in its own render C, the text the template gives it at inference (the row is split;
-    counted by the caller). Templates whose generation prompt is not how they render an answer
-    (DeepSeek-R1 opens `<think>\\n` and strips reasoning from every answer) break the first: the
-    turn is trained as P + its content (less the part of P's tail it repeats) + the template's
-    end-of-turn text. `system_prompt` is inserted when the conversation has no system message
-    (not for `text` rows); each result's `conv` has it.
+    that render history differently from the newest turn break the second condition (Qwen3 writes
+    a `<think>` block only after the last user turn): such a turn is trained in its own render C,
+    the text the template gives it at inference (the row is split; counted by the caller).
+    Templates whose generation prompt is not how they render the turn break the first:
+    DeepSeek-R1 opens `<think>\\n` in P and strips reasoning from every rendered answer;
+    Mistral writes the system prompt into the last user message only when that message is the
+    last one, i.e. only in P. Such a turn is trained as P + its content (less what P's tail
+    already wrote of it, R1's `<think>\\n`) + the template's end-of-turn text.
+
+    `system_prompt` is inserted when the conversation has no system message (not for `text`
+    rows); each result's `conv` has it.
     """
     msgs = conv.messages
     if (
@@ -299,7 +308,9 @@ def _rebuilt_turn(
     meta: Mapping[str, str] | None,
 ) -> Rendered:
     """Turn i as the model produces it after its generation prompt (see `render_conversation`)."""
-    probe = template.render_dicts([*dicts[:i], {"role": "assistant", "content": _PROBE}], False, meta)
+    probe = template.render_dicts(
+        [*dicts[:i], {"role": "assistant", "content": _PROBE}], False, meta
+    )
     at = probe.find(_PROBE)
     # what the prompt writes of the answer's opening (R1: "<think>\n")
     k = next((j for j, (a, b) in enumerate(zip(prompt, probe, strict=False)) if a != b), at)
@@ -326,6 +337,31 @@ def _rebuilt_turn(
         [(len(prompt), len(text))],
         rebuilt=True,
     )
+
+
+def _fold_system(messages: list[dict[str, str]]) -> list[dict[str, str]]:
+    if len(messages) < 2 or messages[0]["role"] != "system" or messages[1]["role"] != "user":
+        return messages
+    first = {**messages[1], "content": f"{messages[0]['content']}\n\n{messages[1]['content']}"}
+    return [first, *messages[2:]]
+
+
+def _rejects_system(template: Template) -> bool:
+    """Renders user/assistant but raises as soon as a system message comes first."""
+    import jinja2
+
+    pair = [{"role": "user", "content": "u"}, {"role": "assistant", "content": "a"}]
+    try:
+        template.render_dicts(pair)
+    except Exception:  # a template that needs more than this probe gives: nothing to learn
+        return False
+    try:
+        template.render_dicts([{"role": "system", "content": "s"}, *pair])
+    except jinja2.TemplateError:  # what `raise_exception` raises
+        return True
+    except Exception:
+        return False
+    return False
 
 
 def _divergence(part: str, whole: str, width: int = 40) -> str:
@@ -360,8 +396,13 @@ def compile_template(name: str, source: str, tokenizer: Any) -> Template:
     if "eos_token" in source and not context["eos_token"]:
         raise TemplateError(f"template {name!r} uses eos_token but the tokenizer has none")
     context = {**compiled.globals, **context}  # what render() would merge on every call
-    ends = tuple(t for t in _end_of_turn_texts(tokenizer) if t in source or t == context["eos_token"])
-    return Template(name, source, compiled, context, ends)
+    ends = tuple(
+        t for t in _end_of_turn_texts(tokenizer) if t in source or t == context["eos_token"]
+    )
+    template = Template(name, source, compiled, context, ends)
+    if _rejects_system(template):
+        template = dataclasses.replace(template, fold_system=True)
+    return template
 
 
 def _end_of_turn_texts(tokenizer: Any) -> list[str]:
