@@ -286,7 +286,8 @@ def render_conversation(
         if not turn.startswith(prompt):
             out.append(_rebuilt_turn(conv, template, dicts, i, prompt, meta))
             continue
-        end = template.turn_end(turn, len(prompt))
+        # the whole render through the turn where it nests, else only through its end of turn
+        end = len(turn) if current.text.startswith(turn) else template.turn_end(turn, len(prompt))
         if not current.text.startswith(turn[:end]):
             if current.bounds:
                 out.append(current)
@@ -315,12 +316,20 @@ def _rebuilt_turn(
     # what the prompt writes of the answer's opening (R1: "<think>\n")
     k = next((j for j, (a, b) in enumerate(zip(prompt, probe, strict=False)) if a != b), at)
     tail, content = prompt[k:], dicts[i]["content"]
-    if at < 0 or k > at or not tail.strip():  # a template at odds with itself, not a convention
+    if at < 0 or k > at or not tail.strip() or dicts[i].get("tool_calls"):
+        # a template at odds with itself (not a convention), or tool calls this rebuild can't
+        # place: never trained on a guess
         raise TemplateMismatch(
             template.name,
             conv.source,
             f"the generation prompt of message {i} is not a prefix of the conversation rendered "
-            "through that turn:\n"
+            "through that turn"
+            + (
+                " (an answer with tool calls can't be rebuilt)"
+                if dicts[i].get("tool_calls")
+                else ""
+            )
+            + ":\n"
             + _divergence(prompt, template.render_dicts(dicts[: i + 1], False, meta)),
         )
     opening = tail.rstrip()

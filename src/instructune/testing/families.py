@@ -84,9 +84,10 @@ _MISTRAL = {
 class Family:
     name: str
     vocab: str
-    """`ggml-vocab-<vocab>.gguf` in the sdist."""
+    """`ggml-vocab-<vocab>.gguf` in the sdist, or `embedded` (the default model's GGUF)."""
     template: str
-    """`llama.cpp:<file>` (the sdist's templates) or `trl:<file>` (TRL's chat_templates)."""
+    """`llama.cpp:<file>` (the sdist's templates), `trl:<file>` (TRL's chat_templates) or `gguf:`
+    (the one in the tokenizer's GGUF)."""
     arch: str
     """transformers model type of the test model (`MODEL_TYPES`)."""
     eos: str
@@ -161,6 +162,10 @@ FAMILIES: tuple[Family, ...] = (
     Family(
         "phi-3.5", "phi-3", "llama.cpp:microsoft-Phi-3.5-mini-instruct.jinja", "phi3",
         "<|endoftext|>", "<|end|>", source="Phi-3 vocab (real)",
+    ),
+    Family(
+        "smollm2", "embedded", "gguf:", "llama", "<|im_end|>", "<|im_end|>",
+        source="the embedded SmolLM2-135M-Instruct GGUF's tokenizer and template (real)",
     ),
     Family(
         "smollm3", "llama-bpe", "llama.cpp:HuggingFaceTB-SmolLM3-3B.jinja", "smollm3",
@@ -238,7 +243,8 @@ def tokenizer(family: Family) -> Any:
         shutil.rmtree(folder, ignore_errors=True)
         tmp.rename(folder)
     tok = PreTrainedTokenizerFast.from_pretrained(folder)
-    tok.chat_template = template_text(family)
+    if not family.template.startswith("gguf:"):  # else saved with the converted tokenizer
+        tok.chat_template = template_text(family)
     return tok
 
 
@@ -247,7 +253,12 @@ def _convert(family: Family) -> Any:
     from transformers import PreTrainedTokenizerFast
     from transformers.integrations.gguf import convert_gguf_tokenizer, get_gguf_tokenizer
 
-    path = ensure_sources() / "models" / f"ggml-vocab-{family.vocab}.gguf"
+    if family.vocab == "embedded":
+        from instructune.models.embedded import embedded_gguf_path
+
+        path = embedded_gguf_path()
+    else:
+        path = ensure_sources() / "models" / f"ggml-vocab-{family.vocab}.gguf"
     arch, tok_dict, tok_config = get_gguf_tokenizer(str(path))
     tokens, types = list(tok_dict["tokens"]), list(tok_dict["token_type"])
     scores = list(tok_dict.get("scores") or [])
@@ -271,6 +282,8 @@ def _convert(family: Family) -> Any:
     named = {k: tok_config.get(k) for k in ("bos_token", "unk_token", "pad_token")}
     if family.bos:
         named["bos_token"] = family.bos
+    if family.template.startswith("gguf:"):
+        named["chat_template"] = tok_config["chat_template"]
     tok = PreTrainedTokenizerFast(
         tokenizer_object=backend,
         eos_token=family.eos,
