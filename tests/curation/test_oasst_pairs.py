@@ -4,6 +4,7 @@ trains on."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import pytest
 from pydantic import ValidationError
 
 from instructune.config import Config, DataConfig, DataSource
-from instructune.data.preference import prepare_pairs
+from instructune.data.preference import PreparedPairs, prepare_pairs
 from instructune.training.run import run_train
 
 from .helpers import build, read_rows, write_jsonl
@@ -140,3 +141,53 @@ def test_pairs_split_by_tree_read_as_preference_rows_and_train_dpo(
     )
     metrics = run_train(cfg).metrics
     assert metrics["global_step"] == 2 and metrics["final_loss"] is not None
+
+
+MENTION = "the transcript read\n\nHuman: hello\n\nAssistant: hi"
+
+
+def test_every_built_pair_prepares_for_dpo_and_reward(
+    tmp_path: Path, tiny_tok: Any, tiny_model_dir: Path
+) -> None:
+    """Every row `build` writes is a pair `prepare` reads for `dpo` and `reward`, including
+    answers (and prompts) that quote "\\n\\nHuman: " mid-text: only a string that starts with
+    the HH marker is a transcript."""
+    from instructune.training.objectives import prepare_data
+
+    trees = [ranked_tree(t) for t in range(4)]
+    best = trees[0]["prompt"]["replies"][1]
+    best["text"] = f"t0 best: {MENTION}"
+    best["replies"][0]["replies"][1]["text"] = f"t0 bad end, {MENTION}"  # a rejected answer
+    trees[1]["prompt"]["text"] = f"t1 question: {MENTION}"
+    data = write_jsonl(tmp_path / "trees.jsonl", trees)
+    source = {"name": "oa", "path": str(data), "type": "oasst", "oasst": {"output": "pairs"}}
+    train = build(tmp_path, [source]).out_dir / "train.jsonl"
+    rows = read_rows(train)
+    assert (
+        len(rows) == 12
+        and sum(MENTION in json.dumps(r, ensure_ascii=False).replace("\\n", "\n") for r in rows)
+        == 6
+    )
+    for objective in ("dpo", "reward"):
+        cfg = Config.model_validate(
+            {
+                "model": {"path": str(tiny_model_dir)},
+                "data": {
+                    "train": [{"path": str(train)}],
+                    "max_length": 256,
+                },
+                "train": {"objective": objective},
+            }
+        )
+        prepared = prepare_data(cfg, tiny_tok)
+        assert isinstance(prepared, PreparedPairs) and len(prepared.train) == len(rows)
+        assert not prepared.dropped
+        answers = [
+            (
+                tiny_tok.decode(p.chosen_ids[p.prompt_len :]),
+                tiny_tok.decode(p.rejected_ids[p.prompt_len :]),
+            )
+            for p in prepared.train
+        ]
+        assert (f"t0 best: {MENTION}<|im_end|>\n", "t0 second<|im_end|>\n") in answers
+        assert ("t0 good end<|im_end|>\n", f"t0 bad end, {MENTION}<|im_end|>\n") in answers

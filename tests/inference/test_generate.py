@@ -65,7 +65,7 @@ def test_single_prompt_streams_to_stdout(tiny_model_dir: Path, capsys: Any) -> N
         ('{"id": 1}', r"in\.jsonl:2: needs 'prompt'"),
         (
             '{"messages": [{"role": "robot", "content": "x"}]}',
-            r"in\.jsonl:2: field 'messages\[0\]'",
+            r"in\.jsonl:2: unknown role 'robot': in messages\[0\]",
         ),
     ],
 )

@@ -97,6 +97,10 @@ class DataConfig(StrictModel):
     """Also train on prompt tokens (system/user turns and template text)."""
     train_on_turns: Literal["all", "last"] = "all"
     """Which assistant turns of a multi-turn conversation carry loss."""
+    reasoning: Literal["keep", "drop"] = "keep"
+    """Assistant reasoning (`reasoning_content`, a leading `<think>…</think>` in the text):
+    `keep` trains it as the template renders it; `drop` removes it from every assistant turn (and
+    rejected answer) before rendering, counted per source as `reasoning_dropped`."""
     truncation: Literal["turns", "truncate_prompt", "drop"] = "turns"
     """Examples over `max_length`: `turns` keeps the leading whole turns that fit (at least one
     trained assistant turn, else the row is dropped); `truncate_prompt` cuts the middle of the

@@ -165,7 +165,7 @@ def _prompt_problems(
         if conv is None or len(ex.spans) == 0:
             continue
         tmpl = raw if is_raw_conversation(conv.messages) else template
-        dicts = [{"role": m.role, "content": m.content} for m in conv.messages]
+        dicts = tmpl.message_dicts(conv.messages)
         turns = [i for i, m in enumerate(conv.messages) if m.role == "assistant"]
         for j, i in enumerate(turns[len(turns) - len(ex.spans) :]):
             prompts.append(tmpl.render_dicts(dicts[:i], True, conv.meta or None))

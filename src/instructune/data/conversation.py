@@ -12,9 +12,34 @@ that know the role, never trained. A tool *call* is the assistant speaking: an a
 
 
 @dataclass(frozen=True, slots=True)
+class ToolCall:
+    """One function call an assistant turn makes (OpenAI `tool_calls[i].function`).
+
+    `arguments` is canonical JSON text when the data's arguments were JSON (an object, or a
+    string holding one), else the string as given; templates get the parsed object (see
+    `data.messages.template_messages`). Text keeps `Message` hashable and the dedup key exact.
+    """
+
+    name: str
+    arguments: str
+    id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Message:
+    """One turn. Only `role` and `content` are required; the rest is what tool and reasoning data
+    carry (read by `data.messages`, the one parser; rendered by `template_messages`)."""
+
     role: Role
     content: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    """The calls an assistant turn makes (trained like its text)."""
+    reasoning: str | None = None
+    """An assistant turn's `reasoning_content` (its `<think>` text given apart from the answer)."""
+    name: str | None = None
+    """The speaker's name (OpenAI `name`), or the tool's name on a tool result."""
+    tool_call_id: str | None = None
+    """On a tool result: the id of the call it answers."""
 
 
 @dataclass(slots=True)
@@ -35,11 +60,37 @@ class Conversation:
         return [i for i, m in enumerate(self.messages) if m.role == "assistant"]
 
     def text_key(self) -> str:
-        """Normalized text used for exact dedup (whitespace folded, case kept)."""
-        key = "\x1e".join(f"{m.role}\x1f{' '.join(m.content.split())}" for m in self.messages)
+        """Normalized text used for exact dedup (whitespace folded, case kept): every turn's text,
+        tool calls, reasoning and name, and the row's tool definitions."""
+        key = "\x1e".join(_message_key(m) for m in self.messages)
+        tools = self.meta.get(TOOLS)
+        if tools is not None:
+            key = f"{key}\x1c{tools}"
         # preference rows with one prompt and chosen answer but different rejected ones differ
-        rejected = self.meta.get("rejected")
-        return key if rejected is None else f"{key}\x1d{' '.join(rejected.split())}"
+        rejected = self.meta.get(REJECTED)
+        if rejected is not None:
+            key = f"{key}\x1d{' '.join(rejected.split())}"
+        structured = self.meta.get(REJECTED_MESSAGE)
+        return key if structured is None else f"{key}\x1d{structured}"
+
+
+REJECTED = "rejected"
+"""The `Conversation.meta` key holding a preference row's rejected answer (its text)."""
+REJECTED_MESSAGE = "rejected_message"
+"""Set beside `REJECTED` when the rejected answer has tool calls or reasoning: the whole
+message as OpenAI JSON (`data.messages.message_json`)."""
+TOOLS = "tools"
+"""The `Conversation.meta` key holding a row's tool definitions (canonical JSON of the list)."""
+
+
+def _message_key(m: Message) -> str:
+    parts = [m.role, " ".join(m.content.split())]
+    parts += [f"{c.name}({c.arguments})" for c in m.tool_calls]
+    if m.reasoning is not None:
+        parts.append(" ".join(m.reasoning.split()))
+    if m.name is not None:
+        parts.append(m.name)
+    return "\x1f".join(parts)
 
 
 class RowError(ValueError):

@@ -19,13 +19,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from instructune.data.conversation import (
+    TOOLS,
     Conversation,
     DataError,
     Message,
-    Role,
     RowError,
     row_error,
 )
+from instructune.data.messages import Style, parse_messages, parse_tools
 from instructune.data.preference import preference_row
 from instructune.data.readers import Row
 
@@ -141,7 +142,7 @@ def _finish(
     for i, message in enumerate(turns):  # indices are 0-based, like the data's own lists
         if message.role == "system" and i > 0:
             raise row_error(location, "system turn not first", f"message {i} is a system turn")
-        if message.role == "assistant" and not message.content.strip():
+        if message.role == "assistant" and not (message.content.strip() or message.tool_calls):
             raise row_error(location, "empty response", f"message {i} (assistant) is empty")
     if not any(m.role == "assistant" for m in turns):
         raise RowError(location, "no assistant turn")
@@ -180,79 +181,29 @@ def _columns(row: Row, location: str, columns: Columns) -> Conversation:
     return _prompt_response(row, location, columns, "input", "output")
 
 
-_SHAREGPT_ROLES: dict[str, Role] = {
-    "human": "user",
-    "user": "user",
-    "gpt": "assistant",
-    "assistant": "assistant",
-    "model": "assistant",
-    "system": "system",
-    # tool use as LLaMA-Factory's ShareGPT writes it: the call is the assistant speaking (trained),
-    # the observation is the tool's answer (rendered as role `tool`, never trained)
-    "function_call": "assistant",
-    "observation": "tool",
-    "tool": "tool",
-}
-_OPENAI_ROLES: dict[str, Role] = {
-    "system": "system",
-    "user": "user",
-    "assistant": "assistant",
-    "tool": "tool",
-    "function": "tool",  # the legacy name of `tool`
-}
-
-
 def _turns(
-    row: Row, location: str, columns: Columns, spec: tuple[str, str, str, dict[str, Role]]
+    row: Row, location: str, columns: Columns, list_field: str, style: Style
 ) -> Conversation:
-    list_field, role_key, content_key, roles = spec
+    """A message list (read by `data.messages`, the parser generate and serve use too) and the
+    row's optional `tools` and `system`."""
     key = columns.get(list_field, list_field)
     items = _value(row, list_field, location, columns, required=True)
-    if not isinstance(items, list):
-        raise row_error(location, f"wrong type for {key!r}", f"expected a list, got {_kind(items)}")
-    turns: list[Message] = []
-    for i, item in enumerate(items):
-        where = f"{key}[{i}]"
-        if not isinstance(item, dict):
-            raise row_error(
-                location, f"wrong type for {where}", f"expected an object, got {_kind(item)}"
-            )
-        raw_role = item.get(role_key)
-        role = roles.get(raw_role.lower()) if isinstance(raw_role, str) else None
-        if role is None:
-            raise row_error(
-                location,
-                f"unknown role {raw_role!r}",
-                f"in {where}; expected one of {sorted(roles)}",
-            )
-        if content_key not in item or item[content_key] is None:
-            raise row_error(location, f"missing field {content_key!r}", f"in {where}")
-        turns.append(Message(role, _content(item[content_key], f"{where}.{content_key}", location)))
+    turns = parse_messages(items, key, location, style)
+    tools = parse_tools(
+        _value(row, "tools", location, columns, required=False),
+        columns.get("tools", "tools"),
+        location,
+    )
     system = _text(row, "system", location, columns, required=False)
-    return _finish(turns, location, system)
-
-
-def _content(value: Any, where: str, location: str) -> str:
-    """A string, or OpenAI content parts: text parts are joined with newlines."""
-    if not isinstance(value, list):
-        return _as_text(value, where, location)
-    texts: list[str] = []
-    for part in value:
-        kind = part.get("type") if isinstance(part, dict) else _kind(part)
-        if kind != "text" or not isinstance(part, dict):
-            raise row_error(
-                location, f"unsupported content part {kind!r}", f"in {where}; only text"
-            )
-        texts.append(_as_text(part.get("text"), f"{where} text part", location))
-    return "\n".join(texts)
+    return _finish(turns, location, system, {TOOLS: tools} if tools else None)
 
 
 def _sharegpt(row: Row, location: str, columns: Columns) -> Conversation:
-    return _turns(row, location, columns, ("conversations", "from", "value", _SHAREGPT_ROLES))
+    return _turns(row, location, columns, "conversations", "sharegpt")
 
 
 def _messages(row: Row, location: str, columns: Columns) -> Conversation:
-    return _turns(row, location, columns, ("messages", "role", "content", _OPENAI_ROLES))
+    return _turns(row, location, columns, "messages", "openai")
 
 
 def _text_row(row: Row, location: str, columns: Columns) -> Conversation:
@@ -323,16 +274,17 @@ FORMATS: dict[str, RowFormat] = {
         RowFormat(
             "sharegpt",
             ("conversations",),
-            ("system", "label"),
+            ("system", "tools", "label"),
             "ShareGPT: conversations = [{from: human|gpt|system|function_call|observation, "
-            "value}], multi-turn.",
+            "value}], multi-turn; tools = the functions the model may call (list or JSON).",
             _sharegpt,
         ),
         RowFormat(
             "messages",
             ("messages",),
-            ("system", "label"),
-            "OpenAI chat: messages = [{role: system|user|assistant|tool, content}], multi-turn.",
+            ("system", "tools", "label"),
+            "OpenAI chat: messages = [{role: system|user|assistant|tool, content, tool_calls?, "
+            "reasoning_content?}], multi-turn; tools = the functions the model may call.",
             _messages,
         ),
         RowFormat(

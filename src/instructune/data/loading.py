@@ -19,6 +19,8 @@ from typing import Any, Literal
 from instructune.config.schema import DataSource
 from instructune.data.conversation import (
     ON_ERROR_HINT,
+    REJECTED,
+    REJECTED_MESSAGE,
     Conversation,
     DataError,
     Dropped,
@@ -27,6 +29,7 @@ from instructune.data.conversation import (
 )
 from instructune.data.formats import COLUMNS_EXAMPLE, FORMATS, Columns, RowFormat, detect_format
 from instructune.data.lineage import file_sha256
+from instructune.data.messages import drop_reasoning, message_from_json, message_json
 from instructune.data.readers import iter_rows
 
 __all__ = ["MAX_ERRORS", "LoadResult", "load_conversations"]
@@ -61,6 +64,7 @@ def load_conversations(
     source: DataSource,
     on_error: Literal["fail", "skip"] = "fail",
     system_prompt: str | None = None,
+    reasoning: Literal["keep", "drop"] = "keep",
 ) -> LoadResult:
     """Read, convert and check every row of one source (at most `source.max_rows` rows).
 
@@ -88,6 +92,8 @@ def load_conversations(
                 result.errors.append(str(item))
             continue
         _tidy_turns(item, result.adjusted)
+        if reasoning == "drop":
+            _drop_reasoning(item, result.adjusted)
         if system_prompt and item.messages[0].role == "user":
             item.messages.insert(0, Message("system", system_prompt))
         result.conversations.append(item)
@@ -122,6 +128,26 @@ def _tidy_turns(conv: Conversation, adjusted: Counter[str]) -> None:
     roles = [m.role for m in conv.messages if m.role != "system"]
     if any(a == b != "tool" for a, b in itertools.pairwise(roles)):
         adjusted["non_alternating"] += 1
+
+
+def _drop_reasoning(conv: Conversation, adjusted: Counter[str]) -> None:
+    """`data.reasoning: drop`: every assistant turn (and a rejected answer) without reasoning."""
+    before = list(conv.messages)
+    conv.messages[:] = [drop_reasoning(m) for m in before]
+    changed = sum(a is not b for a, b in zip(before, conv.messages, strict=True))
+    structured = conv.meta.get(REJECTED_MESSAGE)
+    if structured is not None:
+        given = message_from_json(structured, conv.source)
+        answer = drop_reasoning(given)
+        conv.meta[REJECTED_MESSAGE] = message_json(answer)
+        conv.meta[REJECTED] = answer.content
+        changed += answer is not given
+    elif REJECTED in conv.meta:
+        text = drop_reasoning(Message("assistant", conv.meta[REJECTED])).content
+        changed += text != conv.meta[REJECTED]
+        conv.meta[REJECTED] = text
+    if changed:
+        adjusted["reasoning_dropped"] += changed
 
 
 def _units(

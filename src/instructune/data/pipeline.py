@@ -87,7 +87,7 @@ def load_sources(
     conversations: list[Conversation] = []
     reports: list[SourceReport] = []
     for source in sources:
-        result = load_conversations(source, cfg.on_error, cfg.system_prompt)
+        result = load_conversations(source, cfg.on_error, cfg.system_prompt, cfg.reasoning)
         conversations.extend(result.conversations)
         reports.append(
             SourceReport(

@@ -29,7 +29,9 @@ import numpy as np
 
 from instructune.config.schema import DataConfig
 from instructune.data.conversation import (
-    ROLES,
+    REJECTED,
+    REJECTED_MESSAGE,
+    TOOLS,
     Conversation,
     Message,
     Role,
@@ -37,9 +39,10 @@ from instructune.data.conversation import (
     row_error,
 )
 from instructune.data.examples import IGNORE_INDEX
+from instructune.data.messages import message_from_json, message_json, parse_messages, parse_tools
 
-REJECTED = "rejected"
-"""The `Conversation.meta` key holding a preference row's rejected answer."""
+HH_MARKER = "\n\nHuman:"
+"""How an Anthropic HH transcript starts: only a string starting with it is read as one."""
 _HH_TURN = re.compile(r"\n\n(Human|Assistant): ")
 
 
@@ -61,6 +64,8 @@ def preference_row(row: Mapping[str, Any], location: str, columns: Mapping[str, 
                     f"columns found: {', '.join(sorted(map(str, row)))}",
                 )
     good, bad = _turns(chosen, "chosen", location), _turns(rejected, "rejected", location)
+    if not good or not bad:
+        raise row_error(location, "empty answer", "chosen and rejected must not be empty lists")
     # Full conversations as answers (UltraFeedback-binarized, HH) carry their prompt: their
     # shared turns are the prompt, and a `prompt` column beside them repeats it.
     full = any(len(t) > 1 or (t and t[0].role != "assistant") for t in (good, bad))
@@ -72,7 +77,7 @@ def preference_row(row: Mapping[str, Any], location: str, columns: Mapping[str, 
     prompt += good[:shared]
     good, bad = good[shared:], bad[shared:]
     for name, rest in (("chosen", good), ("rejected", bad)):
-        if len(rest) != 1 or rest[0].role != "assistant" or not rest[0].content.strip():
+        if len(rest) != 1 or rest[0].role != "assistant" or not _answered(rest[0]):
             raise row_error(
                 location,
                 f"{name} is not one answer after the shared prompt",
@@ -83,7 +88,17 @@ def preference_row(row: Mapping[str, Any], location: str, columns: Mapping[str, 
     system = get("system")
     if isinstance(system, str) and system.strip() and prompt[0].role != "system":
         prompt.insert(0, Message("system", system))
-    return Conversation([*prompt, good[0]], location, meta={REJECTED: bad[0].content})
+    meta = {REJECTED: bad[0].content}
+    if bad[0] != Message("assistant", bad[0].content):  # tool calls, reasoning: kept whole
+        meta[REJECTED_MESSAGE] = message_json(bad[0])
+    tools = parse_tools(get("tools"), columns.get("tools", "tools"), location)
+    if tools:
+        meta[TOOLS] = tools
+    return Conversation([*prompt, good[0]], location, meta=meta)
+
+
+def _answered(message: Message) -> bool:
+    return bool(message.content.strip() or message.tool_calls)
 
 
 def _by_score(completions: Any, location: str) -> tuple[str, str]:
@@ -107,12 +122,15 @@ def _by_score(completions: Any, location: str) -> tuple[str, str]:
 
 
 def _turns(value: Any, name: str, location: str) -> list[Message]:
-    """A string (an HH transcript, else one turn: user for the prompt, assistant for answers) or a
-    message list, as messages."""
+    """A string (an HH transcript when it starts with `HH_MARKER`, else one turn: user for the
+    prompt, assistant for answers) or a message list (`data.messages`' rules), as messages.
+
+    Only the marker at the very start makes a transcript: an answer that mentions
+    "\\n\\nHuman: " in its text is still one answer."""
     if value is None:
         return []
     if isinstance(value, str):
-        if _HH_TURN.search(value):
+        if value.startswith(HH_MARKER):
             parts = _HH_TURN.split(value)[1:]
             roles: dict[str, Role] = {"Human": "user", "Assistant": "assistant"}
             pairs = zip(parts[::2], parts[1::2], strict=True)
@@ -124,18 +142,7 @@ def _turns(value: Any, name: str, location: str) -> list[Message]:
             f"wrong type for {name!r}",
             f"expected a string or a message list, got {type(value).__name__}",
         )
-    out = []
-    for i, m in enumerate(value):
-        role = m.get("role") if isinstance(m, dict) else None
-        content = m.get("content") if isinstance(m, dict) else None
-        if role not in ROLES or not isinstance(content, str):
-            raise row_error(
-                location,
-                f"bad message in {name!r}",
-                f"{name}[{i}] needs role in {list(ROLES)} and string content",
-            )
-        out.append(Message(role, content))
-    return out
+    return parse_messages(value, name, location, "openai")
 
 
 # ----------------------------------------------------------------------------- token pairs
@@ -167,8 +174,14 @@ def rejected_conversation(conv: Conversation) -> Conversation:
             conv.source,
             "not a preference pair (no rejected answer): set format: preference on the data source",
         )
+    structured = conv.meta.get(REJECTED_MESSAGE)
+    answer = (
+        message_from_json(structured, conv.source)
+        if structured is not None
+        else Message("assistant", conv.meta[REJECTED])
+    )
     return Conversation(
-        [*conv.messages[:-1], Message("assistant", conv.meta[REJECTED])],
+        [*conv.messages[:-1], answer],
         conv.source,
         conv.label,
         dict(conv.meta),

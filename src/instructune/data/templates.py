@@ -18,12 +18,14 @@ compiled.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from instructune.data.conversation import Conversation, Message
+from instructune.data.conversation import TOOLS, Conversation, Message
+from instructune.data.messages import message_dicts, with_tools
 
 if TYPE_CHECKING:
     import jinja2
@@ -121,26 +123,39 @@ class Template:
         found = [j + len(t) for t in self.end_of_turn if (j := text.find(t, start)) >= 0]
         return min(found, default=len(text))
 
+    @property
+    def uses(self) -> frozenset[str]:
+        """Names the source references (variables, attributes, constant subscripts): whether it
+        takes `tools`, renders `tool_calls` or `reasoning_content` (see `referenced`)."""
+        return referenced(self.source_text)
+
+    def message_dicts(self, messages: Sequence[Message]) -> list[dict[str, Any]]:
+        """The messages as this template takes them (`data.messages.message_dicts`)."""
+        return message_dicts(messages, self.uses)
+
     def render(
         self,
         messages: Sequence[Message],
         add_generation_prompt: bool = False,
         meta: Mapping[str, str] | None = None,
     ) -> str:
-        dicts = [{"role": m.role, "content": m.content} for m in messages]
-        return self.render_dicts(dicts, add_generation_prompt, meta)
+        return self.render_dicts(self.message_dicts(messages), add_generation_prompt, meta)
 
     def render_dicts(
         self,
-        messages: list[dict[str, str]],
+        messages: list[dict[str, Any]],
         add_generation_prompt: bool = False,
         meta: Mapping[str, str] | None = None,
     ) -> str:
         """`render` on already-converted messages (the tokenizer's hot loop renders prefixes).
 
+        The row's tools (`meta["tools"]`) are given as `tools` or put in the system prompt
+        (`data.messages.with_tools`).
+
         What `jinja2.Template.render` does, minus its per-call merge of globals into the context
         (`_context` holds them already): same sandbox, same output, same exceptions.
         """
+        messages, tools = with_tools(messages, (meta or {}).get(TOOLS), self.uses)
         if self.fold_system:
             messages = _fold_system(messages)
         compiled = self._compiled
@@ -149,6 +164,8 @@ class Template:
             {
                 **self._context,
                 "messages": messages,
+                "tools": tools,  # None without tools, as transformers passes them
+                "documents": None,
                 "add_generation_prompt": add_generation_prompt,
                 "meta": meta,
             },
@@ -220,6 +237,27 @@ def end_of_turn_ids(tokenizer: Any) -> frozenset[int]:
     return frozenset(ids)
 
 
+@functools.lru_cache(maxsize=32)
+def referenced(source: str) -> frozenset[str]:
+    """Every name, attribute and constant subscript in a template's source: `tools` when it reads
+    the variable, `tool_calls` for `message.tool_calls` or `message['tool_calls']`, ...
+    (parsed once per template text)."""
+    from jinja2 import nodes
+
+    from instructune.data.template_sandbox import sandbox_environment
+
+    names: set[str] = set()
+    ast = sandbox_environment().parse(source)
+    for node in ast.find_all((nodes.Name, nodes.Getattr, nodes.Getitem)):
+        if isinstance(node, nodes.Name):
+            names.add(node.name)
+        elif isinstance(node, nodes.Getattr):
+            names.add(node.attr)
+        elif isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const):
+            names.add(str(node.arg.value))
+    return frozenset(names)
+
+
 def is_raw_conversation(messages: Sequence[Message]) -> bool:
     """A `text`-format row: one assistant message and no prompt; rendered by `raw_template`."""
     return len(messages) == 1 and messages[0].role == "assistant"
@@ -269,7 +307,7 @@ def render_conversation(
     ):
         msgs = [Message("system", system_prompt), *msgs]
         conv = Conversation(msgs, conv.source, conv.label, conv.meta)
-    dicts = [{"role": m.role, "content": m.content} for m in msgs]
+    dicts = template.message_dicts(msgs)
     meta = conv.meta or None
     turns = [i for i, m in enumerate(msgs) if m.role == "assistant"]
     if train_on_turns == "last":
@@ -303,7 +341,7 @@ def render_conversation(
 def _rebuilt_turn(
     conv: Conversation,
     template: Template,
-    dicts: list[dict[str, str]],
+    dicts: list[dict[str, Any]],
     i: int,
     prompt: str,
     meta: Mapping[str, str] | None,
@@ -348,7 +386,7 @@ def _rebuilt_turn(
     )
 
 
-def _fold_system(messages: list[dict[str, str]]) -> list[dict[str, str]]:
+def _fold_system(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     if len(messages) < 2 or messages[0]["role"] != "system" or messages[1]["role"] != "user":
         return messages
     first = {**messages[1], "content": f"{messages[0]['content']}\n\n{messages[1]['content']}"}

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import replace
 
 from instructune.data.conversation import Conversation, Message
 
@@ -93,7 +94,7 @@ def _with_fields(conv: Conversation, fields: dict[_FieldKey, str]) -> Conversati
         if kind == "meta":
             meta[str(key)] = text
         else:
-            messages[int(key)] = Message("user", text)
+            messages[int(key)] = replace(messages[int(key)], content=text)  # keeps its name
     if meta.get("instruction") is not None:  # the first user turn joins them, as formats do
         first = next(i for i, m in enumerate(messages) if m.role == "user")
         parts = (meta.get("instruction", ""), meta.get("input", ""))

@@ -63,12 +63,10 @@ def sequence_logprobs(
     """
     import torch
 
-    from instructune.training.forward import causal_lm_parts, chunked_token_losses, trained_hidden
+    from instructune.training.forward import token_losses
 
     order = sorted(range(len(sequences)), key=lambda i: len(sequences[i][0]), reverse=True)
     out: list[np.ndarray] = [np.zeros(0)] * len(sequences)
-    _, head = causal_lm_parts(model)
-    softcap = getattr(getattr(model, "config", None), "final_logit_softcapping", None)
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -77,10 +75,8 @@ def sequence_logprobs(
             for batch in _batches(order, sequences, batch_size, max_batch_tokens):
                 ids, labels, mask = _right_pad([sequences[i] for i in batch], pad_id, device)
                 # The training loss path itself (forward.py): same positions, same fp32 chunks.
-                hidden, targets = trained_hidden(
-                    model, {"input_ids": ids, "attention_mask": mask, "labels": labels}
-                )
-                nll = chunked_token_losses(head, hidden, targets, chunk_size, 0.0, softcap)
+                batch_in = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+                nll, _ = token_losses(model, batch_in, chunk_size)
                 per_row = (labels[:, 1:] != IGNORE_INDEX).sum(dim=1).tolist()
                 for i, lp in zip(batch, torch.split(-nll, per_row), strict=True):
                     out[i] = lp.double().cpu().numpy()

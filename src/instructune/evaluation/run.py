@@ -182,7 +182,10 @@ def prepare_task(task: EvalTaskConfig, assets: _Assets) -> PreparedTask:
     from instructune.data.loading import load_conversations
 
     source = DataSource(path=task.path, format=task.format, columns=task.columns)
-    loaded = load_conversations(source, assets.data_cfg.on_error, assets.data_cfg.system_prompt)
+    data_cfg = assets.data_cfg
+    loaded = load_conversations(
+        source, data_cfg.on_error, data_cfg.system_prompt, data_cfg.reasoning
+    )
     convs = loaded.conversations[: task.max_examples]
     if task.type == "classification":
         from instructune.evaluation.scoring import classification_items

@@ -86,25 +86,25 @@ class Engine:
 
     def render(
         self,
-        messages: Sequence[Message | Mapping[str, str]],
+        messages: Sequence[Message | Mapping[str, Any]],
         add_generation_prompt: bool = True,
+        tools: str | None = None,
     ) -> str:
-        """The conversation as the template renders it, ready for the assistant's turn."""
-        from instructune.data.conversation import ROLES, Message
+        """The conversation as the template renders it, ready for the assistant's turn.
 
-        converted = []
-        for i, m in enumerate(messages):
-            if isinstance(m, Message):
-                converted.append(m)
-                continue
-            role, content = m.get("role"), m.get("content")
-            if role not in ROLES or not isinstance(content, str):
-                raise ValueError(
-                    f"messages[{i}]: needs role in {list(ROLES)} and string content, got "
-                    f"role={role!r}"
-                )
-            converted.append(Message(role, content))  # type: ignore[arg-type]
-        return self.template.render(converted, add_generation_prompt=add_generation_prompt)
+        Dict messages are read by `data.messages.parse_message` (the rules training reads data
+        with); `tools` is the canonical JSON `data.messages.parse_tools` makes."""
+        from instructune.data.conversation import TOOLS, Message
+        from instructune.data.messages import parse_message
+
+        converted = [
+            m if isinstance(m, Message) else parse_message(m, f"messages[{i}]", "request", "openai")
+            for i, m in enumerate(messages)
+        ]
+        meta = {TOOLS: tools} if tools else None
+        return self.template.render(
+            converted, add_generation_prompt=add_generation_prompt, meta=meta
+        )
 
     def encode(self, prompt: str) -> list[int]:
         return encode_text(self.tokenizer, prompt)

@@ -1,9 +1,10 @@
 """`run_generate`: prompts (one, or a JSONL file of them) → completions on the engine, batched.
 
-Input rows are JSON objects with `prompt` (one user message) or `messages` (a list of
-`{"role", "content"}`), and optionally `id` (kept in the output; the line number otherwise) and
-`system` (a system message put first). Each is rendered with the run's template. Output rows
-carry `id`, `text`, `finish_reason`, `prompt_tokens` and `completion_tokens`.
+Input rows are JSON objects with `prompt` (one user message) or `messages` (OpenAI chat messages,
+read by `data.messages` exactly as training reads them), and optionally `id` (kept in the output;
+the line number otherwise), `system` (a system message put first) and `tools` (function
+definitions, given to the template as training gives them). Each is rendered with the run's
+template. Output rows carry `id`, `text`, `finish_reason`, `prompt_tokens` and `completion_tokens`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from instructune.data.conversation import ROLES, Message
+from instructune.data.conversation import TOOLS, Conversation, Message
+from instructune.data.messages import parse_messages, parse_tools
 from instructune.data.readers import iter_json_lines
 from instructune.inference.sampling import SamplingParams
 
@@ -25,54 +27,51 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def read_prompts(path: Path) -> tuple[list[Any], list[list[Message]]]:
+def read_prompts(path: Path) -> tuple[list[Any], list[Conversation]]:
     """(ids, conversations) from a JSONL file; a bad row raises naming file, line and field."""
     if not path.is_file():
         raise FileNotFoundError(f"input file {str(path)!r} does not exist")
     ids: list[Any] = []
-    convs: list[list[Message]] = []
+    convs: list[Conversation] = []
     for n, where, row in iter_json_lines(path):
         if not isinstance(row, dict):
             raise ValueError(f"{where}: expected a JSON object, got {type(row).__name__}")
         ids.append(row.get("id", n))
-        convs.append(_messages(row, where))
+        convs.append(prompt_conversation(row, where))
     if not convs:
         raise ValueError(f"{path}: no prompts (the file is empty)")
     return ids, convs
 
 
-def _messages(row: dict[str, Any], where: str) -> list[Message]:
+def prompt_conversation(row: dict[str, Any], where: str) -> Conversation:
+    """A `prompt` string or `messages` list (read by `data.messages`, as training reads them),
+    with the optional `system` and `tools`."""
     system = row.get("system")
     if system is not None and not isinstance(system, str):
         raise ValueError(f"{where}: field 'system' must be a string")
     head = [Message("system", system)] if system else []
+    tools = parse_tools(row.get("tools"), "tools", where)
+    meta = {TOOLS: tools} if tools else {}
     if isinstance(row.get("prompt"), str):
-        return [*head, Message("user", row["prompt"])]
+        return Conversation([*head, Message("user", row["prompt"])], where, meta=meta)
     raw = row.get("messages")
     if not isinstance(raw, list) or not raw:
         raise ValueError(f"{where}: needs 'prompt' (a string) or 'messages' (a non-empty list)")
-    out = list(head)
-    for k, m in enumerate(raw):
-        role = m.get("role") if isinstance(m, dict) else None
-        content = m.get("content") if isinstance(m, dict) else None
-        if role not in ROLES or not isinstance(content, str):
-            raise ValueError(
-                f"{where}: field 'messages[{k}]' needs role in {list(ROLES)} and string content"
-            )
-        out.append(Message(role, content))
-    return out
+    return Conversation(
+        [*head, *parse_messages(raw, "messages", where, "openai")], where, meta=meta
+    )
 
 
 def generate_rows(
     engine: Engine,
     ids: Sequence[Any],
-    convs: Sequence[list[Message]],
+    convs: Sequence[Conversation],
     params: SamplingParams,
     on_done: Callable[[int], None] | None = None,
 ) -> list[dict[str, Any]]:
     """One output row per conversation, in input order. With a seed, row i samples with
     `seed + i`, so a row's output does not depend on the others in the file."""
-    prompts = [engine.render(c) for c in convs]
+    prompts = [engine.render(c.messages, tools=c.meta.get(TOOLS)) for c in convs]
     per_row = [
         replace(params, seed=None if params.seed is None else params.seed + i)
         for i in range(len(prompts))

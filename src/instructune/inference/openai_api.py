@@ -15,6 +15,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from instructune.data.conversation import Message
+from instructune.data.messages import parse_messages, parse_tools
 from instructune.inference.sampling import SamplingParams
 
 
@@ -27,15 +29,26 @@ class ContentPart(_Body):
     text: str
 
 
-class ChatMessage(_Body):
-    role: Literal["system", "user", "assistant", "developer"]
-    content: str | list[ContentPart]
-    name: str | None = None
+class FunctionCall(_Body):
+    name: str
+    arguments: str | dict[str, Any]
 
-    def text(self) -> str:
-        if isinstance(self.content, str):
-            return self.content
-        return "".join(p.text for p in self.content)
+
+class ToolCallBody(_Body):
+    id: str | None = None
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+class ChatMessage(_Body):
+    """One message as OpenAI sends it; `conversation()` reads it with `data.messages`' rules."""
+
+    role: Literal["system", "user", "assistant", "developer", "tool"]
+    content: str | list[ContentPart] | None = None
+    name: str | None = None
+    tool_calls: list[ToolCallBody] | None = None
+    tool_call_id: str | None = None
+    reasoning_content: str | None = None
 
 
 class StreamOptions(_Body):
@@ -98,20 +111,24 @@ class _Sampling(_Body):
 class ChatRequest(_Sampling):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
+    tools: list[dict[str, Any]] | None = None
 
     @model_validator(mode="after")
     def _one_limit(self) -> ChatRequest:
         if self.max_tokens is not None and self.max_completion_tokens is not None:
             raise ValueError("set max_tokens or max_completion_tokens, not both")
         self.max_tokens = self.max_tokens or self.max_completion_tokens
+        self.conversation()  # a message the parser refuses is a 400 naming it
+        self.tools_json()
         return self
 
-    def conversation(self) -> list[dict[str, str]]:
-        # "developer" is OpenAI's newer name for the system role
-        return [
-            {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
-            for m in self.messages
-        ]
+    def conversation(self) -> list[Message]:
+        """The messages under the rules training reads data with (`data.messages`)."""
+        raw = [m.model_dump(exclude_none=True) for m in self.messages]
+        return parse_messages(raw, "messages", "request", "openai")
+
+    def tools_json(self) -> str | None:
+        return parse_tools(self.tools, "tools", "request")
 
 
 class CompletionRequest(_Sampling):

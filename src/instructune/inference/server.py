@@ -134,7 +134,7 @@ async def _chat_completion(state: ServerState, request: HttpRequest) -> Any:
             param="messages",
         )
     try:
-        prompt = state.engine.render(body.conversation())
+        prompt = state.engine.render(body.conversation(), tools=body.tools_json())
     except Exception as err:  # the template refuses this conversation (roles, order)
         raise api.ApiError(
             400, f"the chat template refused the messages: {err}", param="messages"

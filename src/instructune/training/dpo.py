@@ -29,12 +29,7 @@ from torch.utils.data import Dataset
 from instructune.config.schema import DPOConfig
 from instructune.data.examples import IGNORE_INDEX
 from instructune.data.preference import Pair
-from instructune.training.forward import (
-    causal_lm_parts,
-    chunked_token_losses,
-    per_example_losses,
-    trained_hidden,
-)
+from instructune.training.forward import per_example_losses, token_losses
 
 REF_KEY = "ref_logps"
 """Batch key of precomputed reference log-probs [2B] (chosen half, then rejected half)."""
@@ -107,9 +102,7 @@ def sequence_logps(
 ) -> torch.Tensor:
     """Sum of the log-probs of each row's trained targets [rows] (fp32), no full logits."""
     inputs = {k: v for k, v in batch.items() if k != REF_KEY}
-    hidden, targets = trained_hidden(model, inputs)
-    _, head = causal_lm_parts(getattr(model, "module", model))
-    nll = chunked_token_losses(head, hidden, targets, chunk_size)
+    nll, _ = token_losses(model, inputs, chunk_size)
     return -per_example_losses(inputs, nll)[:, 0]
 
 

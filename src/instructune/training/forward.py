@@ -76,6 +76,42 @@ def trained_hidden(
     return hidden[:, :-1][keep], targets[keep]
 
 
+def token_losses(
+    model: nn.Module,
+    batch: Mapping[str, torch.Tensor],
+    chunk_size: int = 256,
+    label_smoothing: float = 0.0,
+    unwrapped: nn.Module | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(per-token cross-entropy [N] fp32, the hidden states it came from [N, H]) of every trained
+    target of `batch`: the one place token losses and log-probs are assembled (SFT training and
+    eval, DPO log-probs, evaluation's scoring), the model's own logit softcap included.
+
+    `model` is what runs the forward (DDP/PEFT/compiled wrappers run); `unwrapped` is the module
+    the LM head and config are read from (default: `model` without a DDP `.module`).
+    """
+    inner = unwrapped if unwrapped is not None else getattr(model, "module", model)
+    hidden, targets = trained_hidden(model, batch)
+    _, head = causal_lm_parts(inner)
+    losses = chunked_token_losses(
+        head, hidden, targets, chunk_size, label_smoothing, logit_softcap(inner)
+    )
+    return losses, hidden
+
+
+def logit_softcap(model: nn.Module) -> float | None:
+    """The model's `final_logit_softcapping` (Gemma 2/3: logits = cap * tanh(logits / cap) before
+    the softmax, in the model's own forward), None for models without one."""
+    unwrap = getattr(model, "get_base_model", None)
+    base: Any = unwrap() if callable(unwrap) else model
+    config = getattr(base, "config", None)
+    if config is None:
+        return None
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    cap = getattr(text, "final_logit_softcapping", None)
+    return float(cap) if cap else None
+
+
 @contextlib.contextmanager
 def adapter_autocast(model: nn.Module) -> Iterator[None]:
     """Run float32 adapters in the frozen weights' half-precision dtype, keeping float32 masters.

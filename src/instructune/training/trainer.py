@@ -25,11 +25,7 @@ from transformers import Trainer
 
 from instructune.data.examples import IGNORE_INDEX
 from instructune.training.checkpoints import COUNTS_FILE, RUN_INFO_FILE, AtomicCheckpoints
-from instructune.training.forward import (
-    causal_lm_parts,
-    chunked_token_losses,
-    trained_hidden,
-)
+from instructune.training.forward import token_losses
 
 
 @dataclass
@@ -96,11 +92,10 @@ class InstructTrainer(AtomicCheckpoints, Trainer):
         return_outputs: bool = False,
         num_items_in_batch: torch.Tensor | int | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, Any]:
-        hidden, targets = trained_hidden(model, inputs)
-        _, lm_head = causal_lm_parts(self.accelerator.unwrap_model(model))
         # Label smoothing is a training regularizer; eval reports the plain cross-entropy.
         smoothing = self.label_smoothing if model.training else 0.0
-        losses = chunked_token_losses(lm_head, hidden, targets, self.loss_chunk_size, smoothing)
+        unwrapped = self.accelerator.unwrap_model(model)
+        losses, hidden = token_losses(model, inputs, self.loss_chunk_size, smoothing, unwrapped)
         total = losses.sum()
         if losses.numel() == 0:
             # Keep the graph attached to every parameter: DDP waits for each one's gradient.
