@@ -13,7 +13,7 @@ import pytest
 
 from instructune.testing.families import BY_NAME, FAMILIES
 
-from .helpers import CONVERSATIONS, Case
+from .helpers import CONVERSATIONS, TOOL_CALL, TOOLS, Case
 
 
 @pytest.fixture(scope="session", params=[f.name for f in FAMILIES])
@@ -28,10 +28,10 @@ def case(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
     root = tmp_path_factory.mktemp(family.name)
     folder = model_dir(family, root)
     data = root / "rows.jsonl"
-    data.write_text(
-        "".join(json.dumps({"messages": m}) + "\n" for m in CONVERSATIONS.values()),
-        encoding="utf-8",
-    )
+    rows = [{"messages": m} for m in CONVERSATIONS.values()]
+    if family.tools:
+        rows.append({"messages": TOOL_CALL, "tools": TOOLS})
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     cfg = Config.model_validate(
         {
             "model": {"path": str(folder)},
@@ -41,5 +41,5 @@ def case(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
     )
     tokenizer = load_tokenizer(cfg.model)
     result = run_prepare(cfg, tokenizer=tokenizer)
-    sources = {name: f":line {i + 1}" for i, name in enumerate(CONVERSATIONS)}
+    sources = {name: f":line {i + 1}" for i, name in enumerate([*CONVERSATIONS, "tool_call"])}
     return Case(family, folder, tokenizer, result.prepared, result.summary, sources)

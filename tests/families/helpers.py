@@ -31,6 +31,38 @@ REASONING = [  # reasoning in the answer text, the way R1/Qwen3 data carries it
 ]
 CONVERSATIONS = {"plain": PLAIN, "single": SINGLE, "reasoning": REASONING}
 
+CALL_ID = "call0abcd"  # Mistral's template wants 9 alphanumerics
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "DESCMARK The current weather in a city.",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}},
+                "required": ["city"],
+            },
+        },
+    }
+]
+TOOL_CALL = [  # OpenAI tool calling: a call, its result, the answer
+    {"role": "user", "content": "USERMARK6 What is the weather in Paris?"},
+    {
+        "role": "assistant",
+        "content": "",
+        "tool_calls": [
+            {
+                "id": CALL_ID,
+                "type": "function",
+                "function": {"name": "get_weather", "arguments": {"city": "Paris"}},
+            }
+        ],
+    },
+    {"role": "tool", "content": "TOOLRESULT 18 degrees", "tool_call_id": CALL_ID},
+    {"role": "assistant", "content": "ANSWER6 It is 18 degrees."},
+]
+
 
 @dataclass
 class Case:
@@ -40,4 +72,6 @@ class Case:
     prepared: Any
     summary: dict[str, Any]
     sources: dict[str, str]
-    """conversation name → its `file:line` source."""
+    """conversation name → the end of its `file:line N` source."""
+    engine: Any = None
+    """The inference engine loaded from `folder` (by the `engine` fixture, once)."""

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import jinja2
 import numpy as np
 import pytest
 import torch
 
 from instructune.data.examples import IGNORE_INDEX
 
-from .helpers import CONVERSATIONS, SYSTEM, Case
+from .helpers import CONVERSATIONS, SYSTEM, TOOL_CALL, TOOLS, Case
 
 THINK_OPEN = "<think>\n"
 EMPTY_THINK = {"qwen3": "<think>\n\n</think>\n\n"}
@@ -27,7 +28,8 @@ EMPTY_THINK = {"qwen3": "<think>\n\n</think>\n\n"}
 
 SPLITS: dict[str, dict[str, int]] = {
     # Qwen3 renders an answer with a (possibly empty) <think> block only after the last user turn
-    "qwen3": {"split_rows": 2, "extra_examples": 2},
+    # (plain, reasoning and the tool call's first answer)
+    "qwen3": {"split_rows": 3, "extra_examples": 3},
     # R1 opens `<think>\n` in the generation prompt and strips reasoning from rendered answers
     "r1-distill-qwen": {"split_rows": 2, "extra_examples": 2, "rebuilt_turns": 5},
     "r1-distill-llama": {"split_rows": 2, "extra_examples": 2, "rebuilt_turns": 5},
@@ -111,28 +113,39 @@ def test_generation_stops_at_the_end_of_turn_token(case: Case, engine: Any) -> N
     head = torch.nn.Linear(engine.model.config.hidden_size, engine.model.config.vocab_size)
     torch.nn.init.zeros_(head.weight)
     head.bias.data = torch.nn.functional.one_hot(torch.tensor(eot), head.out_features) * 10.0
-    engine.model.lm_head = head
-    (done,) = engine.generate(
-        [engine.render(CONVERSATIONS["single"][:1])], SamplingParams(max_new_tokens=5)
-    )
+    kept, engine.model.lm_head = engine.model.lm_head, head
+    try:
+        (done,) = engine.generate(
+            [engine.render(CONVERSATIONS["single"][:1])], SamplingParams(max_new_tokens=5)
+        )
+    finally:
+        engine.model.lm_head = kept
     assert (done.finish_reason, done.completion_tokens, done.text) == ("stop", 1, "")
 
 
 def test_template_splits_are_counted(case: Case) -> None:
     assert case.summary["template_splits"] == SPLITS.get(case.family.name, {})
-    per_row = {
-        name: len({id(ex) for ex, _, _ in trained_turns(case, name)}) for name in CONVERSATIONS
-    }
-    extra = sum(n - 1 for n in per_row.values())
+    names = [*CONVERSATIONS, *(["tool_call"] if case.family.tools else [])]
+    per_row = [len({id(ex) for ex, _, _ in trained_turns(case, name)}) for name in names]
+    extra = sum(n - 1 for n in per_row)
     assert extra == SPLITS.get(case.family.name, {}).get("extra_examples", 0)
 
 
 def test_training_loss_equals_the_models_own(case: Case) -> None:
+    """`token_losses`, what SFT, DPO, reward and eval all assemble losses with, on a prepared
+    example equals the model's own loss (Gemma's final-logit softcap included)."""
     from transformers import AutoModelForCausalLM
 
-    from instructune.training.forward import causal_lm_parts, chunked_token_losses, trained_hidden
+    from instructune.training.forward import (
+        causal_lm_parts,
+        chunked_token_losses,
+        token_losses,
+        trained_hidden,
+    )
 
     model = AutoModelForCausalLM.from_pretrained(case.folder, dtype=torch.float32).eval()
+    with torch.no_grad():  # logits far from 0, where Gemma's cap (30) bends them
+        model.get_output_embeddings().weight.mul_(300.0)
     ex = case.prepared.train[0]
     batch = {
         "input_ids": torch.tensor(ex.input_ids, dtype=torch.long)[None],
@@ -140,15 +153,61 @@ def test_training_loss_equals_the_models_own(case: Case) -> None:
     }
     with torch.no_grad():
         theirs = model(**batch).loss
-        hidden, targets = trained_hidden(model, batch)
-        _, head = causal_lm_parts(model)
-        softcap = getattr(model.config, "final_logit_softcapping", None)
-        ours = chunked_token_losses(head, hidden, targets, logit_softcap=softcap).mean()
+        ours = token_losses(model, batch)[0].mean()
     torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
+    if case.family.arch.startswith("gemma"):  # the cap is in play: without it the loss differs
+        hidden, targets = trained_hidden(model, batch)
+        uncapped = chunked_token_losses(causal_lm_parts(model)[1], hidden, targets).mean()
+        assert abs(float(uncapped) - float(theirs)) > 1e-3
 
 
 @pytest.fixture
 def engine(case: Case) -> Any:
+    """The engine `generate`/`serve` load from the folder: once per family (loading is the cost)."""
     from instructune.inference.loading import load_engine
 
-    return load_engine(str(case.folder), dtype="float32")
+    if case.engine is None:
+        case.engine = load_engine(str(case.folder), dtype="float32")
+    return case.engine
+
+
+def test_tool_calls_and_results(case: Case, engine: Any) -> None:
+    """The call and the final answer are trained, each once and ending at an end-of-turn token;
+    the tool's result, the tool definitions and the user text never are; serving renders the
+    same prompts (tools included). Families whose template can't render tool turns: Gemma
+    (strict user/model alternation) and R1 (its generation prompt continues no call) stop with
+    the template's reason; Phi-3.5's template leaves tool results out of the prompt."""
+    from instructune.data.conversation import TOOLS as TOOLS_KEY
+    from instructune.data.conversation import Conversation
+    from instructune.data.messages import parse_messages, parse_tools
+    from instructune.data.templates import TemplateMismatch, end_of_turn_ids, render_conversation
+
+    tools = parse_tools(TOOLS, "tools", "test")
+    assert tools is not None
+    if not case.family.tools:
+        if case.family.name == "phi-3.5":
+            prompt = engine.render(TOOL_CALL[:3], tools=tools)
+            assert "get_weather" in prompt and "TOOLRESULT" not in prompt
+            return
+        msgs = parse_messages(TOOL_CALL, "messages", "t:1", "openai")
+        conv = Conversation(msgs, "t:1", meta={TOOLS_KEY: tools})
+        with pytest.raises((TemplateMismatch, jinja2.TemplateError)):
+            render_conversation(conv, engine.template, None, "all")
+        return
+    tok = case.tokenizer
+    eots = end_of_turn_ids(tok)
+    turns = trained_turns(case, "tool_call")
+    assert len(turns) == 2
+    texts = []
+    for ex, lo, hi in turns:
+        ids = ex.input_ids[lo:hi].tolist()
+        assert ids[-1] in eots and sum(t in eots for t in ids) == 1, tok.convert_ids_to_tokens(ids)
+        texts.append(tok.decode(ids[:-1]))
+    call, answer = texts
+    assert "get_weather" in call and "Paris" in call
+    assert answer == EMPTY_THINK.get(case.family.name, "") + "ANSWER6 It is 18 degrees."
+    for text in texts:
+        assert not any(m in text for m in ("USERMARK", "TOOLRESULT", "DESCMARK"))
+    for i, (ex, lo, _) in zip((1, 3), turns, strict=True):
+        prompt = engine.render(TOOL_CALL[:i], tools=tools)
+        assert "DESCMARK" in prompt and engine.encode(prompt) == ex.input_ids[:lo].tolist()

@@ -102,6 +102,8 @@ class Family:
     `rejected` (raises)."""
     reasoning: bool = False
     """The template renders `<think>` reasoning (and may strip it from history)."""
+    tools: bool = True
+    """The template renders tool calls and tool results (False: see `tests/families`)."""
     source: str = ""
     """What is real and what is synthesized, for the README table."""
 
@@ -132,6 +134,7 @@ FAMILIES: tuple[Family, ...] = (
         "qwen2", _R1[1], _R1[1], bos=_R1[0], reasoning=True,
         tokens={151643: (_R1[1], True), 151644: (_R1[2], True), 151645: (_R1[3], True),
                 151646: (_R1[0], True), 151648: ("<think>", False), 151649: ("</think>", False)},
+        tools=False,
         source="Qwen2 vocab (real); R1's renamed specials and <think> (synthesized)",
     ),
     Family(
@@ -139,17 +142,20 @@ FAMILIES: tuple[Family, ...] = (
         "llama", _R1[1], _R1[1], bos=_R1[0], reasoning=True,
         tokens={128000: (_R1[0], True), 128001: (_R1[1], True), 128011: (_R1[2], True),
                 128012: (_R1[3], True), 128013: ("<think>", False), 128014: ("</think>", False)},
+        tools=False,
         source="Llama 3 vocab (real); R1's renamed specials and <think> (synthesized)",
     ),
     Family(
         "gemma-2", "gemma-4", "llama.cpp:google-gemma-2-2b-it.jinja", "gemma2",
         "<eos>", "<end_of_turn>", tokens=_GEMMA3, system="rejected",
+        tools=False,
         source="Gemma 4 vocab (real, 262k; Gemma 2's own is 256k) with ids 105/106 named "
         "<start_of_turn>/<end_of_turn> as in Gemma 3 (synthesized)",
     ),
     Family(
         "gemma-3", "gemma-4", "trl:gemma3.jinja", "gemma3_text",
         "<eos>", "<end_of_turn>", tokens=_GEMMA3, system="first user turn",
+        tools=False,
         source="Gemma 4 vocab (real) with ids 105/106 named <start_of_turn>/<end_of_turn> "
         "as in Gemma 3 (synthesized)",
     ),
@@ -161,7 +167,8 @@ FAMILIES: tuple[Family, ...] = (
     ),
     Family(
         "phi-3.5", "phi-3", "llama.cpp:microsoft-Phi-3.5-mini-instruct.jinja", "phi3",
-        "<|endoftext|>", "<|end|>", source="Phi-3 vocab (real)",
+        "<|endoftext|>", "<|end|>", tools=False,
+        source="Phi-3 vocab (real)",
     ),
     Family(
         "smollm2", "embedded", "gguf:", "llama", "<|im_end|>", "<|im_end|>",
