@@ -5,7 +5,10 @@ For every trained assistant turn i the template renders three texts: the generat
 `C = render(messages[:i+1])` and the whole conversation `F`. `P` must be a prefix of `C` and `C`
 of `F` (string check), and tokenize(P) and tokenize(C) must be prefixes of tokenize(F): otherwise
 the model would be trained on a prompt that serving never sends. The trained span of turn i runs
-from the end of tokenize(P) up to and including the first end-of-turn token after it.
+from the end of tokenize(P) up to and including the first end-of-turn token after it. A template
+that renders history differently from the newest turn (Qwen3, DeepSeek-R1, Mistral's system
+prompt) makes `render_conversation` return several texts, each turn in the context serving gives
+it; `EncodeResult.template_splits` counts them.
 
 How that is exact without tokenizing every prefix in full: a fast tokenizer first splits text at
 added-token occurrences (`<|im_start|>`, eos, ...) and normalizes, pre-tokenizes and encodes each
