@@ -18,6 +18,7 @@ converts every tokenizer there once; later loads read the converted `tokenizer.j
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -193,12 +194,23 @@ def cache_dir() -> Path:
     return cache_root() / "families" / f"llama-cpp-python-{LLAMA_CPP_PYTHON}"
 
 
+@functools.cache
+def _lock() -> Any:
+    """One lock on the cache for this process (reentrant), so test workers build it once."""
+    from filelock import FileLock
+
+    cache_dir().mkdir(parents=True, exist_ok=True)
+    return FileLock(str(cache_dir() / "build.lock"))
+
+
 def ensure_sources() -> Path:
     """The sdist's vocab files, templates and license, downloaded with pip once."""
     root = cache_dir() / "llama.cpp"
     if (root / "LICENSE").is_file():
         return root
-    with tempfile.TemporaryDirectory() as tmp:
+    with _lock(), tempfile.TemporaryDirectory() as tmp:
+        if (root / "LICENSE").is_file():  # another test worker fetched it meanwhile
+            return root
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:"]
         cmd += [f"llama-cpp-python=={LLAMA_CPP_PYTHON}", "-d", tmp]
         done = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -244,11 +256,13 @@ def tokenizer(family: Family) -> Any:
 
     folder = cache_dir() / "tokenizers" / family.name
     if not (folder / "tokenizer.json").is_file():
-        tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        _convert(family).save_pretrained(tmp)
-        shutil.rmtree(folder, ignore_errors=True)
-        tmp.rename(folder)
+        with _lock():
+            if not (folder / "tokenizer.json").is_file():
+                tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
+                shutil.rmtree(tmp, ignore_errors=True)
+                _convert(family).save_pretrained(tmp)
+                shutil.rmtree(folder, ignore_errors=True)
+                tmp.rename(folder)
     tok = PreTrainedTokenizerFast.from_pretrained(folder)
     if not family.template.startswith("gguf:"):  # else saved with the converted tokenizer
         tok.chat_template = template_text(family)
