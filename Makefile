@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 
-.PHONY: demo test lint install bench clean browser
+.PHONY: demo test lint install bench clean browser fixtures
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,7 +38,13 @@ browser:
 			"(Debian/Ubuntu: sudo apt-get install chromium chromium-driver); it will be skipped" >&2; \
 	fi
 
-test: $(STAMP) browser
+# The model-family matrix (tests/families): llama.cpp's vocab-only tokenizers and chat templates
+# from the pinned llama-cpp-python sdist, fetched with pip once into ~/.cache/instructune/families
+# and converted there (see src/instructune/testing/families.py).
+fixtures: $(STAMP)
+	$(PY) -m instructune.testing.families
+
+test: $(STAMP) browser fixtures
 	$(MAKE) lint
 	$(PY) -m pytest -q -n 2 --dist loadgroup
 

@@ -72,6 +72,8 @@ class PreparedData:
     dropped_rows: list[dict[str, str]] = field(default_factory=list)
     """Every dropped row: {stage (read, dedup, train, eval), source, reason, detail}."""
     truncated: int = 0
+    template_splits: Counter[str] = field(default_factory=Counter)
+    """Rows the chat template made into several examples (`EncodeResult.template_splits`)."""
     stats: dict[str, SplitStats] = field(default_factory=dict)
     hashes: dict[str, str] = field(default_factory=dict)
     eval_conversations: list[Conversation] = field(default_factory=list)
@@ -189,6 +191,7 @@ def _prepare(cfg: DataConfig, tokenizer: Any) -> PreparedData:
         dropped=+dropped,
         dropped_rows=rows,
         truncated=train_enc.truncated + eval_enc.truncated,
+        template_splits=train_enc.template_splits + eval_enc.template_splits,
         eval_conversations=_kept_conversations(eval_convs, eval_enc),
     )
     prepared.stats = {

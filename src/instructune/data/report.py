@@ -64,6 +64,9 @@ def summary_text(prepared: PreparedData, max_length: int) -> str:
         lines.append("  none")
     if prepared.truncated:
         lines.append(f"  truncated to fit max_length (kept): {prepared.truncated}")
+    if prepared.template_splits:
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(prepared.template_splits.items()))
+        lines.append(f"  trained in the context the template gives each turn: {counts}")
     lines.append("== Tokens ==")
     for name, stats in prepared.stats.items():
         lines.append(_split_line(name, stats))
@@ -81,6 +84,7 @@ def summary_dict(prepared: PreparedData) -> dict[str, Any]:
         "dropped": dict(prepared.dropped),
         "dropped_rows": prepared.dropped_rows,
         "truncated": prepared.truncated,
+        "template_splits": dict(prepared.template_splits),
         "splits": {
             name: {
                 "examples": s.examples,

@@ -17,6 +17,7 @@ compiled.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -107,6 +108,20 @@ class Template:
     source_text: str
     _compiled: jinja2.Template = field(repr=False)
     _context: Mapping[str, Any] = field(repr=False)
+    end_of_turn: tuple[str, ...] = ()
+    """The texts of the tokenizer's end-of-turn tokens (eos included) that this template writes."""
+    fold_system: bool = False
+    """The template raises on a system message (Gemma 2): it is rendered as the first user
+    message's opening paragraph instead, the way Gemma 3's own template places it."""
+
+    def turn_end(self, text: str, start: int) -> int:
+        """End of the first end-of-turn token in `text` at or after `start`; else `len(text)`.
+
+        A turn rendered last may carry text after its end-of-turn token that the same turn does
+        not have inside a longer conversation (Phi-3.5 appends eos); only the text through the
+        end-of-turn token is trained, so only that has to agree."""
+        found = [j + len(t) for t in self.end_of_turn if (j := text.find(t, start)) >= 0]
+        return min(found, default=len(text))
 
     @property
     def uses(self) -> frozenset[str]:
@@ -141,6 +156,8 @@ class Template:
         (`_context` holds them already): same sandbox, same output, same exceptions.
         """
         messages, tools = with_tools(messages, (meta or {}).get(TOOLS), self.uses)
+        if self.fold_system:
+            messages = _fold_system(messages)
         compiled = self._compiled
         compiled.environment.new_render()  # type: ignore[attr-defined]  # a fresh loop budget
         ctx = compiled.new_context(
@@ -253,17 +270,33 @@ class Rendered:
     conv: Conversation
     text: str
     bounds: list[tuple[int, int]]  # per trained turn: (end of generation prompt, end of turn)
+    rebuilt: bool = False
+    """The text is the generation prompt + the response (the template renders history otherwise)."""
+
+
+_PROBE = "\x00instructune-turn\x00"
 
 
 def render_conversation(
     conv: Conversation, template: Template, system_prompt: str | None, train_on_turns: str
-) -> Rendered:
-    """Render `conv` and the prefixes its trained turns start and end at; string-check them.
+) -> list[Rendered]:
+    """Render `conv` into one or more texts whose trained turns follow exactly the prompt serving
+    renders for them (string-checked; `TemplateMismatch` where no rule below applies).
 
-    The generation prompt of turn i must be a prefix of the render through turn i, and that of
-    the full render (`TemplateMismatch` otherwise). A single-turn conversation's render through
-    its turn is the full render, so it is not rendered twice. `system_prompt` is inserted when the
-    conversation has no system message (not for `text` rows); `conv` in the result has it.
+    Turn i is trained in the whole conversation's render F when its generation prompt
+    `P = render(messages[:i], add_generation_prompt=True)` is a prefix of the render through it
+    `C = render(messages[:i+1])`, and C up to its end-of-turn token is a prefix of F. Templates
+    that render history differently from the newest turn break the second condition (Qwen3 writes
+    a `<think>` block only after the last user turn): such a turn is trained in its own render C,
+    the text the template gives it at inference (the row is split; counted by the caller).
+    Templates whose generation prompt is not how they render the turn break the first:
+    DeepSeek-R1 opens `<think>\\n` in P and strips reasoning from every rendered answer;
+    Mistral writes the system prompt into the last user message only when that message is the
+    last one, i.e. only in P. Such a turn is trained as P + its content (less what P's tail
+    already wrote of it, R1's `<think>\\n`) + the template's end-of-turn text.
+
+    `system_prompt` is inserted when the conversation has no system message (not for `text`
+    rows); each result's `conv` has it.
     """
     msgs = conv.messages
     if (
@@ -276,25 +309,106 @@ def render_conversation(
         conv = Conversation(msgs, conv.source, conv.label, conv.meta)
     dicts = template.message_dicts(msgs)
     meta = conv.meta or None
-    full = template.render_dicts(dicts, False, meta)
     turns = [i for i, m in enumerate(msgs) if m.role == "assistant"]
     if train_on_turns == "last":
         turns = turns[-1:]
-    bounds = []
-    for i in turns:
+    out: list[Rendered] = []
+    current = Rendered(conv, template.render_dicts(dicts, False, meta), [])
+    for i in reversed(turns):
         prompt = template.render_dicts(dicts[:i], True, meta)
-        turn = full if i + 1 == len(dicts) else template.render_dicts(dicts[: i + 1], False, meta)
-        for part, whole, what in ((prompt, turn, "generation prompt"), (turn, full, "turn")):
-            if not whole.startswith(part):
-                raise TemplateMismatch(
-                    template.name,
-                    conv.source,
-                    f"the {what} of message {i} is not a prefix of the conversation rendered "
-                    f"{'through that turn' if part is prompt else 'in full'}:\n"
-                    + _divergence(part, whole),
-                )
-        bounds.append((len(prompt), len(turn)))
-    return Rendered(conv, full, bounds)
+        turn = (
+            current.text
+            if i + 1 == len(dicts) and not out
+            else template.render_dicts(dicts[: i + 1], False, meta)
+        )
+        if not turn.startswith(prompt):
+            out.append(_rebuilt_turn(conv, template, dicts, i, prompt, meta))
+            continue
+        # the whole render through the turn where it nests, else only through its end of turn
+        end = len(turn) if current.text.startswith(turn) else template.turn_end(turn, len(prompt))
+        if not current.text.startswith(turn[:end]):
+            if current.bounds:
+                out.append(current)
+            part = Conversation(msgs[: i + 1], conv.source, conv.label, conv.meta)
+            current = Rendered(part, turn, [])
+        current.bounds.insert(0, (len(prompt), end))
+    if current.bounds or not out:
+        out.append(current)
+    out.reverse()
+    return out
+
+
+def _rebuilt_turn(
+    conv: Conversation,
+    template: Template,
+    dicts: list[dict[str, Any]],
+    i: int,
+    prompt: str,
+    meta: Mapping[str, str] | None,
+) -> Rendered:
+    """Turn i as the model produces it after its generation prompt (see `render_conversation`)."""
+    probe = template.render_dicts(
+        [*dicts[:i], {"role": "assistant", "content": _PROBE}], False, meta
+    )
+    at = probe.find(_PROBE)
+    # what the prompt writes of the answer's opening (R1: "<think>\n")
+    k = next((j for j, (a, b) in enumerate(zip(prompt, probe, strict=False)) if a != b), at)
+    tail, content = prompt[k:], dicts[i]["content"]
+    if at < 0 or k > at or not tail.strip() or dicts[i].get("tool_calls"):
+        # a template at odds with itself (not a convention), or tool calls this rebuild can't
+        # place: never trained on a guess
+        raise TemplateMismatch(
+            template.name,
+            conv.source,
+            f"the generation prompt of message {i} is not a prefix of the conversation rendered "
+            "through that turn"
+            + (
+                " (an answer with tool calls can't be rebuilt)"
+                if dicts[i].get("tool_calls")
+                else ""
+            )
+            + ":\n"
+            + _divergence(prompt, template.render_dicts(dicts[: i + 1], False, meta)),
+        )
+    opening = tail.rstrip()
+    if opening and content.startswith(opening):
+        content = content[len(opening) :]
+        rest = tail[len(opening) :]
+        content = content[len(rest) :] if content.startswith(rest) else content.lstrip()
+    after = probe[at + len(_PROBE) :]
+    text = prompt + content + after[: template.turn_end(after, 0)]
+    msgs = conv.messages[: i + 1]
+    return Rendered(
+        Conversation(msgs, conv.source, conv.label, conv.meta),
+        text,
+        [(len(prompt), len(text))],
+        rebuilt=True,
+    )
+
+
+def _fold_system(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    if len(messages) < 2 or messages[0]["role"] != "system" or messages[1]["role"] != "user":
+        return messages
+    first = {**messages[1], "content": f"{messages[0]['content']}\n\n{messages[1]['content']}"}
+    return [first, *messages[2:]]
+
+
+def _rejects_system(template: Template) -> bool:
+    """Renders user/assistant but raises as soon as a system message comes first."""
+    import jinja2
+
+    pair = [{"role": "user", "content": "u"}, {"role": "assistant", "content": "a"}]
+    try:
+        template.render_dicts(pair)
+    except Exception:  # a template that needs more than this probe gives: nothing to learn
+        return False
+    try:
+        template.render_dicts([{"role": "system", "content": "s"}, *pair])
+    except jinja2.TemplateError:  # what `raise_exception` raises
+        return True
+    except Exception:
+        return False
+    return False
 
 
 def _divergence(part: str, whole: str, width: int = 40) -> str:
@@ -329,4 +443,16 @@ def compile_template(name: str, source: str, tokenizer: Any) -> Template:
     if "eos_token" in source and not context["eos_token"]:
         raise TemplateError(f"template {name!r} uses eos_token but the tokenizer has none")
     context = {**compiled.globals, **context}  # what render() would merge on every call
-    return Template(name=name, source_text=source, _compiled=compiled, _context=context)
+    ends = tuple(
+        t for t in _end_of_turn_texts(tokenizer) if t in source or t == context["eos_token"]
+    )
+    template = Template(name, source, compiled, context, ends)
+    if _rejects_system(template):
+        template = dataclasses.replace(template, fold_system=True)
+    return template
+
+
+def _end_of_turn_texts(tokenizer: Any) -> list[str]:
+    """The texts of `end_of_turn_ids(tokenizer)`."""
+    ids = sorted(end_of_turn_ids(tokenizer))
+    return [t for t in tokenizer.convert_ids_to_tokens(ids) if t]

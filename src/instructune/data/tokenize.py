@@ -5,7 +5,10 @@ For every trained assistant turn i the template renders three texts: the generat
 `C = render(messages[:i+1])` and the whole conversation `F`. `P` must be a prefix of `C` and `C`
 of `F` (string check), and tokenize(P) and tokenize(C) must be prefixes of tokenize(F): otherwise
 the model would be trained on a prompt that serving never sends. The trained span of turn i runs
-from the end of tokenize(P) up to and including the first end-of-turn token after it.
+from the end of tokenize(P) up to and including the first end-of-turn token after it. A template
+that renders history differently from the newest turn (Qwen3, DeepSeek-R1, Mistral's system
+prompt) makes `render_conversation` return several texts, each turn in the context serving gives
+it; `EncodeResult.template_splits` counts them.
 
 How that is exact without tokenizing every prefix in full: a fast tokenizer first splits text at
 added-token occurrences (`<|im_start|>`, eos, ...) and normalizes, pre-tokenizes and encodes each
@@ -84,6 +87,10 @@ class EncodeResult:
     dropped_rows: list[Dropped] = field(default_factory=list)
     """Every dropped row: where and why."""
     truncated: int = 0
+    template_splits: Counter[str] = field(default_factory=Counter)
+    """Rows the template's own rendering made into several examples (see
+    `templates.render_conversation`): `split_rows` (rows), `extra_examples` (examples beyond one per
+    row), `rebuilt_turns` (turns trained as generation prompt + response)."""
 
 
 class _Row:
@@ -268,11 +275,15 @@ class _Encoder:
         for i, conv in enumerate(convs):
             tmpl = self.raw if is_raw_conversation(conv.messages) else self.template
             try:
-                r = render_conversation(conv, tmpl, self.cfg.system_prompt, self.cfg.train_on_turns)
+                parts = render_conversation(
+                    conv, tmpl, self.cfg.system_prompt, self.cfg.train_on_turns
+                )
             except (TemplateMismatch, jinja2.TemplateError) as e:
                 errors.append((e, conv.source, tmpl.name))  # raised or counted by `finish`
                 continue
-            rows.append(_Row(r, tmpl.name, (seen + i) % self.stride == 0, self.vocab))
+            self._count_splits(parts)
+            keep = (seen + i) % self.stride == 0
+            rows.extend(_Row(r, tmpl.name, keep, self.vocab) for r in parts)
         counts: dict[_Key, int] = {}
         cache = self.vocab.cache
         for row in rows:
@@ -334,13 +345,21 @@ class _Encoder:
             return False
         end = row.tbounds[2 * k - 1]
         del flat[len(flat) - (row.n - end) :]
-        trained = row.conv.assistant_indices()
-        if self.cfg.train_on_turns == "last":
-            trained = trained[-1:]
+        # a row's trained turns are its last ones (`train_on_turns: last`, a template split)
+        trained = row.conv.assistant_indices()[-(len(row.tbounds) // 2) :]
         row.conv = through_turn(row.conv, trained, k)
         row.n, row.tbounds = end, row.tbounds[: 2 * k]
         self.result.truncated += 1
         return True
+
+    def _count_splits(self, parts: list[Rendered]) -> None:
+        splits = self.result.template_splits
+        if len(parts) > 1:
+            splits["split_rows"] += 1
+            splits["extra_examples"] += len(parts) - 1
+        rebuilt = sum(r.rebuilt for r in parts)
+        if rebuilt:
+            splits["rebuilt_turns"] += rebuilt
 
     def _fail_or_count(self, e: Exception, source: str, name: str) -> None:
         reason = "template_mismatch" if isinstance(e, TemplateMismatch) else "template_error"

@@ -162,7 +162,11 @@ def load_model(
         check_hub_reachable(cfg)
     kwargs: dict[str, Any] = {
         "dtype": dtype,
-        "attn_implementation": cfg.attn_implementation,
+        # transformers' own default (None) is sdpa falling back to eager for the architectures
+        # sdpa can't run (Gemma 2's softcapped attention); an explicit "sdpa" would raise there
+        "attn_implementation": None
+        if cfg.attn_implementation == "sdpa"
+        else cfg.attn_implementation,
         "trust_remote_code": cfg.trust_remote_code,
     }
     if method == "qlora":
