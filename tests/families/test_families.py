@@ -181,7 +181,8 @@ def test_tool_calls_and_results(case: Case, engine: Any) -> None:
     from instructune.data.conversation import TOOLS as TOOLS_KEY
     from instructune.data.conversation import Conversation
     from instructune.data.messages import parse_messages, parse_tools
-    from instructune.data.templates import TemplateMismatch, end_of_turn_ids, render_conversation
+    from instructune.data.templates import TemplateMismatch, end_of_turn_ids
+    from instructune.data.turns import render_conversation
 
     tools = parse_tools(TOOLS, "tools", "test")
     assert tools is not None
