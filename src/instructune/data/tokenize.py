@@ -57,16 +57,15 @@ from instructune.data.pieces import PieceKey as _Key
 from instructune.data.pieces import Vocab as _Vocab
 from instructune.data.template_sandbox import TemplateLimitError
 from instructune.data.templates import (
-    Rendered,
     Template,
     TemplateError,
     TemplateMismatch,
     end_of_turn_ids,
     is_raw_conversation,
     raw_template,
-    render_conversation,
 )
 from instructune.data.truncation import SHRINK_ROUNDS, leading_turns, shrink_prompt, through_turn
+from instructune.data.turns import Rendered, render_conversation
 
 __all__ = [
     "IGNORE_INDEX",
@@ -89,7 +88,7 @@ class EncodeResult:
     truncated: int = 0
     template_splits: Counter[str] = field(default_factory=Counter)
     """Rows the template's own rendering made into several examples (see
-    `templates.render_conversation`): `split_rows` (rows), `extra_examples` (examples beyond one per
+    `turns.render_conversation`): `split_rows` (rows), `extra_examples` (examples beyond one per
     row), `rebuilt_turns` (turns trained as generation prompt + response)."""
 
 

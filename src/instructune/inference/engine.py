@@ -1,7 +1,7 @@
 """The one inference engine: chat, batch generation, evaluation, the server and synthesis use it.
 
 Prompts are rendered with the run's own template, so what the engine sends is byte for byte the
-prefix training learned to continue (`data.templates.render_conversation` renders the same
+prefix training learned to continue (`data.turns.render_conversation` renders the same
 `template.render(messages[:i], add_generation_prompt=True)`). Decoding is our own loop over a
 `DecodeBatch` (left-padded prefill, then one step per token with the KV cache): every row has its
 own sampling parameters, stop tokens, stop strings and seed, finishes on its own, and frees its

