@@ -70,3 +70,44 @@ def tiny_lora_run(tiny_model_dir: Any, tmp_path_factory: pytest.TempPathFactory)
         }
     )
     return run_train(cfg).out_dir
+
+
+# Flags Debian's Chromium needs here: headless as root, and no background connections (this
+# machine's closed network refuses them, many at a time, and Chromium stalls on the lookups).
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+)
+
+
+@pytest.fixture(scope="module")
+def browser(request: pytest.FixtureRequest) -> Any:
+    """Headless Debian Chromium driven by Selenium, one per test module; the module's
+    `BROWSER_WINDOW` ("width,height") sizes it. Missing browser: a failure under CI=true (make test
+    installs it there), a skip with the install command elsewhere."""
+    import shutil
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    chromedriver = shutil.which("chromedriver")
+    if chromium is None or chromedriver is None:
+        message = "chromium/chromedriver not installed (apt-get install chromium chromium-driver)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    window = getattr(request.module, "BROWSER_WINDOW", "1280,1000")
+    for flag in (*CHROMIUM_FLAGS, f"--window-size={window}"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(executable_path=chromedriver), options=options)
+    yield driver
+    driver.quit()

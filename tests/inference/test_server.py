@@ -25,15 +25,11 @@ import pytest
 from instructune.artifacts import ADAPTER_WEIGHTS_FILE, load_bundle
 from instructune.inference.engine import Engine, SamplingParams
 
+from .wire import free_port, raw
+
 pytestmark = pytest.mark.xdist_group("serve")
 KEY = "sk-test-key"
 N = 8
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _wait_healthy(port: int, proc: subprocess.Popen[bytes] | None = None) -> None:
@@ -42,32 +38,12 @@ def _wait_healthy(port: int, proc: subprocess.Popen[bytes] | None = None) -> Non
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode}")
         try:
-            status, _ = _raw(port, "GET", "/health")
+            status, _ = raw(port, "GET", "/health")
             if status == 200:
                 return
         except OSError:
             time.sleep(0.2)
     raise TimeoutError("server did not come up")
-
-
-def _raw(
-    port: int,
-    method: str,
-    path: str,
-    body: bytes | None = None,
-    headers: dict[str, str] | None = None,
-) -> tuple[int, Any]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    try:
-        conn.request(method, path, body=body, headers=headers or {})
-        resp = conn.getresponse()
-        data = resp.read()
-    finally:
-        conn.close()
-    try:
-        return resp.status, json.loads(data)
-    except ValueError:
-        return resp.status, data
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +61,7 @@ def second_run(tiny_lora_run: Path, tmp_path_factory: pytest.TempPathFactory) ->
 
 @pytest.fixture(scope="module")
 def server(tiny_lora_run: Path, second_run: Path) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "INSTRUCTUNE_API_KEY": KEY, "PYTHONPATH": os.pathsep.join(sys.path)}
     cmd = [sys.executable, "-m", "instructune", "serve", str(tiny_lora_run)]
     cmd += ["--adapter", str(second_run), "--port", str(port), "--max-tokens-cap", "64"]
@@ -264,12 +240,12 @@ def test_hundred_bad_requests_then_a_good_one(server: tuple[int, Any], tiny_lora
     bad = _bad_requests()
     for i in range(100):
         method, path, body, headers = bad[i % len(bad)]
-        status, data = _raw(port, method, path, body or None, headers)
+        status, data = raw(port, method, path, body or None, headers)
         assert 400 <= status < 500, (i, status, data)
         assert set(data["error"]) == {"message", "type", "param", "code"}, data
     good = {"model": tiny_lora_run.name, "messages": MESSAGES, "max_tokens": 4}
     headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
-    status, data = _raw(port, "POST", "/v1/chat/completions", json.dumps(good).encode(), headers)
+    status, data = raw(port, "POST", "/v1/chat/completions", json.dumps(good).encode(), headers)
     assert status == 200 and data["choices"][0]["message"]["role"] == "assistant"
     assert data["usage"]["total_tokens"] > 0
 
@@ -291,7 +267,7 @@ def _serve_in_thread(engine: Engine, **limits: Any) -> tuple[int, Any]:
     from instructune.inference.server import Limits, ServerState, create_app
 
     state = ServerState(engine, {"tiny": None}, limits=Limits(**limits))
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(state), port=port, log_level="warning"))
     threading.Thread(target=server.run, daemon=True).start()
     _wait_healthy(port)
@@ -301,7 +277,7 @@ def _serve_in_thread(engine: Engine, **limits: Any) -> tuple[int, Any]:
 def _chat(port: int, max_tokens: int) -> tuple[int, Any]:
     body = {"model": "tiny", "messages": [{"role": "user", "content": "Hi"}]}
     body["max_tokens"] = max_tokens  # type: ignore[assignment]
-    return _raw(port, "POST", "/v1/chat/completions", json.dumps(body).encode())
+    return raw(port, "POST", "/v1/chat/completions", json.dumps(body).encode())
 
 
 def _send_and_hold(port: int, max_tokens: int) -> socket.socket:
@@ -318,7 +294,7 @@ def _send_and_hold(port: int, max_tokens: int) -> socket.socket:
 
 def _wait_load(port: int, done: Any, seconds: float = 60) -> dict[str, Any]:
     deadline = time.monotonic() + seconds
-    while not done(load := _raw(port, "GET", "/health")[1]):
+    while not done(load := raw(port, "GET", "/health")[1]):
         assert time.monotonic() < deadline, load
         time.sleep(0.01)
     return dict(load)
@@ -328,7 +304,7 @@ def _client_leaves_mid_stream(port: int) -> None:
     """A streaming client that disconnects: its row is dropped long before its 900 tokens."""
     body = {"model": "tiny", "messages": [{"role": "user", "content": "Hi"}], "stream": True}
     body["max_tokens"] = 900  # type: ignore[assignment]
-    before = _raw(port, "GET", "/health")[1]["forwards"]
+    before = raw(port, "GET", "/health")[1]["forwards"]
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     conn.request("POST", "/v1/chat/completions", body=json.dumps(body).encode())
     resp = conn.getresponse()
@@ -338,7 +314,7 @@ def _client_leaves_mid_stream(port: int) -> None:
     forwards = _wait_load(port, lambda load: load["running"] == 0)["forwards"]
     assert forwards - before < 450, forwards - before  # one forward per token otherwise
     time.sleep(0.2)
-    assert _raw(port, "GET", "/health")[1]["forwards"] == forwards  # nothing decodes any more
+    assert raw(port, "GET", "/health")[1]["forwards"] == forwards  # nothing decodes any more
 
 
 def test_full_queue_answers_429_and_deadline_504(tiny_model: Any, tiny_tok: Any) -> None:

@@ -22,39 +22,15 @@ import pytest
 
 from instructune.inference.engine import Engine
 
+from .wire import free_port, raw
+
 pytestmark = pytest.mark.xdist_group("serve")
 KEY = "sk-faults"
 AUTH = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _raw(
-    port: int,
-    method: str,
-    path: str,
-    body: bytes | None = None,
-    headers: dict[str, str] | None = None,
-) -> tuple[int, Any]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    try:
-        conn.request(method, path, body=body, headers=headers or {})
-        resp = conn.getresponse()
-        data = resp.read()
-    finally:
-        conn.close()
-    try:
-        return resp.status, json.loads(data)
-    except ValueError:
-        return resp.status, data
-
-
 def _load(port: int) -> dict[str, Any]:
-    return dict(_raw(port, "GET", "/health")[1])
+    return dict(raw(port, "GET", "/health")[1])
 
 
 def _wait_for(check: Any, seconds: float, what: str) -> None:
@@ -83,7 +59,7 @@ def served(tiny_model: Any, tiny_tok: Any) -> Iterator[tuple[int, Any]]:
 
     engine = _endless_engine(tiny_model, tiny_tok, max_batch_size=2)
     state = ServerState(engine, {"tiny": None}, limits=Limits(max_tokens=1000), api_key=KEY)
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(state), port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -97,7 +73,7 @@ def served(tiny_model: Any, tiny_tok: Any) -> Iterator[tuple[int, Any]]:
 
 def _healthy(port: int) -> bool:
     try:
-        return _raw(port, "GET", "/health")[0] == 200
+        return raw(port, "GET", "/health")[0] == 200
     except OSError:
         return False
 
@@ -111,10 +87,10 @@ def test_schema_pages_are_off_with_or_without_the_key(served: tuple[int, Any]) -
     port, _ = served
     for path in ("/openapi.json", "/docs", "/redoc", "/docs/oauth2-redirect"):
         for headers in ({}, AUTH):
-            status, data = _raw(port, "GET", path, headers=headers)
+            status, data = raw(port, "GET", path, headers=headers)
             assert status == 404, (path, status)
             assert data["error"]["type"] == "not_found_error", data
-    assert _raw(port, "GET", "/v1/models")[0] == 401  # the key is in force
+    assert raw(port, "GET", "/v1/models")[0] == 401  # the key is in force
 
 
 def test_deep_json_and_lone_surrogates_are_client_errors(served: tuple[int, Any]) -> None:
@@ -134,12 +110,12 @@ def test_deep_json_and_lone_surrogates_are_client_errors(served: tuple[int, Any]
     ]
     for path, body in cases:
         assert len(body) < 1 << 20
-        status, data = _raw(port, "POST", path, body, AUTH)
+        status, data = raw(port, "POST", path, body, AUTH)
         assert status == 400, (body[:80], status, data)
         assert data["error"]["type"] == "invalid_request_error", data
     # a valid surrogate pair (an emoji) is fine
     pair = b'{"model": "tiny", "prompt": "a \\ud83d\\ude00 b", "max_tokens": 2}'
-    assert _raw(port, "POST", "/v1/completions", pair, AUTH)[0] == 200
+    assert raw(port, "POST", "/v1/completions", pair, AUTH)[0] == 200
 
 
 def _hang_up_after_sending(port: int, body: bytes) -> socket.socket:
@@ -167,7 +143,7 @@ def test_non_streaming_clients_that_hang_up_free_their_rows(served: tuple[int, A
     # each of them alone would take 1000 more forwards; detecting a hang-up takes a few
     assert decoded < 300, decoded
     started = time.monotonic()
-    status, data = _raw(port, "POST", "/v1/chat/completions", _chat_body(4), AUTH)
+    status, data = raw(port, "POST", "/v1/chat/completions", _chat_body(4), AUTH)
     assert status == 200 and data["choices"][0]["finish_reason"] == "length"
     assert time.monotonic() - started < 30
 
@@ -219,7 +195,7 @@ def _stream_lines(port: int, body: bytes, out: list[str]) -> None:
 
 
 def test_sigterm_drains_then_exits_zero(endless_model_dir: Path) -> None:
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     cmd = [sys.executable, "-m", "instructune", "serve", str(endless_model_dir)]
     cmd += ["--port", str(port), "--api-key", KEY, "--max-tokens-cap", "8000"]
@@ -232,7 +208,7 @@ def test_sigterm_drains_then_exits_zero(endless_model_dir: Path) -> None:
         stream: list[str] = []
 
         def ask(name: str, max_tokens: int) -> None:
-            answers[name] = _raw(port, "POST", "/v1/chat/completions", _chat_body(max_tokens), AUTH)
+            answers[name] = raw(port, "POST", "/v1/chat/completions", _chat_body(max_tokens), AUTH)
             answers[f"{name} at"] = time.monotonic()
 
         threads = [
@@ -250,8 +226,8 @@ def test_sigterm_drains_then_exits_zero(endless_model_dir: Path) -> None:
         _wait_for(started, 60, "the short request did not start")
         signalled = time.monotonic()
         proc.send_signal(signal.SIGTERM)
-        _wait_for(lambda: _raw(port, "GET", "/health")[0] == 503, 10, "health not draining")
-        status, refused = _raw(port, "POST", "/v1/chat/completions", _chat_body(4), AUTH)
+        _wait_for(lambda: raw(port, "GET", "/health")[0] == 503, 10, "health not draining")
+        status, refused = raw(port, "POST", "/v1/chat/completions", _chat_body(4), AUTH)
         assert status == 503 and refused["error"]["code"] == "draining", refused
         for t in threads:
             t.join(60)
