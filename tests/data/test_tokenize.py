@@ -186,26 +186,38 @@ def test_generation_prompt_mismatch_is_loud(tiny_tok: Any, tmp_path: Path) -> No
     assert result.dropped == {"template_mismatch": 1} and not result.examples
 
 
-def test_trailing_space_prompt_is_a_token_level_mismatch(tiny_tok: Any, tmp_path: Path) -> None:
-    """Strings nest ("A: " + "yes"), but " yes" is one token inside the whole: never served."""
+def test_trailing_space_prompt_is_tokenized_as_served(tiny_tok: Any, tmp_path: Path) -> None:
+    """Strings nest ("A: " + "yes") but " yes" is one token inside the whole: the turn is
+    tokenized as serving sends it, tokens(prompt) + tokens(answer), and counted."""
     path = tmp_path / "space.jinja"
     path.write_text(
         "{% for m in messages %}{% if m.role == 'user' %}Q: {{ m.content }}\n"
         "{% else %}A: {{ m.content + eos_token }}\n{% endif %}{% endfor %}"
         "{% if add_generation_prompt %}A: {% endif %}"
     )
-    with pytest.raises(TemplateMismatch, match=r"space.jinja' at s:1: .*tokenizes differently"):
-        _encode(tiny_tok, [_conv("Say yes", "yes", source="s:1")], template=str(path))
+    whole = tiny_tok("Q: Say yes\nA: yes", add_special_tokens=False)["input_ids"]
+    prompt = tiny_tok("Q: Say yes\nA: ", add_special_tokens=False)["input_ids"]
+    assert whole[: len(prompt)] != prompt  # the merge this test is about
+    result = _encode(tiny_tok, [_conv("Say yes", "yes", source="s:1")], template=str(path))
+    (ex,) = result.examples
+    answer = tiny_tok("yes" + tiny_tok.eos_token + "\n", add_special_tokens=False)["input_ids"]
+    assert ex.input_ids.tolist() == prompt + answer
+    assert _trained_runs(ex, tiny_tok) == ["yes" + tiny_tok.eos_token]
+    assert result.template_splits == {"boundary_turns": 1} and not result.dropped
 
 
-def test_token_level_mismatch_alpaca_recipe(smol_tok: Any) -> None:
-    """Stanford's "### Response:" + output: an output starting with "-" merges into ":-"."""
+def test_token_level_boundary_alpaca_recipe(smol_tok: Any) -> None:
+    """Stanford's "### Response:" + output: an output starting with "-" merges into ":-" in the
+    whole text; trained after the prompt's own tokens, as `generate` sends it."""
     conv = _alpaca_convs(11)[10]
     assert conv.messages[1].content.startswith("-")
-    with pytest.raises(TemplateMismatch, match=r"'alpaca' at alpaca_5000.json:10.*tokenizes"):
-        _encode(smol_tok, [conv], template="alpaca")
-    result = _encode(smol_tok, [conv], template="alpaca", on_error="skip")
-    assert result.dropped == {"template_mismatch": 1}
+    result = _encode(smol_tok, [conv], template="alpaca")
+    (ex,) = result.examples
+    prompt_text = load_template("alpaca", smol_tok).render(conv.messages[:1], True, conv.meta)
+    prompt = smol_tok(prompt_text, add_special_tokens=False)["input_ids"]
+    assert ex.input_ids[: len(prompt)].tolist() == prompt and ex.spans[0, 0] == len(prompt)
+    assert _trained_runs(ex, smol_tok) == [conv.messages[1].content + smol_tok.eos_token]
+    assert result.template_splits == {"boundary_turns": 1} and not result.dropped
 
 
 def test_no_trained_tokens_skip_counts_fail_raises(tiny_tok: Any) -> None:
@@ -219,22 +231,34 @@ def test_no_trained_tokens_skip_counts_fail_raises(tiny_tok: Any) -> None:
 def test_fast_prefix_check_equals_full_prefix_tokenization(
     smol_tok: Any, template: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Every kept example: each prompt's own tokens are a prefix of the whole (brute force)."""
+    """Every kept example (brute force): each trained turn's prompt tokenizes on its own to the
+    tokens before its span; the turn through its end does too, or (a boundary turn, the last of
+    its example) the example is tokens(prompt) + tokens(rest of the turn)."""
     convs = [*_alpaca_convs(300), _conv("Hi", " Hello", "\nBye", "  Ciao  ", source="ws")]
     fast = _encode(smol_tok, convs, template, on_error="skip")
     tmpl = load_template(template, smol_tok)
+    boundary = 0
+
+    def tok(text: str) -> list[int]:
+        return list(smol_tok(text, add_special_tokens=False)["input_ids"])
+
     for ex in fast.examples:
         assert ex.conversation is not None
         msgs = ex.conversation.messages
         meta = ex.conversation.meta or None
-        for j, i in enumerate(i for i, m in enumerate(msgs) if m.role == "assistant"):
-            for prefix in (
-                tmpl.render(msgs[:i], True, meta),
-                tmpl.render(msgs[: i + 1], meta=meta),
-            ):
-                ids = smol_tok(prefix, add_special_tokens=False)["input_ids"]
-                assert ex.input_ids[: len(ids)].tolist() == ids, ex.source
-            assert ex.spans[j, 0] == len(smol_tok(tmpl.render(msgs[:i], True, meta))["input_ids"])
+        trained = [i for i, m in enumerate(msgs) if m.role == "assistant"][-len(ex.spans) :]
+        ids = ex.input_ids.tolist()
+        for j, i in enumerate(trained):
+            prompt, turn = tmpl.render(msgs[:i], True, meta), tmpl.render(msgs[: i + 1], meta=meta)
+            assert ids[: len(tok(prompt))] == tok(prompt), ex.source
+            assert ex.spans[j, 0] == len(tok(prompt))
+            if ids[: len(tok(turn))] != tok(turn):
+                boundary += 1
+                assert j == len(trained) - 1 and turn.startswith(prompt), ex.source
+                assert ids == (tok(prompt) + tok(turn[len(prompt) :]))[: len(ids)], ex.source
+                span = ids[ex.spans[j, 0] : ex.spans[j, 1]]
+                assert span[-1] == smol_tok.convert_tokens_to_ids("<|im_end|>"), ex.source
+    assert boundary == fast.template_splits.get("boundary_turns", 0)
 
     real_init = tk._Vocab.__init__
 

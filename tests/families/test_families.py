@@ -23,13 +23,17 @@ from instructune.data.examples import IGNORE_INDEX
 from .helpers import CONVERSATIONS, SYSTEM, TOOL_CALL, TOOLS, Case
 
 THINK_OPEN = "<think>\n"
-EMPTY_THINK = {"qwen3": "<think>\n\n</think>\n\n"}
+EMPTY_THINK = {"qwen3": "<think>\n\n</think>\n\n", "qwen3.5": "\n</think>\n\n"}
 """What a template writes before an answer without reasoning, rendered as the newest turn."""
 
 SPLITS: dict[str, dict[str, int]] = {
     # Qwen3 renders an answer with a (possibly empty) <think> block only after the last user turn
     # (plain, reasoning and the tool call's first answer)
     "qwen3": {"split_rows": 3, "extra_examples": 3},
+    # Qwen3.5 too; its generation prompt also opens `<think>\n`, and an answer without reasoning
+    # continues `\n</think>`: "\n\n" is one token of the whole text, so those 5 turns are
+    # tokenized as tokens(prompt) + tokens(rest), which splits the tool call's row once more
+    "qwen3.5": {"split_rows": 3, "extra_examples": 3, "boundary_turns": 5},
     # R1 opens `<think>\n` in the generation prompt and strips reasoning from rendered answers
     "r1-distill-qwen": {"split_rows": 2, "extra_examples": 2, "rebuilt_turns": 5},
     "r1-distill-llama": {"split_rows": 2, "extra_examples": 2, "rebuilt_turns": 5},
@@ -40,10 +44,14 @@ SPLITS: dict[str, dict[str, int]] = {
 """Rows each family's template splits (the rest split none): `summary.json["template_splits"]`."""
 
 
+PROMPT_OPENS_THINK = ("r1-distill-qwen", "r1-distill-llama", "qwen3.5")
+"""Families whose generation prompt ends `<think>\n`."""
+
+
 def expected_answer(family: str, content: str) -> str:
     """The text trained for an answer (its end-of-turn token aside), as the template renders it
     as the newest turn, after the generation prompt."""
-    if family.startswith("r1-") and content.startswith(THINK_OPEN):
+    if family in PROMPT_OPENS_THINK and content.startswith(THINK_OPEN):
         return content[len(THINK_OPEN) :]  # the generation prompt wrote it
     if THINK_OPEN not in content:
         return EMPTY_THINK.get(family, "") + content

@@ -4,7 +4,10 @@ For every trained assistant turn i the template renders three texts: the generat
 `P = render(messages[:i], add_generation_prompt=True)`, the conversation through the turn
 `C = render(messages[:i+1])` and the whole conversation `F`. `P` must be a prefix of `C` and `C`
 of `F` (string check), and tokenize(P) and tokenize(C) must be prefixes of tokenize(F): otherwise
-the model would be trained on a prompt that serving never sends. The trained span of turn i runs
+the model would be trained on a prompt that serving never sends. Where tokenize(P) is not (a token
+spans P's end: Qwen3.5's `<think>\n` + `\n</think>`), turn i is tokenized as tokenize(P) +
+tokenize(rest of the turn), what serving feeds and the model generates, as the last turn of its
+example (`_Row.at_boundary`; counted in `boundary_turns`). The trained span of turn i runs
 from the end of tokenize(P) up to and including the first end-of-turn token after it. A template
 that renders history differently from the newest turn (Qwen3, DeepSeek-R1, Mistral's system
 prompt) makes `render_conversation` return several texts, each turn in the context serving gives
@@ -35,7 +38,7 @@ access.
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Collection, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -89,20 +92,56 @@ class EncodeResult:
     template_splits: Counter[str] = field(default_factory=Counter)
     """Rows the template's own rendering made into several examples (see
     `turns.render_conversation`): `split_rows` (rows), `extra_examples` (examples beyond one per
-    row), `rebuilt_turns` (turns trained as generation prompt + response)."""
+    row), `rebuilt_turns` (turns trained as generation prompt + response), `boundary_turns`
+    (turns tokenized as tokens(prompt) + tokens(rest of turn), see `_Row.at_boundary`)."""
+
+
+class _Boundary(Exception):
+    """A trained turn's generation prompt ends inside a token of the row's whole text."""
+
+    def __init__(self, turn: int) -> None:
+        super().__init__(turn)
+        self.turn = turn  # its index among the row's trained turns
 
 
 class _Row:
     """One rendered conversation on its way to tokens: pieces, char and token boundaries."""
 
-    __slots__ = ("bounds", "conv", "keep", "n", "name", "parts", "tbounds", "text")
+    __slots__ = ("bounds", "conv", "keep", "n", "name", "parts", "split", "tbounds", "text")
 
-    def __init__(self, r: Rendered, name: str, keep: bool, vocab: _Vocab) -> None:
+    def __init__(
+        self, r: Rendered, name: str, keep: bool, vocab: _Vocab, split: bool, cut: int = 0
+    ) -> None:
         self.conv, self.text, self.name, self.keep = r.conv, r.text, name, keep
+        self.split = split  # its conversation already counts in `split_rows`
         self.bounds = [b for pair in r.bounds for b in pair]  # non-decreasing
-        self.parts = vocab.split(r.text)
+        # `cut`: tokenized as tokens(text[:cut]) + tokens(text[cut:]), an empty "added token"
+        # (no id) between the two (see `at_boundary`)
+        self.parts = (
+            [*vocab.split(r.text[:cut]), "", *vocab.split(r.text[cut:])]
+            if cut
+            else vocab.split(r.text)
+        )
         self.n = 0
         self.tbounds: list[int] = []
+
+    def at_boundary(self, k: int, vocab: _Vocab) -> list[_Row]:
+        """This row made into rows where its k-th trained turn's generation prompt ends inside a
+        token of the whole text (Qwen3.5: the prompt's `<think>\n` + the answer's `\n</think>`
+        is one `\n\n`): turns through k, cut after turn k's end and tokenized as tokens(prompt)
+        + tokens(rest), what serving feeds the model before it generates the answer; and the
+        turns after k, trained in the whole text as before (their prompts, history included,
+        are tokenized whole when served)."""
+        pairs = list(zip(self.bounds[::2], self.bounds[1::2], strict=True))
+        trained = self.conv.assistant_indices()[-len(pairs) :]
+        head = Rendered(
+            through_turn(self.conv, trained, k + 1), self.text[: pairs[k][1]], pairs[: k + 1]
+        )
+        rows = [_Row(head, self.name, self.keep, vocab, self.split, cut=pairs[k][0])]
+        if k + 1 < len(pairs):
+            rest = Rendered(self.conv, self.text, pairs[k + 1 :])
+            rows.append(_Row(rest, self.name, self.keep, vocab, True))
+        return rows
 
     def keys(self, vocab: _Vocab) -> Iterator[_Key]:
         """Every text this row needs encoded: its pieces and the prefix pieces boundaries cut."""
@@ -122,7 +161,8 @@ class _Row:
         before, pos = len(flat), 0
         for j, part in enumerate(self.parts):
             if j % 2:
-                flat.append(vocab.added_id[part])
+                if part:
+                    flat.append(vocab.added_id[part])
             elif part:
                 flat += table[vocab.key(part, pos == 0)]
             pos += len(part)
@@ -143,13 +183,17 @@ class _Row:
                         self.conv.source,
                         f"a prefix ends inside the added token at char {pos}",
                     )
-                n += 1
+                n += 1 if part else 0
             elif part:
                 whole = table[vocab.key(part, pos == 0)]
                 while k < len(bounds) and bounds[k] < end:
                     pre = table[vocab.key(self.text[pos : bounds[k]], pos == 0)]
                     if whole[: len(pre)] != pre:
-                        raise self._mismatch(self.text[pos : bounds[k]], pre, whole, vocab)
+                        raise (
+                            _Boundary(k // 2)
+                            if k % 2 == 0
+                            else self._mismatch(self.text[pos : bounds[k]], pre, whole, vocab)
+                        )
                     out.append(n + len(pre))
                     k += 1
                 n += len(whole)
@@ -282,7 +326,7 @@ class _Encoder:
                 continue
             self._count_splits(parts)
             keep = (seen + i) % self.stride == 0
-            rows.extend(_Row(r, tmpl.name, keep, self.vocab) for r in parts)
+            rows.extend(_Row(r, tmpl.name, keep, self.vocab, len(parts) > 1) for r in parts)
         counts: dict[_Key, int] = {}
         cache = self.vocab.cache
         for row in rows:
@@ -306,7 +350,9 @@ class _Encoder:
         table.update(vocab.cache)
         kept: list[_Row] = []
         flat: list[int] = []
-        for row in rows:
+        todo = deque(rows)
+        while todo:
+            row = todo.popleft()
             row.assemble(table, vocab, flat)
             too_long = row.n > cfg.max_length
             if too_long and cfg.truncation != "turns":  # cheap early exit: no boundary work
@@ -318,6 +364,10 @@ class _Encoder:
                 continue
             try:
                 row.locate(table, vocab)
+            except _Boundary as b:
+                del flat[len(flat) - row.n :]
+                todo.extendleft(reversed(self._at_boundary(row, b.turn, table)))
+                continue
             except TemplateMismatch as e:
                 self._fail_or_count(e, row.conv.source, row.name)
                 del flat[len(flat) - row.n :]
@@ -328,6 +378,18 @@ class _Encoder:
             kept.append(row)
         del table, rows, counts
         self._store(kept, np.array(flat, np.int32))
+
+    def _at_boundary(self, row: _Row, k: int, table: dict[_Key, list[int]]) -> list[_Row]:
+        """`row.at_boundary(k)`, counted, with the pieces its rows need added to `table`."""
+        vocab, splits = self.vocab, self.result.template_splits
+        rows = row.at_boundary(k, vocab)
+        splits["boundary_turns"] += 1
+        if len(rows) > 1:
+            splits["split_rows"] += not row.split
+            splits["extra_examples"] += 1
+        counts = {key: 1 for r in rows for key in r.keys(vocab) if key not in table}
+        table.update(vocab.encode(counts))
+        return rows
 
     def _keep_leading_turns(self, row: _Row, flat: list[int]) -> bool:
         """`turns` truncation of a too-long row (in place): True when at least one trained turn

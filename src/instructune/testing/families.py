@@ -133,6 +133,12 @@ FAMILIES: tuple[Family, ...] = (
         source="Qwen2 vocab (real); Qwen3's added tokens incl. <think> (synthesized)",
     ),
     Family(
+        "qwen3.5", "qwen35", "llama.cpp:Qwen3.5-4B.jinja", "qwen3_5_text",
+        "<|im_end|>", "<|im_end|>", tokens=_QWEN3, reasoning=True,
+        source="llama.cpp's qwen35 test vocab (real; 151,936 tokens, the shipped model's is "
+        "248k); Qwen3's added tokens incl. <think> at Qwen3's ids (synthesized)",
+    ),
+    Family(
         "r1-distill-qwen", "qwen2", "trl:deepseek_r1_distill.jinja",
         "qwen2", _R1[1], _R1[1], bos=_R1[0], reasoning=True,
         tokens={151643: (_R1[1], True), 151644: (_R1[2], True), 151645: (_R1[3], True),
@@ -337,7 +343,17 @@ def _spell_as_given(backend: Any, tokens: dict[int, tuple[str, bool]]) -> Any:
     return Tokenizer.from_str(json.dumps(state))
 
 
-MODEL_TYPES = ("llama", "qwen2", "qwen3", "mistral", "phi3", "gemma2", "gemma3_text", "smollm3")
+MODEL_TYPES = (
+    "llama",
+    "qwen2",
+    "qwen3",
+    "qwen3_5_text",
+    "mistral",
+    "phi3",
+    "gemma2",
+    "gemma3_text",
+    "smollm3",
+)
 
 
 def tiny_model(family: Family, vocab_size: int, seed: int = 0) -> Any:
@@ -346,6 +362,10 @@ def tiny_model(family: Family, vocab_size: int, seed: int = 0) -> Any:
     from transformers import AutoConfig, AutoModelForCausalLM
 
     extra: dict[str, Any] = {}
+    if family.arch == "qwen3_5_text":  # one linear-attention (gated delta net) + one full layer
+        extra = {"head_dim": 8, "layer_types": ["linear_attention", "full_attention"]}
+        extra |= {f"linear_{k}_head_dim": 8 for k in ("key", "value")}
+        extra |= {f"linear_num_{k}_heads": 2 for k in ("key", "value")}
     if family.arch.startswith("gemma"):
         extra = {"final_logit_softcapping": 30.0, "head_dim": 8, "query_pre_attn_scalar": 8}
         if family.arch == "gemma2":
