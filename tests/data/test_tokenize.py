@@ -206,6 +206,31 @@ def test_trailing_space_prompt_is_tokenized_as_served(tiny_tok: Any, tmp_path: P
     assert result.template_splits == {"boundary_turns": 1} and not result.dropped
 
 
+def test_boundary_turn_ends_its_example_and_later_turns_keep_whole_history(
+    tiny_tok: Any, tmp_path: Path
+) -> None:
+    """Two boundary turns: the first is cut after its end, tokenized at its prompt's end; the
+    second is trained after its prompt tokenized whole (the history as serving tokenizes it)."""
+    path = tmp_path / "space.jinja"
+    path.write_text(
+        "{% for m in messages %}{% if m.role == 'user' %}Q: {{ m.content }}\n"
+        "{% else %}A: {{ m.content + eos_token }}\n{% endif %}{% endfor %}"
+        "{% if add_generation_prompt %}A: {% endif %}"
+    )
+    eos = tiny_tok.eos_token
+
+    def tok(text: str) -> list[int]:
+        return list(tiny_tok(text, add_special_tokens=False)["input_ids"])
+
+    result = _encode(tiny_tok, [_conv("Say yes", "yes", "Say no", "no")], template=str(path))
+    first, second = result.examples
+    prompt2 = f"Q: Say yes\nA: yes{eos}\nQ: Say no\nA: "
+    assert first.input_ids.tolist() == tok("Q: Say yes\nA: ") + tok(f"yes{eos}\n")
+    assert second.input_ids.tolist() == tok(prompt2) + tok(f"no{eos}\n")
+    assert [_trained_runs(ex, tiny_tok) for ex in (first, second)] == [[f"yes{eos}"], [f"no{eos}"]]
+    assert result.template_splits == {"boundary_turns": 2, "split_rows": 1, "extra_examples": 1}
+
+
 def test_token_level_boundary_alpaca_recipe(smol_tok: Any) -> None:
     """Stanford's "### Response:" + output: an output starting with "-" merges into ":-" in the
     whole text; trained after the prompt's own tokens, as `generate` sends it."""
