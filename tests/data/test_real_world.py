@@ -115,7 +115,10 @@ def test_truncate_prompt_cuts_inside_the_user_content_of_alpaca_rows(tiny_tok: A
     audit(result.examples, tiny_tok, load_template("alpaca", tiny_tok))
 
 
-def test_alpaca_merging_responses_are_listed_and_alpaca_nl_keeps_them(smol_tok: Any) -> None:
+def test_alpaca_merging_responses_are_tokenized_as_served(smol_tok: Any) -> None:
+    """Outputs whose first characters merge with "### Response:" into one token are trained
+    after the prompt's own tokens (what `generate` sends), counted in `boundary_turns`;
+    `alpaca_nl` (a newline after the marker) has no merge."""
     outputs = ["/usr/bin is a folder", ":) thanks", "// a comment", "Plain answer.", "Another."]
     convs = [
         Conversation(
@@ -125,14 +128,17 @@ def test_alpaca_merging_responses_are_listed_and_alpaca_nl_keeps_them(smol_tok: 
         )
         for i, out in enumerate(outputs)
     ]
-    skipped = _encode(smol_tok, convs, "alpaca", on_error="skip")
-    assert [d.source for d in skipped.dropped_rows] == [f"f.jsonl:line {i}" for i in (1, 2, 3)]
-    assert {d.reason for d in skipped.dropped_rows} == {"template_mismatch"}
-    assert "prefix tail" in skipped.dropped_rows[0].detail
-    with pytest.raises(ValueError, match=r"data\.template: alpaca_nl"):
-        _encode(smol_tok, convs, "alpaca")
+    result = _encode(smol_tok, convs, "alpaca")
+    assert len(result.examples) == 5 and not result.dropped
+    assert result.template_splits == {"boundary_turns": 3}
+    template = load_template("alpaca", smol_tok)
+    prompt = smol_tok(template.render(convs[0].messages[:1], True, convs[0].meta))["input_ids"]
+    for ex, out in zip(result.examples, outputs, strict=True):
+        assert ex.input_ids[: len(prompt)].tolist() == prompt
+        assert _trained_runs(ex, smol_tok) == [out + smol_tok.eos_token]
+    audit(result.examples, smol_tok, template)
     kept = _encode(smol_tok, convs, "alpaca_nl")
-    assert len(kept.examples) == 5 and not kept.dropped
+    assert len(kept.examples) == 5 and not kept.dropped and not kept.template_splits
     text = smol_tok.decode(kept.examples[0].input_ids.tolist())
     assert "### Response:\n/usr/bin is a folder" in text
 

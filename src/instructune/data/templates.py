@@ -73,8 +73,9 @@ ALPACA_TEMPLATE = (
     "{%- if add_generation_prompt -%}{{ '\\n\\n### Response:' }}{%- endif -%}"
 )
 
-# The common fix for responses whose first characters merge with the ":" of "### Response:" into one
-# token (`/usr/bin`, `:)`, `// comment`): a newline after the marker, so the prompt ends at a token
+# Responses whose first characters merge with the ":" of "### Response:" into one token
+# (`/usr/bin`, `:)`, `// comment`) are trained after the prompt's own tokens (`tokenize`'s boundary
+# turns); the common template fix is a newline after the marker, so the prompt ends at a token
 # boundary whatever the response starts with.
 ALPACA_NL_TEMPLATE = ALPACA_TEMPLATE.replace("### Response:'", "### Response:\\n'")
 
