@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
 
 from instructune.cli.main import main
 from instructune.config.schema import DataConfig, DataSource
