@@ -25,10 +25,15 @@ PAD = 0
 SOFTCAP = 2.0  # small, so capping changes the loss measurably (Gemma 2 ships 30.0)
 
 
-def _gemma2() -> Any:
-    from transformers import Gemma2Config, Gemma2ForCausalLM
+def _gemma(version: int) -> Any:
+    """A tiny Gemma 2 or Gemma 3 (text) model with a final-logit softcap."""
+    import transformers
 
-    config = Gemma2Config(
+    config_class, model_class = {
+        2: (transformers.Gemma2Config, transformers.Gemma2ForCausalLM),
+        3: (transformers.Gemma3TextConfig, transformers.Gemma3ForCausalLM),
+    }[version]
+    config = config_class(
         vocab_size=VOCAB,
         hidden_size=32,
         intermediate_size=64,
@@ -41,26 +46,7 @@ def _gemma2() -> Any:
         attn_implementation="eager",
         pad_token_id=PAD,
     )
-    return Gemma2ForCausalLM(config)
-
-
-def _gemma3() -> Any:
-    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
-
-    config = Gemma3TextConfig(
-        vocab_size=VOCAB,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=8,
-        max_position_embeddings=128,
-        final_logit_softcapping=SOFTCAP,
-        attn_implementation="eager",
-        pad_token_id=PAD,
-    )
-    return Gemma3ForCausalLM(config)
+    return model_class(config)
 
 
 def _llama() -> Any:
@@ -69,7 +55,7 @@ def _llama() -> Any:
     return tiny_llama(VOCAB)
 
 
-MODELS = {"gemma2": _gemma2, "gemma3": _gemma3, "llama": _llama}
+MODELS = {"gemma2": lambda: _gemma(2), "gemma3": lambda: _gemma(3), "llama": _llama}
 
 
 def _model(name: str) -> Any:
