@@ -14,27 +14,21 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from instructune import __version__
-from instructune.cli import errors
-from instructune.config import load_config
+from instructune import __version__, errors
+from instructune.config import COMMAND_SECTIONS, load_config
 from instructune.noise import silence_known_noise
 from instructune.redact import RedactingFilter
 
-# command → (module, help, required config sections)
-COMMANDS: dict[str, tuple[str, str, tuple[str, ...]]] = {
-    "validate": ("instructune.cli.validate", "check a config without running anything", ()),
-    "prepare": ("instructune.cli.prepare", "load, template, tokenize, audit, pack data", ("data",)),
-    "train": ("instructune.cli.train", "fine-tune (full, LoRA, QLoRA) on prepared data", ("data",)),
-    "eval": ("instructune.cli.eval", "evaluate a model (and its base) on tasks", ("eval",)),
-    "build": (
-        "instructune.cli.build",
-        "build an instruction dataset from labelled data",
-        ("build",),
-    ),
+# command → (module, help); the config sections each needs: `config.COMMAND_SECTIONS`
+COMMANDS: dict[str, tuple[str, str]] = {
+    "validate": ("instructune.cli.validate", "check a config without running anything"),
+    "prepare": ("instructune.cli.prepare", "load, template, tokenize, audit, pack data"),
+    "train": ("instructune.cli.train", "fine-tune (full, LoRA, QLoRA) on prepared data"),
+    "eval": ("instructune.cli.eval", "evaluate a model (and its base) on tasks"),
+    "build": ("instructune.cli.build", "build an instruction dataset from labelled data"),
     "synthesize": (
         "instructune.cli.synthesize",
         "generate instruction data with an LLM (Self-Instruct, Evol-Instruct, Unnatural)",
-        ("synthesize",),
     ),
 }
 # command → (module, help): the positional is RUN, a training output_dir, a merged folder or any
@@ -59,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"instructune {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="<command>", required=True)
-    for name, (module, help_text, _) in COMMANDS.items():
+    for name, (module, help_text) in COMMANDS.items():
         cmd = sub.add_parser(name, help=help_text, description=help_text)
         cmd.add_argument("config", help="YAML config file")
         cmd.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.max_length=1024")
@@ -105,9 +99,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command in FOLDER_COMMANDS:
             result = _command_module(FOLDER_COMMANDS[args.command][0]).main(args, None)
         else:
-            module, _, required = COMMANDS[args.command]
+            required = COMMAND_SECTIONS[args.command]
             cfg = load_config(args.config, args.overrides, require=required)
-            result = _command_module(module).main(args, cfg)
+            result = _command_module(COMMANDS[args.command][0]).main(args, cfg)
     except (Exception, KeyboardInterrupt) as err:
         # Bad input (rows, files, templates, audits) raises errors whose messages name the file,
         # line and field; a traceback adds nothing for the user. INSTRUCTUNE_DEBUG=1 shows it.

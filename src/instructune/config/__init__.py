@@ -1,7 +1,7 @@
 """Typed configuration: schema (pydantic) and YAML loading with dotted overrides."""
 
 from instructune.config.build import BuildConfig, BuildSource
-from instructune.config.loading import ConfigError, dump_config, load_config
+from instructune.config.loading import COMMAND_SECTIONS, ConfigError, dump_config, load_config
 from instructune.config.schema import (
     Config,
     DataConfig,
@@ -15,6 +15,7 @@ from instructune.config.schema import (
 )
 
 __all__ = [
+    "COMMAND_SECTIONS",
     "BuildConfig",
     "BuildSource",
     "Config",

@@ -22,6 +22,18 @@ class ConfigError(ValueError):
     """A config that can't be used; the message names the file, key path, value and the fix."""
 
 
+# The sections each config-driven command needs (`load_config(require=...)`): the CLI checks them
+# before running, the studio before launching.
+COMMAND_SECTIONS: dict[str, tuple[str, ...]] = {
+    "validate": (),
+    "prepare": ("data",),
+    "train": ("data",),
+    "eval": ("eval",),
+    "build": ("build",),
+    "synthesize": ("synthesize",),
+}
+
+
 def load_config(
     path: str | Path | None,
     overrides: Sequence[str] = (),

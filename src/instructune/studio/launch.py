@@ -1,7 +1,7 @@
 """Launching `build` / `prepare` / `train` / `eval` from a config in the studio's folder.
 
 The config is validated in-process first (errors shown exactly as the CLI prints them, through
-`cli.errors.report`); then the ordinary CLI runs as a child process in DIR, its output going to
+`errors.report`); then the ordinary CLI runs as a child process in DIR, its output going to
 a log the page tails. Stop sends SIGINT: Ctrl-C semantics (training saves a resumable checkpoint
 and exits 130). A run started here is an ordinary CLI run in an ordinary folder.
 """
@@ -60,13 +60,12 @@ def _progress_lines(text: str) -> str:
 
 def validate(command: str, config: Path) -> str | None:
     """None when `config` loads for `command`; else the CLI's error text for it."""
-    from instructune.cli import errors
-    from instructune.cli.main import COMMANDS
-    from instructune.config import load_config
+    from instructune import errors
+    from instructune.config import COMMAND_SECTIONS, load_config
 
     if command not in LAUNCHABLE:
         return f"error: command {command!r}: choose one of {list(LAUNCHABLE)}"
-    required = COMMANDS[command][2]
+    required = COMMAND_SECTIONS[command]
     stderr = io.StringIO()
     with contextlib.redirect_stderr(stderr):
         try:

@@ -1,5 +1,7 @@
 """Every failure the CLI reports is one `error: ...` line (plus a hint), never a traceback.
 
+Below `cli/` because the studio shows a config's errors exactly as the CLI prints them.
+
 Anticipated errors (bad config, bad input rows and files, missing models) carry messages that
 name the file, line or key and the fix; they are printed as they are. Anything else is a bug or an
 environment problem: its type and first line are printed with a pointer to the traceback, which
