@@ -2,7 +2,7 @@
 inside functions and under TYPE_CHECKING), so that it stays the way the architecture says:
 
     cli, studio → evaluation, curation, training, synthesis, ship → inference → bundle → data
-    → models → rundir → errors, redact, noise → config
+    → models → rundir → errors → redact, noise → config
 
 A module may import its own package and any lower layer; never a higher one, never a peer
 package in its layer (evaluation must not reach into training's internals: what both need lives
@@ -22,7 +22,8 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "instructune"
 # Lowest first; each set is one layer. "" is the package's own __init__ (its version string).
 LAYERS: list[set[str]] = [
     {"", "config"},
-    {"errors", "redact", "noise"},
+    {"redact", "noise"},
+    {"errors"},
     {"rundir"},
     {"models"},
     {"data"},
