@@ -13,7 +13,6 @@ Locations: `path:line N` (JSONL, CSV/TSV: the line an editor or spreadsheet show
 from __future__ import annotations
 
 import bisect
-import difflib
 import itertools
 import json
 import re
@@ -23,7 +22,13 @@ from typing import Any
 
 from instructune.config.schema import MAX_RECORD_BYTES, DataSource
 from instructune.data.conversation import DataError, RowError, row_error
-from instructune.data.file_limits import TOO_LARGE, bounded_lines, too_large, unreadable_reason
+from instructune.data.file_limits import (
+    TOO_LARGE,
+    bounded_lines,
+    missing_message,
+    too_large,
+    unreadable_reason,
+)
 from instructune.data.tables import BAD_BYTE, read_csv, read_parquet, read_tsv
 
 Row = dict[str, Any]
@@ -358,17 +363,6 @@ def _looks_like_hub_id(path: str) -> bool:
     if not _HUB_ID.fullmatch(path) or path.startswith((".", "~")):
         return False
     return Path(path).suffix.lower() not in READERS
-
-
-def missing_message(path: Path, name: str) -> str:
-    message = f"{name}: no such file or folder locally ({path.absolute()})"
-    if not path.parent.is_dir():
-        return f"{message}; the folder {path.parent} doesn't exist either"
-    names = [p.name for p in path.parent.iterdir()]
-    close = difflib.get_close_matches(path.name, names, n=3, cutoff=0.6)
-    if close:
-        message += f"; did you mean {', '.join(str(path.parent / c) for c in close)}?"
-    return message
 
 
 def _json_type(value: object) -> str:
