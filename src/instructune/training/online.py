@@ -10,7 +10,7 @@ Each step samples `grpo.num_generations` answers per prompt from the policy (the
 its method applied), scores them with the reward model trained by `train.objective: reward` (the
 same scoring as its training: the answer rendered with the reward run's template, the reward read
 at the answer's end-of-turn token) and optimizes the group-relative advantage. Prompts are the
-conversations of `data.train` without their last answer (`data/prompts.py`).
+conversations of `data.train` without their last answer (`data/grpo_prompts.py`).
 
 TRL renders the prompts with the tokenizer's chat template, so the run's template must be `chat`
 (the config refuses others). Not supported yet: resuming (`--resume`, `train.save_steps`) and
@@ -39,7 +39,7 @@ from instructune.artifacts import (
 from instructune.config import Config, ConfigError, DataConfig
 from instructune.config.schema import ADAPTER_METHODS
 from instructune.data.examples import IGNORE_INDEX
-from instructune.data.prompts import PreparedPrompts, prepare_prompts
+from instructune.data.grpo_prompts import PreparedPrompts, prepare_prompts
 from instructune.manifest import MetricsLog, write_manifest
 from instructune.models.identity import BASE_MODEL_KEY, base_identity
 from instructune.training.callbacks import StepClock

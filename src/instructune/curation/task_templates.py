@@ -1,4 +1,5 @@
-"""Build templates: config lists, YAML/JSON files, promptsource `|||` texts, FLAN JSON, built-ins.
+"""Task templates for `build` (labelled rows → instruction and answer): config lists, YAML/JSON
+files, promptsource `|||` texts, FLAN JSON, built-ins.
 
 Every kind compiles to a `BuildTemplate` rendered in the same immutable Jinja sandbox as chat
 templates (`instructune.data.templates`). Row values enter only as context variables, so a row

@@ -9,7 +9,7 @@ import pytest
 
 from instructune.config.build import BuildSource
 from instructune.curation.builtin import BUILTIN_SETS
-from instructune.curation.templates import flan_to_jinja, load_templates
+from instructune.curation.task_templates import flan_to_jinja, load_templates
 from instructune.data.templates import TemplateError
 
 from .helpers import build, read_rows, sentences, table_source, write_csv, write_jsonl
