@@ -34,7 +34,15 @@ from instructune.data.tables import BAD_BYTE, read_csv, read_parquet, read_tsv
 Row = dict[str, Any]
 RowOrError = Row | RowError
 
-__all__ = ["READERS", "Row", "RowOrError", "iter_json_lines", "iter_rows", "unreadable_reason"]
+__all__ = [
+    "READERS",
+    "Row",
+    "RowOrError",
+    "iter_json_lines",
+    "iter_rows",
+    "read_json_file",
+    "unreadable_reason",
+]
 
 
 def iter_json_lines(path: Path, limit: int = MAX_RECORD_BYTES) -> Iterator[tuple[int, str, Any]]:
@@ -56,6 +64,15 @@ def iter_json_lines(path: Path, limit: int = MAX_RECORD_BYTES) -> Iterator[tuple
                 raise ValueError(f"{path}:{n}: invalid JSON ({err.msg})") from None
             except UnicodeDecodeError as err:
                 raise ValueError(f"{path}:{n}: not UTF-8 (byte {err.start + 1})") from None
+
+
+def read_json_file(path: Path, error: type[ValueError] = ValueError) -> Any:
+    """The JSON value of a whole file that is not a data source (FLAN templates, a JSON list of
+    seed tasks); invalid JSON raises `error` naming file and line, as `iter_json_lines` does."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise error(f"{path}:{err.lineno}: invalid JSON ({err.msg})") from None
 
 
 def iter_rows(source: DataSource) -> Iterator[tuple[str, RowOrError]]:
