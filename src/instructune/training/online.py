@@ -115,9 +115,9 @@ class RewardModelScorer:
     ) -> list[float | None]:
         import torch
 
+        from instructune.data.collate import pad_rows
         from instructune.data.conversation import Conversation, Message
         from instructune.data.tokenize import encode_conversations
-        from instructune.training.dpo import _pad
         from instructune.training.reward import sequence_rewards
 
         convs = []
@@ -141,9 +141,9 @@ class RewardModelScorer:
                 raise ValueError("a completion could not be encoded for the reward model")
             width = max(len(r.input_ids) for r in kept)
             batch = {
-                "input_ids": _pad([r.input_ids for r in kept], pad, width),
-                "labels": _pad([r.labels for r in kept], IGNORE_INDEX, width),
-                "attention_mask": _pad(
+                "input_ids": pad_rows([r.input_ids for r in kept], pad, width),
+                "labels": pad_rows([r.labels for r in kept], IGNORE_INDEX, width),
+                "attention_mask": pad_rows(
                     [np.ones(len(r.input_ids), np.int64) for r in kept], 0, width
                 ),
             }
