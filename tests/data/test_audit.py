@@ -12,8 +12,9 @@ import pytest
 from instructune.config.schema import DataConfig, DataSource
 from instructune.data.audit import AuditError, audit, render_example
 from instructune.data.conversation import Conversation, Message
+from instructune.data.examples import Example
 from instructune.data.templates import load_template
-from instructune.data.tokenize import Example, encode_conversations
+from instructune.data.tokenize import encode_conversations
 
 
 def _convs() -> list[Conversation]:

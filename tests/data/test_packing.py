@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from instructune.data.collate import PackedCollator, PaddedCollator
+from instructune.data.examples import Example
 from instructune.data.packing import Packed, pack, packing_efficiency
-from instructune.data.tokenize import Example
 
 
 def _examples(lengths: list[int]) -> list[Example]:

@@ -13,8 +13,9 @@ from instructune.config.schema import DataConfig, DataSource
 from instructune.data import tokenize as tk
 from instructune.data.audit import AuditError, audit
 from instructune.data.conversation import Conversation, Message
+from instructune.data.examples import Example, build_labels
 from instructune.data.templates import TemplateMismatch, load_template
-from instructune.data.tokenize import Example, build_labels, encode_conversations
+from instructune.data.tokenize import encode_conversations
 
 ALPACA = Path("/work/shared/data/alpaca/alpaca_5000.json")
 SMOL_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"

@@ -12,9 +12,10 @@ import torch.nn.functional as F
 from instructune.config.schema import DataConfig, DataSource
 from instructune.data.collate import PackedCollator, PaddedCollator
 from instructune.data.conversation import Conversation, Message
+from instructune.data.examples import Example
 from instructune.data.packing import pack
 from instructune.data.templates import load_template
-from instructune.data.tokenize import Example, encode_conversations
+from instructune.data.tokenize import encode_conversations
 from instructune.training.forward import (
     causal_lm_parts,
     chunked_token_losses,

@@ -27,7 +27,7 @@ from instructune.curation.oasst import oasst_items
 from instructune.curation.render import Example, TableRenderer, item_example
 from instructune.curation.report import BuildReport, SourceStats
 from instructune.curation.sources import Item, SkipCounter, table_items
-from instructune.curation.templates import BuildTemplate, load_templates, template_hash
+from instructune.curation.task_templates import BuildTemplate, load_templates, template_hash
 from instructune.data.conversation import DataError, RowError
 from instructune.data.lineage import file_sha256
 from instructune.manifest import write_manifest

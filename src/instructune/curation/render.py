@@ -16,7 +16,7 @@ from typing import Any
 from instructune.config.build import BuildConfig, BuildSource
 from instructune.curation.options import OptionsClause, render_options
 from instructune.curation.sources import Item
-from instructune.curation.templates import BuildTemplate
+from instructune.curation.task_templates import BuildTemplate
 from instructune.data.conversation import Message, RowError, row_error
 from instructune.data.templates import TemplateError
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from instructune.config.build import BuildSource
 from instructune.config.schema import DataSource
-from instructune.curation.templates import BuildTemplate
+from instructune.curation.task_templates import BuildTemplate
 from instructune.data.conversation import DataError, Message, RowError, row_error
 from instructune.data.readers import Row, iter_rows
 from instructune.data.templates import TemplateError

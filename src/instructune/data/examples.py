@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, overload
+from typing import TYPE_CHECKING, TypeVar, overload
 
 import numpy as np
 
@@ -216,7 +216,36 @@ def _turn_spans(
     return owner, np.stack([lo, hi], axis=1) - starts[owner][:, None]
 
 
-class Strings(Sequence[str]):
+_T = TypeVar("_T")
+
+
+class _Indexed(Sequence[_T]):
+    """A sequence whose subclass gives item i for 0 <= i < len (`_at`): slices, negative indices
+    and the range check are handled here, once."""
+
+    __slots__ = ()
+
+    def _at(self, index: int) -> _T:
+        raise NotImplementedError
+
+    @overload
+    def __getitem__(self, index: int) -> _T: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[_T]: ...
+
+    def __getitem__(self, index: int | slice) -> _T | list[_T]:
+        if isinstance(index, slice):
+            return [self._at(i) for i in range(*index.indices(len(self)))]
+        n = len(self)
+        if index < 0:
+            index += n
+        if not 0 <= index < n:
+            raise IndexError(f"{type(self).__name__}: index {index} of {n}")
+        return self._at(index)
+
+
+class Strings(_Indexed[str]):
     """Strings packed into one: holding thousands of `file:line` sources this way lets the rows
     they came from be freed for real (small strings left behind pin the allocator's arenas)."""
 
@@ -230,17 +259,7 @@ class Strings(Sequence[str]):
     def __len__(self) -> int:
         return len(self._ends) - 1
 
-    @overload
-    def __getitem__(self, index: int) -> str: ...
-
-    @overload
-    def __getitem__(self, index: slice) -> list[str]: ...
-
-    def __getitem__(self, index: int | slice) -> str | list[str]:
-        if isinstance(index, slice):
-            return [self[i] for i in range(*index.indices(len(self)))]
-        if index < 0:
-            index += len(self)
+    def _at(self, index: int) -> str:
         return self._text[int(self._ends[index]) : int(self._ends[index + 1])]
 
     def __iter__(self) -> Iterator[str]:
@@ -248,7 +267,7 @@ class Strings(Sequence[str]):
         return (text[a:b] for a, b in itertools.pairwise(self._ends.tolist()))
 
 
-class Examples(Sequence[Example]):
+class Examples(_Indexed[Example]):
     """Examples stored in `Block`s; indexing and iteration make `Example` views."""
 
     def __init__(self, blocks: Sequence[Block] = ()) -> None:
@@ -264,20 +283,7 @@ class Examples(Sequence[Example]):
     def __len__(self) -> int:
         return self._ends[-1] if self._ends else 0
 
-    @overload
-    def __getitem__(self, index: int) -> Example: ...
-
-    @overload
-    def __getitem__(self, index: slice) -> list[Example]: ...
-
-    def __getitem__(self, index: int | slice) -> Example | list[Example]:
-        if isinstance(index, slice):
-            return [self[i] for i in range(*index.indices(len(self)))]
-        n = len(self)
-        if index < 0:
-            index += n
-        if not 0 <= index < n:
-            raise IndexError(f"example {index} of {n}")
+    def _at(self, index: int) -> Example:
         b = _bisect_right(self._ends, index)
         return self.blocks[b].example(index - (self._ends[b - 1] if b else 0))
 

@@ -1,15 +1,17 @@
 """Reading data files within bounds: lines read at most a limit at a time, and paths that exist
-but can't be read as data (a FIFO, a device, a symlink loop) recognised without opening them."""
+but can't be read as data (a FIFO, a device, a symlink loop) recognised without opening them, and
+the message for one that doesn't exist."""
 
 from __future__ import annotations
 
+import difflib
 import errno
 import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, AnyStr
 
-__all__ = ["TOO_LARGE", "bounded_lines", "too_large", "unreadable_reason"]
+__all__ = ["TOO_LARGE", "bounded_lines", "missing_message", "too_large", "unreadable_reason"]
 
 _SKIP_CHUNK = 1 << 20
 """Bytes read at a time while skipping the rest of a line over the limit."""
@@ -74,3 +76,14 @@ def unreadable_reason(path: Path) -> str | None:
                 "to its end and read again (write the data to a file first)"
             )
     return None
+
+
+def missing_message(path: Path, name: str) -> str:
+    message = f"{name}: no such file or folder locally ({path.absolute()})"
+    if not path.parent.is_dir():
+        return f"{message}; the folder {path.parent} doesn't exist either"
+    names = [p.name for p in path.parent.iterdir()]
+    close = difflib.get_close_matches(path.name, names, n=3, cutoff=0.6)
+    if close:
+        message += f"; did you mean {', '.join(str(path.parent / c) for c in close)}?"
+    return message

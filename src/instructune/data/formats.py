@@ -27,7 +27,7 @@ from instructune.data.conversation import (
     row_error,
 )
 from instructune.data.messages import Style, parse_messages, parse_tools
-from instructune.data.preference import preference_row
+from instructune.data.preference_rows import preference_row
 from instructune.data.readers import Row
 
 __all__ = [

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from instructune.data.conversation import DataError
-from instructune.data.readers import missing_message
+from instructune.data.file_limits import missing_message
 
 __all__ = ["read_hub", "read_saved_dataset"]
 

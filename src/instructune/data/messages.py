@@ -1,5 +1,5 @@
 """The one message parser: chat messages as data and requests carry them → `Message`s, and
-`Message`s → what a chat template is given. Training (`data.formats`, `data.preference`),
+`Message`s → what a chat template is given. Training (`data.formats`, `data.preference_rows`),
 `generate` and the OpenAI server all read messages here, so one input renders one way.
 
 The rules, the same everywhere:

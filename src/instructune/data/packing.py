@@ -42,19 +42,19 @@ class Packed:
         self._ids, self._labels, self._positions = input_ids, labels, position_ids
         self.lengths, self.indices, self._store = lengths, indices, store
 
+    def _own_or_gathered(self, own: np.ndarray | None, name: str) -> np.ndarray:
+        if own is not None:
+            return own
+        assert self._store is not None
+        return self._store.gather(self.indices, name)
+
     @property
     def input_ids(self) -> np.ndarray:
-        if self._ids is not None:
-            return self._ids
-        assert self._store is not None
-        return self._store.gather(self.indices, "ids")
+        return self._own_or_gathered(self._ids, "ids")
 
     @property
     def labels(self) -> np.ndarray:
-        if self._labels is not None:
-            return self._labels
-        assert self._store is not None
-        return self._store.gather(self.indices, "labels")
+        return self._own_or_gathered(self._labels, "labels")
 
     @property
     def position_ids(self) -> np.ndarray:

@@ -1,7 +1,7 @@
 """The tokenizer facts `encode_conversations` works with: added and end-of-turn token tables, the
 split of a text into the pieces a fast tokenizer encodes independently, and a cache of piece ids.
 
-See `instructune.data.tokenize` for why encoding pieces is exact.
+See `instructune.data.turn_boundaries` for why encoding pieces is exact.
 """
 
 from __future__ import annotations

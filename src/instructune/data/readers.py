@@ -13,7 +13,6 @@ Locations: `path:line N` (JSONL, CSV/TSV: the line an editor or spreadsheet show
 from __future__ import annotations
 
 import bisect
-import difflib
 import itertools
 import json
 import re
@@ -23,13 +22,27 @@ from typing import Any
 
 from instructune.config.schema import MAX_RECORD_BYTES, DataSource
 from instructune.data.conversation import DataError, RowError, row_error
-from instructune.data.file_limits import TOO_LARGE, bounded_lines, too_large, unreadable_reason
+from instructune.data.file_limits import (
+    TOO_LARGE,
+    bounded_lines,
+    missing_message,
+    too_large,
+    unreadable_reason,
+)
 from instructune.data.tables import BAD_BYTE, read_csv, read_parquet, read_tsv
 
 Row = dict[str, Any]
 RowOrError = Row | RowError
 
-__all__ = ["READERS", "Row", "RowOrError", "iter_json_lines", "iter_rows", "unreadable_reason"]
+__all__ = [
+    "READERS",
+    "Row",
+    "RowOrError",
+    "iter_json_lines",
+    "iter_rows",
+    "read_json_file",
+    "unreadable_reason",
+]
 
 
 def iter_json_lines(path: Path, limit: int = MAX_RECORD_BYTES) -> Iterator[tuple[int, str, Any]]:
@@ -51,6 +64,15 @@ def iter_json_lines(path: Path, limit: int = MAX_RECORD_BYTES) -> Iterator[tuple
                 raise ValueError(f"{path}:{n}: invalid JSON ({err.msg})") from None
             except UnicodeDecodeError as err:
                 raise ValueError(f"{path}:{n}: not UTF-8 (byte {err.start + 1})") from None
+
+
+def read_json_file(path: Path, error: type[ValueError] = ValueError) -> Any:
+    """The JSON value of a whole file that is not a data source (FLAN templates, a JSON list of
+    seed tasks); invalid JSON raises `error` naming file and line, as `iter_json_lines` does."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise error(f"{path}:{err.lineno}: invalid JSON ({err.msg})") from None
 
 
 def iter_rows(source: DataSource) -> Iterator[tuple[str, RowOrError]]:
@@ -358,17 +380,6 @@ def _looks_like_hub_id(path: str) -> bool:
     if not _HUB_ID.fullmatch(path) or path.startswith((".", "~")):
         return False
     return Path(path).suffix.lower() not in READERS
-
-
-def missing_message(path: Path, name: str) -> str:
-    message = f"{name}: no such file or folder locally ({path.absolute()})"
-    if not path.parent.is_dir():
-        return f"{message}; the folder {path.parent} doesn't exist either"
-    names = [p.name for p in path.parent.iterdir()]
-    close = difflib.get_close_matches(path.name, names, n=3, cutoff=0.6)
-    if close:
-        message += f"; did you mean {', '.join(str(path.parent / c) for c in close)}?"
-    return message
 
 
 def _json_type(value: object) -> str:

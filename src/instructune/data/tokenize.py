@@ -7,26 +7,13 @@ of `F` (string check), and tokenize(P) and tokenize(C) must be prefixes of token
 the model would be trained on a prompt that serving never sends. Where tokenize(P) is not (a token
 spans P's end: Qwen3.5's `<think>\n` + `\n</think>`), turn i is tokenized as tokenize(P) +
 tokenize(rest of the turn), what serving feeds and the model generates, as the last turn of its
-example (`_Row.at_boundary`; counted in `boundary_turns`). The trained span of turn i runs
-from the end of tokenize(P) up to and including the first end-of-turn token after it. A template
-that renders history differently from the newest turn (Qwen3, DeepSeek-R1, Mistral's system
-prompt) makes `render_conversation` return several texts, each turn in the context serving gives
-it; `EncodeResult.template_splits` counts them.
+example (`turn_boundaries.RowTokens.at_boundary`; counted in `boundary_turns`). The trained span
+of turn i runs from the end of tokenize(P) up to and including the first end-of-turn token after
+it. A template that renders history differently from the newest turn (Qwen3, DeepSeek-R1,
+Mistral's system prompt) makes `render_conversation` return several texts, each turn in the
+context serving gives it; `EncodeResult.template_splits` counts them.
 
-How that is exact without tokenizing every prefix in full: a fast tokenizer first splits text at
-added-token occurrences (`<|im_start|>`, eos, ...) and normalizes, pre-tokenizes and encodes each
-piece between them on its own (`_Vocab.split` does the same split with regexes). So tokenize(F) is
-the concatenation of its pieces' ids, and for a boundary b inside a piece [s, e) of F,
-tokenize(F[:b]) = tokenize(F[:s]) + tokenize(F[s:b]): the check is that tokenize(F[s:b]) is a
-prefix of tokenize(F[s:e]). Pieces repeat across rows (the system prompt, `assistant\\n`, `\\n`),
-so each distinct piece is encoded once per chunk and the repeating ones are kept for later chunks;
-only the pieces (never offsets) are encoded, in batches. The one position-dependent step, a
-Metaspace pre-tokenizer prepending "▁" to the piece at offset 0 only (`prepend_scheme: first`), is
-reproduced by encoding every other piece after an added token. When the split argument does not
-hold (an added token with lstrip/rstrip/single_word, a normalized added token under a normalizer,
-a backend that does not split special tokens), the whole text is one piece: F and every prefix
-F[:b] are tokenized in full. Exact either way; `audit` re-checks the property independently by
-tokenizing generation prompts in full.
+`data.turn_boundaries` says how this is exact without tokenizing every prefix in full.
 
 `text`-format rows (a lone assistant message) use `raw_template` whatever `template` is: the whole
 text plus eos is the response, with no prompt.
@@ -49,13 +36,7 @@ import numpy as np
 from instructune.config.schema import DataConfig
 from instructune.data.audit import AuditError, render_example
 from instructune.data.conversation import ON_ERROR_HINT, Conversation, Dropped
-from instructune.data.examples import (
-    IGNORE_INDEX,
-    Example,
-    Examples,
-    build_block,
-    build_labels,
-)
+from instructune.data.examples import Examples, build_block
 from instructune.data.pieces import PieceKey as _Key
 from instructune.data.pieces import Vocab as _Vocab
 from instructune.data.template_sandbox import TemplateLimitError
@@ -63,21 +44,14 @@ from instructune.data.templates import (
     Template,
     TemplateError,
     TemplateMismatch,
-    end_of_turn_ids,
     is_raw_conversation,
     raw_template,
 )
 from instructune.data.truncation import SHRINK_ROUNDS, leading_turns, shrink_prompt, through_turn
+from instructune.data.turn_boundaries import BoundaryInsideToken, RowTokens
 from instructune.data.turns import Rendered, render_conversation
 
-__all__ = [
-    "IGNORE_INDEX",
-    "EncodeResult",
-    "Example",
-    "Examples",
-    "build_labels",
-    "end_of_turn_ids",
-]
+__all__ = ["EncodeResult", "encode_conversations"]
 
 CHUNK = 256  # conversations per tokenizer batch: bounds intermediates, keeps the batch large
 
@@ -93,130 +67,7 @@ class EncodeResult:
     """Rows the template's own rendering made into several examples (see
     `turns.render_conversation`): `split_rows` (rows), `extra_examples` (examples beyond one per
     row), `rebuilt_turns` (turns trained as generation prompt + response), `boundary_turns`
-    (turns tokenized as tokens(prompt) + tokens(rest of turn), see `_Row.at_boundary`)."""
-
-
-class _Boundary(Exception):
-    """A trained turn's generation prompt ends inside a token of the row's whole text."""
-
-    def __init__(self, turn: int) -> None:
-        super().__init__(turn)
-        self.turn = turn  # its index among the row's trained turns
-
-
-class _Row:
-    """One rendered conversation on its way to tokens: pieces, char and token boundaries."""
-
-    __slots__ = ("bounds", "conv", "keep", "n", "name", "parts", "split", "tbounds", "text")
-
-    def __init__(
-        self, r: Rendered, name: str, keep: bool, vocab: _Vocab, split: bool, cut: int = 0
-    ) -> None:
-        self.conv, self.text, self.name, self.keep = r.conv, r.text, name, keep
-        self.split = split  # its conversation already counts in `split_rows`
-        self.bounds = [b for pair in r.bounds for b in pair]  # non-decreasing
-        # `cut`: tokenized as tokens(text[:cut]) + tokens(text[cut:]), an empty "added token"
-        # (no id) between the two (see `at_boundary`)
-        self.parts = (
-            [*vocab.split(r.text[:cut]), "", *vocab.split(r.text[cut:])]
-            if cut
-            else vocab.split(r.text)
-        )
-        self.n = 0
-        self.tbounds: list[int] = []
-
-    def at_boundary(self, k: int, vocab: _Vocab) -> list[_Row]:
-        """This row made into rows where its k-th trained turn's generation prompt ends inside a
-        token of the whole text (Qwen3.5: the prompt's `<think>\n` + the answer's `\n</think>`
-        is one `\n\n`): turns through k, cut after turn k's end and tokenized as tokens(prompt)
-        + tokens(rest), what serving feeds the model before it generates the answer; and the
-        turns after k, trained in the whole text as before (their prompts, history included,
-        are tokenized whole when served)."""
-        pairs = list(zip(self.bounds[::2], self.bounds[1::2], strict=True))
-        trained = self.conv.assistant_indices()[-len(pairs) :]
-        head = Rendered(
-            through_turn(self.conv, trained, k + 1), self.text[: pairs[k][1]], pairs[: k + 1]
-        )
-        rows = [_Row(head, self.name, self.keep, vocab, self.split, cut=pairs[k][0])]
-        if k + 1 < len(pairs):
-            rest = Rendered(self.conv, self.text, pairs[k + 1 :])
-            rows.append(_Row(rest, self.name, self.keep, vocab, True))
-        return rows
-
-    def keys(self, vocab: _Vocab) -> Iterator[_Key]:
-        """Every text this row needs encoded: its pieces and the prefix pieces boundaries cut."""
-        pos, k, bounds = 0, 0, self.bounds
-        for j, part in enumerate(self.parts):
-            end = pos + len(part)
-            if j % 2 == 0 and part:
-                yield vocab.key(part, pos == 0)
-                while k < len(bounds) and bounds[k] < end:
-                    if bounds[k] > pos:
-                        yield vocab.key(self.text[pos : bounds[k]], pos == 0)
-                    k += 1
-            pos = end
-
-    def assemble(self, table: dict[_Key, list[int]], vocab: _Vocab, flat: list[int]) -> None:
-        """Append this row's ids to `flat`: its pieces' ids and the added tokens between."""
-        before, pos = len(flat), 0
-        for j, part in enumerate(self.parts):
-            if j % 2:
-                if part:
-                    flat.append(vocab.added_id[part])
-            elif part:
-                flat += table[vocab.key(part, pos == 0)]
-            pos += len(part)
-        self.n = len(flat) - before
-
-    def locate(self, table: dict[_Key, list[int]], vocab: _Vocab) -> None:
-        """Token index of each boundary, after checking its prefix tokenizes as a prefix."""
-        out, pos, k, bounds, n = self.tbounds, 0, 0, self.bounds, 0
-        for j, part in enumerate(self.parts):
-            end = pos + len(part)
-            while k < len(bounds) and bounds[k] <= pos:
-                out.append(n)
-                k += 1
-            if j % 2:
-                if k < len(bounds) and bounds[k] < end:
-                    raise TemplateMismatch(
-                        self.name,
-                        self.conv.source,
-                        f"a prefix ends inside the added token at char {pos}",
-                    )
-                n += 1 if part else 0
-            elif part:
-                whole = table[vocab.key(part, pos == 0)]
-                while k < len(bounds) and bounds[k] < end:
-                    pre = table[vocab.key(self.text[pos : bounds[k]], pos == 0)]
-                    if whole[: len(pre)] != pre:
-                        raise (
-                            _Boundary(k // 2)
-                            if k % 2 == 0
-                            else self._mismatch(self.text[pos : bounds[k]], pre, whole, vocab)
-                        )
-                    out.append(n + len(pre))
-                    k += 1
-                n += len(whole)
-            pos = end
-        out.extend([n] * (len(bounds) - k))
-
-    def _mismatch(self, tail: str, pre: list[int], whole: list[int], vocab: _Vocab) -> Exception:
-        conv_tok = vocab.tokenizer.convert_ids_to_tokens
-        return TemplateMismatch(
-            self.name,
-            self.conv.source,
-            "a prefix of the conversation tokenizes differently on its own than inside the "
-            f"whole conversation (the model would never see this prompt at generation):\n"
-            f"  prefix tail {tail[-60:]!r} → {conv_tok(pre)[-12:]}\n"
-            f"  in full text             → {conv_tok(whole[: len(pre)])[-12:]}\n"
-            + (
-                "Use `data.template: alpaca_nl` (a newline after '### Response:'), or set "
-                "`data.on_error: skip` to drop such rows (each is counted and listed)."
-                if self.name == "alpaca"
-                else "Make the prompt end at a token boundary (e.g. a newline after the response "
-                "marker), or set `data.on_error: skip` to drop such rows."
-            ),
-        )
+    (turns tokenized as tokens(prompt) + tokens(rest of turn), see `RowTokens.at_boundary`)."""
 
 
 def encode_conversations(
@@ -276,7 +127,7 @@ def _chunks(convs: Iterable[Conversation]) -> Iterator[list[Conversation]]:
 
 
 _Errors = list[tuple[Exception, str, str]]  # (error, source, template name) of a chunk's renders
-_Started = tuple[list["_Row"], _Errors, dict[_Key, int], "Future[dict[_Key, list[int]]]"]
+_Started = tuple[list["RowTokens"], _Errors, dict[_Key, int], "Future[dict[_Key, list[int]]]"]
 
 
 @dataclass(slots=True)
@@ -313,7 +164,7 @@ class _Encoder:
     def start(self, convs: list[Conversation], seen: int, pool: ThreadPoolExecutor) -> _Started:
         import jinja2
 
-        rows: list[_Row] = []
+        rows: list[RowTokens] = []
         errors: _Errors = []
         for i, conv in enumerate(convs):
             tmpl = self.raw if is_raw_conversation(conv.messages) else self.template
@@ -326,7 +177,7 @@ class _Encoder:
                 continue
             self._count_splits(parts)
             keep = (seen + i) % self.stride == 0
-            rows.extend(_Row(r, tmpl.name, keep, self.vocab, len(parts) > 1) for r in parts)
+            rows.extend(RowTokens(r, tmpl.name, keep, self.vocab, len(parts) > 1) for r in parts)
         counts: dict[_Key, int] = {}
         cache = self.vocab.cache
         for row in rows:
@@ -337,7 +188,7 @@ class _Encoder:
 
     def finish(
         self,
-        rows: list[_Row],
+        rows: list[RowTokens],
         errors: _Errors,
         counts: dict[_Key, int],
         future: Future[dict[_Key, list[int]]],
@@ -348,7 +199,7 @@ class _Encoder:
         table = future.result()
         vocab.remember(table, counts)
         table.update(vocab.cache)
-        kept: list[_Row] = []
+        kept: list[RowTokens] = []
         flat: list[int] = []
         todo = deque(rows)
         while todo:
@@ -364,7 +215,7 @@ class _Encoder:
                 continue
             try:
                 row.locate(table, vocab)
-            except _Boundary as b:
+            except BoundaryInsideToken as b:
                 del flat[len(flat) - row.n :]
                 todo.extendleft(reversed(self._at_boundary(row, b.turn, table)))
                 continue
@@ -379,7 +230,7 @@ class _Encoder:
         del table, rows, counts
         self._store(kept, np.array(flat, np.int32))
 
-    def _at_boundary(self, row: _Row, k: int, table: dict[_Key, list[int]]) -> list[_Row]:
+    def _at_boundary(self, row: RowTokens, k: int, table: dict[_Key, list[int]]) -> list[RowTokens]:
         """`row.at_boundary(k)`, counted, with the pieces its rows need added to `table`."""
         vocab, splits = self.vocab, self.result.template_splits
         rows = row.at_boundary(k, vocab)
@@ -391,7 +242,7 @@ class _Encoder:
         table.update(vocab.encode(counts))
         return rows
 
-    def _keep_leading_turns(self, row: _Row, flat: list[int]) -> bool:
+    def _keep_leading_turns(self, row: RowTokens, flat: list[int]) -> bool:
         """`turns` truncation of a too-long row (in place): True when at least one trained turn
         fits, else the row is dropped (its ids removed from `flat`) and False."""
         k = leading_turns(row.tbounds, self.cfg.max_length)
@@ -438,7 +289,7 @@ class _Encoder:
             f"template {name!r} at {source}: the template raised: {e}; {ON_ERROR_HINT}"
         ) from e
 
-    def _store(self, rows: list[_Row], ids: np.ndarray) -> None:
+    def _store(self, rows: list[RowTokens], ids: np.ndarray) -> None:
         """Spans, truncation and labels of the kept rows (numpy over the chunk) → a block."""
         if not rows:
             return

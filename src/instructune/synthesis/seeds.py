@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from instructune.data.readers import iter_json_lines, unreadable_reason
+from instructune.data.readers import iter_json_lines, read_json_file, unreadable_reason
 
 
 @dataclass(frozen=True)
@@ -80,10 +79,7 @@ def load_seeds(path: str | Path) -> list[SeedTask]:
         raise FileNotFoundError(f"synthesize.seeds: no such file {path}")
     seeds: list[SeedTask] = []
     if path.suffix == ".json":
-        try:
-            rows = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}:{err.lineno}: invalid JSON ({err.msg})") from None
+        rows = read_json_file(path)
         if not isinstance(rows, list):
             raise ValueError(f"{path}: expected a JSON list of seed tasks")
         seeds = [parse_seed(r, f"{path}: row {i + 1}", i) for i, r in enumerate(rows)]

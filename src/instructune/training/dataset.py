@@ -14,10 +14,9 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from instructune.data.collate import PackedCollator, PaddedCollator
-from instructune.data.examples import IGNORE_INDEX
+from instructune.data.examples import IGNORE_INDEX, Example
 from instructune.data.packing import Packed
 from instructune.data.pipeline import PreparedData
-from instructune.data.tokenize import Example
 
 _PACKED_FIELDS = ("input_ids", "labels", "position_ids")
 _PADDED_FIELDS = ("input_ids", "labels")

@@ -27,6 +27,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from instructune.config.schema import DPOConfig
+from instructune.data.collate import pad_rows
 from instructune.data.examples import IGNORE_INDEX
 from instructune.data.preference import Pair
 from instructune.training.forward import per_example_losses, token_losses
@@ -80,21 +81,14 @@ class PairCollator:
         labels = [p.chosen_labels for p in pairs] + [p.rejected_labels for p in pairs]
         width = max(len(r) for r in ids)
         batch = {
-            "input_ids": _pad(ids, self.pad_token_id, width),
-            "labels": _pad(labels, IGNORE_INDEX, width),
-            "attention_mask": _pad([np.ones(len(r), np.int64) for r in ids], 0, width),
+            "input_ids": pad_rows(ids, self.pad_token_id, width),
+            "labels": pad_rows(labels, IGNORE_INDEX, width),
+            "attention_mask": pad_rows([np.ones(len(r), np.int64) for r in ids], 0, width),
         }
         if items and isinstance(items[0], tuple):
             ref = np.stack([i[1] for i in items])  # [B, 2]
             batch[REF_KEY] = torch.from_numpy(np.concatenate([ref[:, 0], ref[:, 1]]))
         return batch
-
-
-def _pad(rows: Sequence[np.ndarray], value: int, width: int) -> torch.Tensor:
-    out = np.full((len(rows), width), value, dtype=np.int64)
-    for i, row in enumerate(rows):
-        out[i, : len(row)] = row
-    return torch.from_numpy(out)
 
 
 def sequence_logps(

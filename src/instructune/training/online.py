@@ -10,7 +10,7 @@ Each step samples `grpo.num_generations` answers per prompt from the policy (the
 its method applied), scores them with the reward model trained by `train.objective: reward` (the
 same scoring as its training: the answer rendered with the reward run's template, the reward read
 at the answer's end-of-turn token) and optimizes the group-relative advantage. Prompts are the
-conversations of `data.train` without their last answer (`data/prompts.py`).
+conversations of `data.train` without their last answer (`data/grpo_prompts.py`).
 
 TRL renders the prompts with the tokenizer's chat template, so the run's template must be `chat`
 (the config refuses others). Not supported yet: resuming (`--resume`, `train.save_steps`) and
@@ -39,7 +39,7 @@ from instructune.artifacts import (
 from instructune.config import Config, ConfigError, DataConfig
 from instructune.config.schema import ADAPTER_METHODS
 from instructune.data.examples import IGNORE_INDEX
-from instructune.data.prompts import PreparedPrompts, prepare_prompts
+from instructune.data.grpo_prompts import PreparedPrompts, prepare_prompts
 from instructune.manifest import MetricsLog, write_manifest
 from instructune.models.identity import BASE_MODEL_KEY, base_identity
 from instructune.training.callbacks import StepClock
@@ -115,9 +115,9 @@ class RewardModelScorer:
     ) -> list[float | None]:
         import torch
 
+        from instructune.data.collate import pad_rows
         from instructune.data.conversation import Conversation, Message
         from instructune.data.tokenize import encode_conversations
-        from instructune.training.dpo import _pad
         from instructune.training.reward import sequence_rewards
 
         convs = []
@@ -141,9 +141,9 @@ class RewardModelScorer:
                 raise ValueError("a completion could not be encoded for the reward model")
             width = max(len(r.input_ids) for r in kept)
             batch = {
-                "input_ids": _pad([r.input_ids for r in kept], pad, width),
-                "labels": _pad([r.labels for r in kept], IGNORE_INDEX, width),
-                "attention_mask": _pad(
+                "input_ids": pad_rows([r.input_ids for r in kept], pad, width),
+                "labels": pad_rows([r.labels for r in kept], IGNORE_INDEX, width),
+                "attention_mask": pad_rows(
                     [np.ones(len(r.input_ids), np.int64) for r in kept], 0, width
                 ),
             }

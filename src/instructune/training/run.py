@@ -29,7 +29,7 @@ from instructune.artifacts import (
 )
 from instructune.config import Config, ConfigError
 from instructune.config.schema import ADAPTER_METHODS
-from instructune.data.prompts import PreparedPrompts
+from instructune.data.grpo_prompts import PreparedPrompts
 from instructune.manifest import write_manifest
 from instructune.models.identity import BASE_MODEL_KEY, base_identity
 from instructune.noise import silence_known_noise

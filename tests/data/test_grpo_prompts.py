@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from instructune.config import DataConfig, DataSource
-from instructune.data.prompts import prepare_prompts
+from instructune.data.grpo_prompts import prepare_prompts
 
 
 def _config(tmp_path: Path, rows: list[dict[str, Any]], max_length: int = 256) -> DataConfig:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 
 from instructune.config.build import BuildSource
 from instructune.curation.builtin import BUILTIN_SETS
-from instructune.curation.templates import flan_to_jinja, load_templates
+from instructune.curation.task_templates import flan_to_jinja, load_templates
 from instructune.data.templates import TemplateError
 
 from .helpers import build, read_rows, sentences, table_source, write_csv, write_jsonl
@@ -69,6 +70,15 @@ def test_unknown_flan_task_names_close_matches_and_the_file(tmp_path: Path) -> N
     with pytest.raises(
         TemplateError, match=r"unknown FLAN task 'toy_sentimnt'.*did you mean toy_sentiment"
     ):
+        load_templates(BuildSource.model_validate(source))
+
+
+def test_flan_file_that_is_not_json_names_file_and_line(tmp_path: Path) -> None:
+    flan = tmp_path / "flan.json"
+    flan.write_text('{"toy": [\n  ["{a}", "{b}"],\n  oops\n]}', encoding="utf-8")
+    source = table_source(tmp_path / "d.csv", templates={"flan": str(flan), "task": "toy"})
+    expected = rf"^{re.escape(str(flan))}:3: invalid JSON \(Expecting value\)$"
+    with pytest.raises(TemplateError, match=expected):
         load_templates(BuildSource.model_validate(source))
 
 

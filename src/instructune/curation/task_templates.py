@@ -1,4 +1,5 @@
-"""Build templates: config lists, YAML/JSON files, promptsource `|||` texts, FLAN JSON, built-ins.
+"""Task templates for `build` (labelled rows → instruction and answer): config lists, YAML/JSON
+files, promptsource `|||` texts, FLAN JSON, built-ins.
 
 Every kind compiles to a `BuildTemplate` rendered in the same immutable Jinja sandbox as chat
 templates (`instructune.data.templates`). Row values enter only as context variables, so a row
@@ -26,6 +27,7 @@ from pydantic import ValidationError
 
 from instructune.config.build import BuildSource, FlanTemplates, TemplateSpec
 from instructune.curation.builtin import BUILTIN_SETS
+from instructune.data.readers import read_json_file
 from instructune.data.template_sandbox import sandbox_environment
 from instructune.data.templates import TemplateError
 
@@ -203,10 +205,7 @@ def _flan(spec: FlanTemplates, source: BuildSource) -> list[BuildTemplate]:
         raise FileNotFoundError(
             f"source {source.name!r}: FLAN templates file {spec.flan} does not exist"
         )
-    try:
-        tasks = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise TemplateError(f"{spec.flan}: invalid JSON at line {e.lineno}: {e.msg}") from None
+    tasks = read_json_file(path, TemplateError)
     if not isinstance(tasks, dict):
         raise TemplateError(f"{spec.flan}: expected {{task: [[input, target], ...]}}")
     if spec.task not in tasks:
