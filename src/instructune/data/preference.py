@@ -38,8 +38,8 @@ from instructune.data.conversation import (
     RowError,
     row_error,
 )
-from instructune.data.examples import IGNORE_INDEX
 from instructune.data.messages import message_from_json, message_json, parse_messages, parse_tools
+from instructune.models.labels import IGNORE_INDEX
 
 HH_MARKER = "\n\nHuman:"
 """How an Anthropic HH transcript starts: only a string starting with it is read as one."""

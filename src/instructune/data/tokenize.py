@@ -50,7 +50,6 @@ from instructune.config.schema import DataConfig
 from instructune.data.audit import AuditError, render_example
 from instructune.data.conversation import ON_ERROR_HINT, Conversation, Dropped
 from instructune.data.examples import (
-    IGNORE_INDEX,
     Example,
     Examples,
     build_block,
@@ -69,6 +68,7 @@ from instructune.data.templates import (
 )
 from instructune.data.truncation import SHRINK_ROUNDS, leading_turns, shrink_prompt, through_turn
 from instructune.data.turns import Rendered, render_conversation
+from instructune.models.labels import IGNORE_INDEX
 
 __all__ = [
     "IGNORE_INDEX",
