@@ -123,8 +123,8 @@ def token_losses(
 def sequence_logps(
     model: nn.Module, batch: Mapping[str, torch.Tensor], chunk_size: int = 1024
 ) -> torch.Tensor:
-    """Sum of the log-probs of each row's trained targets [rows] (fp32), no full logits: a row
-    is one sequence (padded batches, as DPO's pairs; a packed row's first example otherwise)."""
+    """Sum of the log-probs of each row's trained targets [rows] (fp32), no full logits; rows are
+    padded sequences (DPO's pairs), not packed ones."""
     return -per_example_losses(batch, token_losses(model, batch, chunk_size))[:, 0]
 
 
