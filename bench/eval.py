@@ -103,9 +103,9 @@ def _setup(threads: int) -> tuple[Any, Any, Any]:
 
 def run_method(method: str, model: Any, tok: Any, template: Any, items: list[Any], bs: int) -> Any:
     if method == "score":
-        from instructune.evaluation.scoring import classify
+        from instructune.evaluation.scoring import classify, score_options
 
-        return classify(model, tok, template, items, bs).predictions
+        return classify(items, score_options(model, tok, template, items, bs)).predictions
     if method == "score_kv":
         return _score_kv(model, tok, template, items)
     return _generate_and_parse(model, tok, template, items, bs)

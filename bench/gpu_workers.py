@@ -93,7 +93,8 @@ def heldout_loss(model: Any, examples: list[Any], pad_id: int) -> float:
     import torch
 
     from instructune.data.collate import PaddedCollator
-    from instructune.training.forward import causal_lm_parts, chunked_token_losses, trained_hidden
+    from instructune.models.logprobs import causal_lm_parts, trained_hidden
+    from instructune.models.losses import chunked_token_losses
 
     device = next(model.parameters()).device
     collate = PaddedCollator(pad_id)

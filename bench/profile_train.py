@@ -81,7 +81,8 @@ def profile(precision: str, steps: int, compiled: bool) -> dict[str, Any]:
     from torch.profiler import profile as torch_profile
 
     from instructune.models import apply_method, load_tokenizer, resolve_dtype
-    from instructune.training.forward import causal_lm_parts, chunked_token_losses, trained_hidden
+    from instructune.models.logprobs import causal_lm_parts, trained_hidden
+    from instructune.models.losses import chunked_token_losses
     from instructune.training.objectives import datasets, load_for_objective, prepare_data
 
     cfg = bench_train._config(steps, str(bench_train.WORK / "profile"), precision=precision)

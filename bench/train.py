@@ -87,11 +87,12 @@ def _config(
 
 
 def eval_loss(model: Any, examples: list[Any], pad_id: int) -> float:
-    """Mean CE over trained tokens of `examples`, the training loss definition (forward.py)."""
+    """Mean CE over trained tokens of `examples`, the training loss (models/logprobs)."""
     import torch
 
     from instructune.data.collate import PaddedCollator
-    from instructune.training.forward import causal_lm_parts, chunked_token_losses, trained_hidden
+    from instructune.models.logprobs import causal_lm_parts, trained_hidden
+    from instructune.models.losses import chunked_token_losses
 
     collate = PaddedCollator(pad_id)
     total, count = 0.0, 0

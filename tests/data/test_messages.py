@@ -18,7 +18,6 @@ from pydantic import ValidationError
 
 from instructune.config import DataConfig, DataSource
 from instructune.data.conversation import TOOLS, Conversation, Message, RowError
-from instructune.data.examples import IGNORE_INDEX
 from instructune.data.formats import FORMATS
 from instructune.data.messages import TOOLS_HEADER
 from instructune.data.pipeline import prepare_dataset
@@ -29,6 +28,7 @@ from instructune.data.tokenize import encode_conversations
 from instructune.inference.engine import Engine
 from instructune.inference.generate import prompt_conversation
 from instructune.inference.openai_api import ChatRequest
+from instructune.models.labels import IGNORE_INDEX
 from instructune.testing.tiny import CHATML_TEMPLATE, tiny_llama, tiny_tokenizer
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "templates"

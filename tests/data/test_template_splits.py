@@ -11,9 +11,9 @@ import numpy as np
 
 from instructune.config.schema import DataConfig
 from instructune.data.conversation import Conversation, Message
-from instructune.data.examples import IGNORE_INDEX
 from instructune.data.templates import load_template
 from instructune.data.tokenize import encode_conversations
+from instructune.models.labels import IGNORE_INDEX
 
 _TURN = "'<|im_start|>' + m.role + '\\n' + {} + '<|im_end|>\\n'"
 # Qwen3's rule, reduced: reasoning (`<think>` in the answer) is kept only after the last user turn

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from instructune.evaluation.loss import eval_loss, evaluate_loss, sequence_logprobs
+from instructune.evaluation.loss import LossResult, evaluate_loss, sequence_logprobs
 
 
 def _examples(n: int, vocab: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -30,7 +30,9 @@ def test_single_example_equals_hf_loss(tiny_model: Any) -> None:
         ref = tiny_model(
             torch.tensor(np.array([ids])), labels=torch.tensor(np.array([labels]))
         ).loss.item()
-    assert eval_loss(tiny_model, [(ids, labels)], pad_id=3).loss == pytest.approx(ref, abs=1e-5)
+    assert LossResult.from_logprobs(
+        sequence_logprobs(tiny_model, [(ids, labels)], pad_id=3)
+    ).loss == pytest.approx(ref, abs=1e-5)
 
 
 def test_token_weighted_mean_independent_of_batching(tiny_model: Any) -> None:
@@ -44,7 +46,9 @@ def test_token_weighted_mean_independent_of_batching(tiny_model: Any) -> None:
             ).loss.item()
         total, count = total + loss * n, count + n
     for batch_size in (1, 3, 8):
-        res = eval_loss(tiny_model, examples, pad_id=3, batch_size=batch_size)
+        res = LossResult.from_logprobs(
+            sequence_logprobs(tiny_model, examples, pad_id=3, batch_size=batch_size)
+        )
         assert res.loss == pytest.approx(total / count, abs=1e-5)
         assert res.n_tokens == count
         assert res.perplexity == pytest.approx(math.exp(res.loss))
@@ -55,7 +59,9 @@ def test_token_weighted_mean_independent_of_batching(tiny_model: Any) -> None:
 def test_no_trained_tokens_is_an_error(tiny_model: Any) -> None:
     ids = np.arange(4, 12)
     with pytest.raises(ValueError, match="no trained tokens"):
-        eval_loss(tiny_model, [(ids, np.full_like(ids, -100))], pad_id=3)
+        LossResult.from_logprobs(
+            sequence_logprobs(tiny_model, [(ids, np.full_like(ids, -100))], pad_id=3)
+        )
 
 
 def test_evaluate_loss_outcome(tiny_model: Any) -> None:

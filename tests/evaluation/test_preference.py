@@ -13,7 +13,8 @@ import torch
 from instructune.config import Config, DataConfig, DataSource
 from instructune.data.preference import prepare_pairs
 from instructune.evaluation.run import run_eval
-from instructune.training.dpo import PairCollator, sequence_logps
+from instructune.models.logprobs import sequence_logps
+from instructune.training.dpo import PairCollator
 from instructune.training.run import run_train
 
 ANSWERS = ("Sure, here it is.", "I will not do that.")

@@ -113,7 +113,7 @@ def test_mean_mode_divides_by_token_count(tiny_model: Any, tiny_tok: Any) -> Non
 def test_classify_metrics_and_probabilities(tiny_model: Any, tiny_tok: Any) -> None:
     template = load_template("chat", tiny_tok)
     items = classification_items([_conv(i, "True" if i % 3 else "False") for i in range(9)])
-    res = classify(tiny_model, tiny_tok, template, items, batch_size=3)
+    res = classify(items, score_options(tiny_model, tiny_tok, template, items, batch_size=3))
     probs = np.stack(res.probs)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0)
     truth = [it.options.index(it.label) for it in items]

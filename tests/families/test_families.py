@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from instructune.data.examples import IGNORE_INDEX
+from instructune.models.labels import IGNORE_INDEX
 
 from .helpers import CONVERSATIONS, SYSTEM, TOOL_CALL, TOOLS, Case
 
@@ -144,12 +144,8 @@ def test_training_loss_equals_the_models_own(case: Case) -> None:
     example equals the model's own loss (Gemma's final-logit softcap included)."""
     from transformers import AutoModelForCausalLM
 
-    from instructune.training.forward import (
-        causal_lm_parts,
-        chunked_token_losses,
-        token_losses,
-        trained_hidden,
-    )
+    from instructune.models.logprobs import causal_lm_parts, token_losses, trained_hidden
+    from instructune.models.losses import chunked_token_losses
 
     model = AutoModelForCausalLM.from_pretrained(case.folder, dtype=torch.float32).eval()
     with torch.no_grad():  # logits far from 0, where Gemma's cap (30) bends them
@@ -161,7 +157,7 @@ def test_training_loss_equals_the_models_own(case: Case) -> None:
     }
     with torch.no_grad():
         theirs = model(**batch).loss
-        ours = token_losses(model, batch)[0].mean()
+        ours = token_losses(model, batch).mean()
     torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
     if case.family.arch.startswith("gemma"):  # the cap is in play: without it the loss differs
         with torch.no_grad():

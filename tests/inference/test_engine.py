@@ -137,8 +137,8 @@ def test_stop_ids_include_eos_and_end_of_turn(tiny_tok: Any) -> None:
 
 def test_rendered_prompt_is_the_training_prefix(engine: Engine, tiny_tok: Any) -> None:
     from instructune.config.schema import DataConfig, DataSource
-    from instructune.data.examples import IGNORE_INDEX
     from instructune.data.tokenize import encode_conversations
+    from instructune.models.labels import IGNORE_INDEX
 
     messages = [
         Message("system", "Be brief."),

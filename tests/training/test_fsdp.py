@@ -27,7 +27,8 @@ import torch, torch.distributed as dist
 from torch.distributed.fsdp import fully_shard
 from torch.distributed.tensor import DTensor
 from instructune.testing.tiny import tiny_llama
-from instructune.training.forward import causal_lm_parts, chunked_token_losses, trained_hidden
+from instructune.models.logprobs import causal_lm_parts, trained_hidden
+from instructune.models.losses import chunked_token_losses
 from instructune.training.trainer import gather_sharded_head
 
 dist.init_process_group("gloo")

@@ -17,16 +17,16 @@ import torch.nn.functional as F
 from instructune.config import ConfigError, load_config
 from instructune.data.collate import PackedCollator, PaddedCollator
 from instructune.data.packing import pack
-from instructune.training.forward import (
+from instructune.models.logprobs import (
+    TrainedTargets,
     causal_lm_parts,
-    chunked_token_losses,
     per_example_losses,
     trained_hidden,
 )
+from instructune.models.losses import chunked_token_losses
 from instructune.training.kernels import (
     KernelPlan,
     apply_kernels,
-    is_zero3_partitioned,
     select_kernels,
     summed_token_loss,
 )
@@ -116,9 +116,10 @@ def test_summed_loss_without_gradient_is_the_chunked_loss(tiny_model: Any) -> No
     hidden = torch.randn(13, head.in_features)
     targets = torch.randint(0, head.out_features, (13,))
     want = chunked_token_losses(head, hidden, targets, 5).sum()
+    trained = TrainedTargets(hidden, targets, head, None)
     for plan in (None, KernelPlan("auto", "cuda", loss="liger", layers="liger")):
         with torch.no_grad():
-            got = summed_token_loss(plan, head, hidden, targets, 5)
+            got = summed_token_loss(plan, trained, 5)
         assert got.shape == () and torch.equal(got, want)
 
 
@@ -204,30 +205,6 @@ def test_varlen_keywords_follow_the_installed_torch() -> None:
     assert varlen_kwargs(older, 32, 8, 64, 0.125) == ({"is_causal": True}, 4)
     with pytest.raises(ValueError, match="no `scale`"):
         varlen_kwargs(older, 32, 8, 64, 0.5)
-
-
-def test_a_zero3_partitioned_head_is_called_as_a_module(tiny_model: Any) -> None:
-    """Under DeepSpeed ZeRO-3 the head's weight is only whole inside the head's own call: the
-    loss then calls the module (hooks run) and gives the fused path's values and gradients."""
-    _, head = causal_lm_parts(tiny_model)
-    hidden = torch.randn(13, head.in_features, requires_grad=True)
-    targets = torch.randint(0, head.out_features, (13,))
-    want = summed_token_loss(None, head, hidden, targets, 5)
-    (want_grad,) = torch.autograd.grad(want, hidden)
-    calls: list[int] = []
-    handle = head.register_forward_pre_hook(lambda module, args: calls.append(len(args[0])))
-    head.weight.ds_id = 7  # what DeepSpeed puts on the parameters it partitions
-    try:
-        assert is_zero3_partitioned(head)
-        got = summed_token_loss(None, head, hidden, targets, 5)
-        (got_grad,) = torch.autograd.grad(got, hidden)
-    finally:
-        handle.remove()
-        del head.weight.ds_id
-    assert calls[:3] == [5, 5, 3]  # the head was called, chunk by chunk
-    torch.testing.assert_close(got, want)
-    torch.testing.assert_close(got_grad, want_grad)
-    assert not is_zero3_partitioned(head)
 
 
 def test_run_with_liger_on_cpu_stops_with_the_config_error(make_config: Any) -> None:

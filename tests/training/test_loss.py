@@ -89,7 +89,7 @@ def test_mean_of_micro_batch_means_would_differ(tiny_model: Any, tmp_path: Path)
 def test_trained_hidden_is_the_final_normed_decoder_state(tiny_model: Any) -> None:
     """trained_hidden runs the model's own forward (so DDP/PEFT wrappers run) and skips the LM
     head; the states it selects must be the decoder body's final normed output."""
-    from instructune.training.forward import causal_lm_parts, trained_hidden
+    from instructune.models.logprobs import causal_lm_parts, trained_hidden
 
     batch = _batch(2, 2, 20, [5, 9])
     tiny_model.eval()

@@ -15,8 +15,9 @@ import torch.nn.functional as F
 
 from instructune.data.preference import Pair
 from instructune.evaluation.loss import sequence_logprobs
-from instructune.training.dpo import PairCollator, sequence_logps
-from instructune.training.forward import chunked_token_losses, logit_softcap, trained_hidden
+from instructune.models.logprobs import logit_softcap, sequence_logps, trained_hidden
+from instructune.models.losses import chunked_token_losses
+from instructune.training.dpo import PairCollator
 from instructune.training.trainer import InstructTrainer
 
 IGNORE = -100

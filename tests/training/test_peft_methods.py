@@ -14,8 +14,9 @@ import torch
 from instructune.artifacts import load_bundle
 from instructune.config import Config
 from instructune.inference.engine import Engine, SamplingParams
+from instructune.models.logprobs import causal_lm_parts, trained_hidden
+from instructune.models.losses import chunked_token_losses
 from instructune.ship.merge import run_merge
-from instructune.training.forward import causal_lm_parts, chunked_token_losses, trained_hidden
 from instructune.training.run import run_train
 
 from .conftest import alpaca_rows

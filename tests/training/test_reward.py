@@ -12,7 +12,8 @@ import torch
 
 from instructune.config import Config
 from instructune.evaluation.run import run_eval
-from instructune.training.reward import bradley_terry_losses, sequence_rewards
+from instructune.models.rewards import sequence_rewards
+from instructune.training.preference_trainer import bradley_terry_losses
 from instructune.training.run import run_train
 
 from .test_methods import Snapshot, _changed

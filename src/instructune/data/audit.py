@@ -13,13 +13,14 @@ from typing import Any
 
 import numpy as np
 
-from instructune.data.examples import IGNORE_INDEX, Block, Example, Examples
+from instructune.data.examples import Block, Example, Examples
 from instructune.data.templates import (
     Template,
     end_of_turn_ids,
     is_raw_conversation,
     raw_template,
 )
+from instructune.models.labels import IGNORE_INDEX
 
 _SHOWN_PROBLEMS = 5
 

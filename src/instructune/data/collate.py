@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from instructune.data.examples import IGNORE_INDEX
+from instructune.models.labels import IGNORE_INDEX
 
 
 def _get(feature: Any, name: str) -> np.ndarray:

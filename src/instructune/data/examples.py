@@ -14,11 +14,10 @@ from typing import TYPE_CHECKING, TypeVar, overload
 
 import numpy as np
 
+from instructune.models.labels import IGNORE_INDEX
+
 if TYPE_CHECKING:
     from instructune.data.conversation import Conversation
-
-IGNORE_INDEX = -100
-"""The label of tokens nothing is trained on (what torch's cross_entropy skips); the one home."""
 
 
 @dataclass(slots=True)

@@ -18,13 +18,14 @@ import numpy as np
 from instructune.config import DataConfig, DataSource
 from instructune.data.audit import audit
 from instructune.data.conversation import Conversation
-from instructune.data.examples import IGNORE_INDEX, Example, Examples
+from instructune.data.examples import Example, Examples
 from instructune.data.lineage import dataset_hash
 from instructune.data.loading import load_conversations
 from instructune.data.packing import Packed, pack, packing_efficiency
 from instructune.data.split import dedup, train_eval_split
 from instructune.data.templates import Template, load_template
 from instructune.data.tokenize import EncodeResult, encode_conversations
+from instructune.models.labels import IGNORE_INDEX
 
 PROMPT_CHECKS = 1000
 """Generation prompts the audit re-tokenizes per split; train keeps only those conversations."""

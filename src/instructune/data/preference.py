@@ -24,8 +24,8 @@ from instructune.data.conversation import (
     Message,
     RowError,
 )
-from instructune.data.examples import IGNORE_INDEX
 from instructune.data.messages import message_from_json
+from instructune.models.labels import IGNORE_INDEX
 
 # ----------------------------------------------------------------------------- token pairs
 

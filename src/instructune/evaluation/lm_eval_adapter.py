@@ -87,6 +87,8 @@ def run_lm_eval(
         kwargs["max_length"] = max_length
     lm = HFLM(pretrained=model, tokenizer=tokenizer, **kwargs)
     manager = TaskManager(include_defaults=any(isinstance(t, str) for t in tasks))
+    # one seed for every generator lm-eval seeds: Python's, numpy's, torch's and few-shot sampling
+    seeds = ("random_seed", "numpy_random_seed", "torch_random_seed", "fewshot_random_seed")
     out = simple_evaluate(
         model=lm,
         tasks=list(tasks),
@@ -94,10 +96,7 @@ def run_lm_eval(
         limit=limit,
         num_fewshot=num_fewshot,
         log_samples=False,
-        random_seed=seed,
-        numpy_random_seed=seed,
-        torch_random_seed=seed,
-        fewshot_random_seed=seed,
+        **dict.fromkeys(seeds, seed),
     )
     if out is None:  # simple_evaluate returns None on non-zero ranks only
         return {}

@@ -5,9 +5,9 @@ label is not -100 (the trained targets), token-weighted over the whole set (not 
 per-example means), so `eval loss == train loss` on the same tokens. The same per-token
 log-probability pass also scores classification options (`scoring.py`).
 
-The forward is training's own (`training.forward.trained_hidden` + `chunked_token_losses`): only
-the hidden states of trained positions go through the LM head, in fp32 chunks, so the
-`positions × vocab` logits never exist for the whole batch at once.
+The forward is training's own (`models.logprobs.token_losses`): only the hidden states of trained
+positions go through the LM head, in fp32 chunks, so the `positions × vocab` logits never exist
+for the whole batch at once.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from instructune.data.examples import IGNORE_INDEX
+from instructune.models.labels import IGNORE_INDEX
 
 if TYPE_CHECKING:
     import torch
@@ -44,6 +44,24 @@ class LossResult:
     def metrics(self) -> dict[str, float | int]:
         return {"loss": self.loss, "perplexity": self.perplexity, "n_tokens": self.n_tokens}
 
+    @classmethod
+    def from_logprobs(cls, logps: Sequence[np.ndarray]) -> LossResult:
+        """Token-weighted mean NLL and perplexity over all trained targets, from each item's
+        per-token log-probs (`sequence_logprobs`)."""
+        totals = [float(-lp.sum()) for lp in logps]
+        counts = [int(lp.size) for lp in logps]
+        n_tokens = sum(counts)
+        if n_tokens == 0:
+            raise ValueError("no trained tokens in the loss set: every label is -100")
+        loss = sum(totals) / n_tokens
+        return cls(
+            loss=loss,
+            perplexity=math.exp(min(loss, 700.0)),  # exp overflows a float beyond ~709
+            n_tokens=n_tokens,
+            item_loss=[t / c if c else 0.0 for t, c in zip(totals, counts, strict=True)],
+            item_tokens=counts,
+        )
+
 
 def sequence_logprobs(
     model: Any,
@@ -63,7 +81,7 @@ def sequence_logprobs(
     """
     import torch
 
-    from instructune.training.forward import token_losses
+    from instructune.models.logprobs import token_losses
 
     order = sorted(range(len(sequences)), key=lambda i: len(sequences[i][0]), reverse=True)
     out: list[np.ndarray] = [np.zeros(0)] * len(sequences)
@@ -73,40 +91,16 @@ def sequence_logprobs(
     try:
         with torch.inference_mode():
             for batch in _batches(order, sequences, batch_size, max_batch_tokens):
-                ids, labels, mask = _right_pad([sequences[i] for i in batch], pad_id, device)
-                # The training loss path itself (forward.py): same positions, same fp32 chunks.
+                ids, labels, mask = right_pad([sequences[i] for i in batch], pad_id, device)
+                # The training loss path itself (models.logprobs): same positions, fp32 chunks.
                 batch_in = {"input_ids": ids, "attention_mask": mask, "labels": labels}
-                nll, _ = token_losses(model, batch_in, chunk_size)
+                nll = token_losses(model, batch_in, chunk_size)
                 per_row = (labels[:, 1:] != IGNORE_INDEX).sum(dim=1).tolist()
                 for i, lp in zip(batch, torch.split(-nll, per_row), strict=True):
                     out[i] = lp.double().cpu().numpy()
     finally:
         model.train(was_training)
     return out
-
-
-def eval_loss(
-    model: Any,
-    examples: Sequence[tuple[TokenSeq, TokenSeq]],
-    pad_id: int,
-    batch_size: int = 8,
-    chunk_size: int = 1024,
-) -> LossResult:
-    """Token-weighted mean NLL and perplexity over all trained targets of `examples`."""
-    logps = sequence_logprobs(model, examples, pad_id, batch_size, chunk_size)
-    totals = [float(-lp.sum()) for lp in logps]
-    counts = [int(lp.size) for lp in logps]
-    n_tokens = sum(counts)
-    if n_tokens == 0:
-        raise ValueError("no trained tokens in the loss set: every label is -100")
-    loss = sum(totals) / n_tokens
-    return LossResult(
-        loss=loss,
-        perplexity=math.exp(min(loss, 700.0)),  # exp overflows a float beyond ~709
-        n_tokens=n_tokens,
-        item_loss=[t / c if c else 0.0 for t, c in zip(totals, counts, strict=True)],
-        item_tokens=counts,
-    )
 
 
 def _batches(
@@ -132,9 +126,10 @@ def _batches(
     return batches
 
 
-def _right_pad(
+def right_pad(
     rows: list[tuple[TokenSeq, TokenSeq]], pad_id: int, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(input_ids, labels, attention_mask) [rows, longest], right-padded, on `device`."""
     import torch
 
     width = max(len(ids) for ids, _ in rows)
@@ -164,7 +159,7 @@ def evaluate_loss(
     """One model on one loss task: outcome (loss, perplexity, n_tokens, n) and per-item records."""
     from instructune.evaluation.compare import TaskOutcome
 
-    res = eval_loss(model, examples, pad_id, batch_size)
+    res = LossResult.from_logprobs(sequence_logprobs(model, examples, pad_id, batch_size))
     metrics: dict[str, Any] = {**res.metrics(), "n": len(examples)}
     records = [
         {"task": task_name, "type": "loss", "source": src, "loss": loss, "n_tokens": n}

@@ -47,7 +47,7 @@ def pair_scores(
     model: Any, pairs: Sequence[Pair], pad_id: int, batch_size: int
 ) -> tuple[list[float], list[float]]:
     """(chosen, rejected) scores: a reward model's rewards, else summed answer log-probs."""
-    from instructune.training.reward import is_reward_model
+    from instructune.models.rewards import is_reward_model
 
     if is_reward_model(model):
         return _rewards(model, pairs, pad_id, batch_size)
@@ -64,10 +64,9 @@ def _rewards(
 ) -> tuple[list[float], list[float]]:
     import torch
 
-    from instructune.training.dpo import PairCollator
-    from instructune.training.reward import sequence_rewards
+    from instructune.evaluation.loss import right_pad
+    from instructune.models.rewards import sequence_rewards
 
-    collate = PairCollator(pad_id)
     device = next(model.parameters()).device
     chosen: list[float] = []
     rejected: list[float] = []
@@ -76,8 +75,13 @@ def _rewards(
     try:
         with torch.inference_mode():
             for lo in range(0, len(pairs), batch_size):
-                batch = collate(pairs[lo : lo + batch_size])
-                rewards = sequence_rewards(model, {k: v.to(device) for k, v in batch.items()})
+                chunk = pairs[lo : lo + batch_size]
+                rows = [(p.chosen_ids, p.chosen_labels) for p in chunk]
+                ids, labels, mask = right_pad(
+                    rows + [(p.rejected_ids, p.rejected_labels) for p in chunk], pad_id, device
+                )
+                batch = {"input_ids": ids, "labels": labels, "attention_mask": mask}
+                rewards = sequence_rewards(model, batch)
                 good, bad = rewards.chunk(2)
                 chosen += good.tolist()
                 rejected += bad.tolist()

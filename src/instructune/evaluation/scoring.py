@@ -27,8 +27,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from instructune.evaluation.loss import IGNORE_INDEX, sequence_logprobs
+from instructune.evaluation.loss import sequence_logprobs
 from instructune.inference.prompts import TemplateLike, encode_text, stop_token_ids
+from instructune.models.labels import IGNORE_INDEX
 
 if TYPE_CHECKING:
     from instructune.config import EvalTaskConfig
@@ -153,16 +154,9 @@ def softmax(scores: np.ndarray) -> np.ndarray:
     return np.asarray(shifted / shifted.sum(), dtype=np.float64)
 
 
-def classify(
-    model: Any,
-    tokenizer: Any,
-    template: TemplateLike,
-    items: Sequence[ClassificationItem],
-    batch_size: int = 8,
-    mode: ScoreMode = "sum",
-) -> ClassificationResult:
-    """Predict the argmax option for each item and compute the classification metrics."""
-    scores = score_options(model, tokenizer, template, items, batch_size, mode)
+def classify(items: Sequence[ClassificationItem], scores: list[np.ndarray]) -> ClassificationResult:
+    """Predict the argmax option for each item from its option scores (`score_options`) and
+    compute the classification metrics."""
     probs = [softmax(s) for s in scores]
     preds = [it.options[int(np.argmax(p))] for it, p in zip(items, probs, strict=True)]
     result = ClassificationResult(list(items), scores, probs, preds, label_set(items))
@@ -269,7 +263,7 @@ def evaluate_classification(
     """One model on one classification task: outcome for metrics.json and prediction records."""
     from instructune.evaluation.compare import TaskOutcome
 
-    res = classify(model, tokenizer, template, items, batch_size, task.score)
+    res = classify(items, score_options(model, tokenizer, template, items, batch_size, task.score))
     per_item = {
         "correct": [float(c) for c in res.item_correct],
         "brier": res.item_brier,

@@ -2,7 +2,7 @@
 
 Prompt and prefix tuning put `num_virtual_tokens` trained positions before every input: prompt
 tuning as input embeddings, prefix tuning as keys/values in every layer. Our training loss path
-(`training.forward.trained_hidden`) drops the virtual positions prompt tuning adds to the hidden
+(`models.logprobs.trained_hidden`) drops the virtual positions prompt tuning adds to the hidden
 states, and the inference engine feeds the virtual tokens once into the KV cache at prefill
 (`virtual_prefix`), so generation continues the same positions training saw: real tokens at
 positions `num_virtual_tokens ...`.

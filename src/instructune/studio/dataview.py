@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from instructune.data.examples import IGNORE_INDEX
+from instructune.models.labels import IGNORE_INDEX
 from instructune.studio.jsonl import LineIndex
 from instructune.studio.workspace import PREPARED_DIR, SUMMARY_FILE
 

@@ -10,7 +10,7 @@ What is deliberately *not* handed to the Trainer:
 Mixed precision: on CPU the weights' dtype (`models.resolve_dtype`) is the compute dtype and the
 Trainer's autocast stays off. Where bf16 is emulated (no AVX512-BF16/AMX) it runs ~4-10x slower
 than float32, so `auto` picks float32 there; where bf16 is native, bf16 weights are used
-directly. Adapter parameters stay float32 masters; `training.forward.adapter_autocast` runs
+directly. Adapter parameters stay float32 masters; `models.logprobs.adapter_autocast` runs
 their matmuls in the weights' half dtype around the model's forward, on CPU and CUDA alike.
 """
 

@@ -14,9 +14,10 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from instructune.data.collate import PackedCollator, PaddedCollator
-from instructune.data.examples import IGNORE_INDEX, Example
+from instructune.data.examples import Example
 from instructune.data.packing import Packed
 from instructune.data.pipeline import PreparedData
+from instructune.models.labels import IGNORE_INDEX
 
 _PACKED_FIELDS = ("input_ids", "labels", "position_ids")
 _PADDED_FIELDS = ("input_ids", "labels")

@@ -2,8 +2,8 @@
 
 A batch holds the chosen answers of its pairs in its first half and the rejected ones in the
 second, right-padded together. Sequence log-probs are sums over each row's trained targets (the
-answer and its end-of-turn token) through `training.forward`: only those positions reach the LM
-head, in chunks, so the [rows, length, vocab] logits never exist.
+answer and its end-of-turn token) through `models.logprobs.sequence_logps`: only those positions
+reach the LM head, in chunks, so the [rows, length, vocab] logits never exist.
 
 The reference model is the policy with its adapter disabled (LoRA, QLoRA, IA3: no second copy of
 the weights), or a frozen copy of the base for `method: full`. `dpo.precompute_ref` computes the
@@ -28,9 +28,9 @@ from torch.utils.data import Dataset
 
 from instructune.config.schema import DPOConfig
 from instructune.data.collate import pad_rows
-from instructune.data.examples import IGNORE_INDEX
 from instructune.data.preference import Pair
-from instructune.training.forward import per_example_losses, token_losses
+from instructune.models.labels import IGNORE_INDEX
+from instructune.models.logprobs import sequence_logps
 
 REF_KEY = "ref_logps"
 """Batch key of precomputed reference log-probs [2B] (chosen half, then rejected half)."""
@@ -89,15 +89,6 @@ class PairCollator:
             ref = np.stack([i[1] for i in items])  # [B, 2]
             batch[REF_KEY] = torch.from_numpy(np.concatenate([ref[:, 0], ref[:, 1]]))
         return batch
-
-
-def sequence_logps(
-    model: nn.Module, batch: Mapping[str, torch.Tensor], chunk_size: int = 1024
-) -> torch.Tensor:
-    """Sum of the log-probs of each row's trained targets [rows] (fp32), no full logits."""
-    inputs = {k: v for k, v in batch.items() if k != REF_KEY}
-    nll, _ = token_losses(model, inputs, chunk_size)
-    return -per_example_losses(inputs, nll)[:, 0]
 
 
 @contextlib.contextmanager
@@ -192,5 +183,4 @@ __all__ = [
     "precompute_reference",
     "reference_logps",
     "reference_mode",
-    "sequence_logps",
 ]

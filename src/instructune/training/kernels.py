@@ -1,6 +1,6 @@
 """`train.kernels`: which implementation runs the loss, the small layers and packed attention.
 
-- LM head + cross-entropy: our chunked fused loss (`forward.LinearCrossEntropy`) with `native`
+- LM head + cross-entropy: our chunked fused loss (`models.losses.LinearCrossEntropy`) with `native`
   and on CPU; Liger's fused linear cross-entropy (Triton) with `auto`/`liger` on a CUDA GPU when
   `liger_kernel` is installed.
 - RMSNorm, RoPE, SwiGLU: the model's own (fused by `train.compile` where it pays), or Liger's
@@ -27,7 +27,8 @@ import torch
 from torch import nn
 
 from instructune.config import ConfigError
-from instructune.training.forward import chunked_token_losses
+from instructune.models.logprobs import TrainedTargets
+from instructune.models.losses import is_zero3_partitioned
 
 logger = logging.getLogger(__name__)
 
@@ -143,15 +144,14 @@ def wants_liger_layers(plan: KernelPlan | None) -> bool:
 
 def summed_token_loss(
     plan: KernelPlan | None,
-    lm_head: nn.Module,
-    hidden: torch.Tensor,
-    targets: torch.Tensor,
+    trained: TrainedTargets,
     chunk_size: int,
     label_smoothing: float = 0.0,
-    logit_softcap: float | None = None,
 ) -> torch.Tensor:
-    """Summed cross-entropy over `targets` (a 0-d fp32 tensor): Liger's fused linear
-    cross-entropy when the plan says so and a gradient is wanted, else our chunked loss."""
+    """Summed cross-entropy over the trained targets (a 0-d fp32 tensor): Liger's fused linear
+    cross-entropy when the plan says so and a gradient is wanted, else our chunked loss (the
+    token losses evaluation and DPO use, `TrainedTargets.losses`)."""
+    lm_head, hidden, targets = trained.lm_head, trained.hidden, trained.targets
     fused = (
         plan is not None
         and plan.loss == "liger"
@@ -162,12 +162,7 @@ def summed_token_loss(
         and targets.numel() > 0
     )
     if not fused:
-        if is_zero3_partitioned(lm_head):
-            lm_head = _ModuleCall(lm_head)
-        losses = chunked_token_losses(
-            lm_head, hidden, targets, chunk_size, label_smoothing, logit_softcap
-        )
-        return losses.sum()
+        return trained.losses(chunk_size, label_smoothing).sum()
     from liger_kernel.transformers.functional import liger_fused_linear_cross_entropy
 
     weight = cast(torch.Tensor, lm_head.weight)
@@ -177,30 +172,7 @@ def summed_token_loss(
         targets,
         bias=lm_head.bias,
         label_smoothing=label_smoothing,
-        softcap=logit_softcap,
+        softcap=trained.softcap,
         reduction="sum",
     )
     return total.float()
-
-
-def is_zero3_partitioned(module: nn.Module) -> bool:
-    """Whether DeepSpeed ZeRO-3 manages this module's weight (its parameters carry `ds_id`).
-
-    ZeRO-3 gathers a module's weights in hooks around the module's own call and partitions them
-    again afterwards. The fused loss reads `weight` directly, outside any call, where it is an
-    empty partition; such a head goes through the chunked path that calls the module instead.
-    """
-    return hasattr(getattr(module, "weight", None), "ds_id")
-
-
-class _ModuleCall(nn.Module):
-    """Calls the wrapped head as a module (so ZeRO-3's hooks gather it), never reading its weight;
-    not a plain `nn.Linear`, so `chunked_token_losses` takes its per-chunk autograd path."""
-
-    def __init__(self, head: nn.Module) -> None:
-        super().__init__()
-        self.head = head
-
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = self.head(hidden)
-        return out

@@ -38,10 +38,10 @@ from instructune.artifacts import (
 )
 from instructune.config import Config, ConfigError, DataConfig
 from instructune.config.schema import ADAPTER_METHODS
-from instructune.data.examples import IGNORE_INDEX
 from instructune.data.grpo_prompts import PreparedPrompts, prepare_prompts
 from instructune.manifest import MetricsLog, write_manifest
 from instructune.models.identity import BASE_MODEL_KEY, base_identity
+from instructune.models.labels import IGNORE_INDEX
 from instructune.training.callbacks import StepClock
 
 if TYPE_CHECKING:
@@ -118,7 +118,7 @@ class RewardModelScorer:
         from instructune.data.collate import pad_rows
         from instructune.data.conversation import Conversation, Message
         from instructune.data.tokenize import encode_conversations
-        from instructune.training.reward import sequence_rewards
+        from instructune.models.rewards import sequence_rewards
 
         convs = []
         for i, (prompt, completion) in enumerate(zip(prompts, completions, strict=True)):

@@ -1,5 +1,5 @@
-"""Trainers for preference pairs: `DPOTrainer` (training/dpo.py) and `RewardTrainer`
-(training/reward.py), both `InstructTrainer` with another loss over pair batches.
+"""Trainers for preference pairs: `DPOTrainer` (training/dpo.py) and `RewardTrainer` (reward
+head: models/rewards.py), both `InstructTrainer` with another loss over pair batches.
 
 The loss of an optimizer step is the sum of its pairs' losses divided by the number of pairs in
 the whole step (all micro-batches, all processes), like the SFT loss is normalized by trained
@@ -15,11 +15,13 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from instructune.config.schema import DPOConfig
-from instructune.training.dpo import dpo_losses, reference_logps, sequence_logps
-from instructune.training.reward import bradley_terry_losses, sequence_rewards
+from instructune.models.logprobs import sequence_logps
+from instructune.models.rewards import sequence_rewards
+from instructune.training.dpo import dpo_losses, reference_logps
 from instructune.training.trainer import InstructTrainer
 
 PAIR_METRICS = ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies")
@@ -74,22 +76,12 @@ class PairTrainer(InstructTrainer):
             pairs = self.accelerator.reduce(pairs, reduction="sum")
         return batches, pairs
 
-    def compute_loss(
-        self,
-        model: nn.Module,
-        inputs: dict[str, Any],
-        return_outputs: bool = False,
-        num_items_in_batch: torch.Tensor | int | None = None,
-    ) -> torch.Tensor | tuple[torch.Tensor, Any]:
+    def summed_loss(self, model: nn.Module, inputs: dict[str, Any]) -> tuple[torch.Tensor, int]:
+        """(summed loss of the batch's pairs, how many pairs): the step divides by its pairs."""
         losses, chosen, rejected = self.pair_losses(model, inputs)
         if model.training:
             self._record(chosen.detach(), rejected.detach())
-        if model.training and num_items_in_batch is not None:
-            loss = losses.sum() / torch.as_tensor(num_items_in_batch).clamp(min=1)
-            loss = loss * self.accelerator.num_processes
-        else:
-            loss = losses.mean()
-        return (loss, {}) if return_outputs else loss
+        return losses.sum(), losses.numel()
 
     def _record(self, chosen: torch.Tensor, rejected: torch.Tensor) -> None:
         sums = self._sums
@@ -153,3 +145,10 @@ class RewardTrainer(PairTrainer):
         rewards = sequence_rewards(model, inputs)
         chosen, rejected = rewards.chunk(2)
         return bradley_terry_losses(rewards), chosen, rejected
+
+
+def bradley_terry_losses(rewards: torch.Tensor) -> torch.Tensor:
+    """Per-pair losses [B] from [2B] rewards (chosen half first): -log sigmoid(r_chosen -
+    r_rejected), as TRL's RewardTrainer."""
+    chosen, rejected = rewards.chunk(2)
+    return -F.logsigmoid(chosen - rejected)

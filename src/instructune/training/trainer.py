@@ -23,9 +23,9 @@ import torch
 from torch import nn
 from transformers import Trainer
 
-from instructune.data.examples import IGNORE_INDEX
+from instructune.models.labels import IGNORE_INDEX
+from instructune.models.logprobs import trained_targets
 from instructune.training.checkpoints import COUNTS_FILE, RUN_INFO_FILE, AtomicCheckpoints
-from instructune.training.forward import causal_lm_parts, logit_softcap, trained_hidden
 from instructune.training.kernels import KernelPlan, summed_token_loss
 
 
@@ -95,31 +95,27 @@ class InstructTrainer(AtomicCheckpoints, Trainer):
         return_outputs: bool = False,
         num_items_in_batch: torch.Tensor | int | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, Any]:
-        hidden, targets = trained_hidden(model, inputs)
-        unwrapped = self.accelerator.unwrap_model(model)
-        _, lm_head = causal_lm_parts(unwrapped)
-        gather_sharded_head(model, lm_head)
-        # Label smoothing is a training regularizer; eval reports the plain cross-entropy.
-        smoothing = self.label_smoothing if model.training else 0.0
-        total = summed_token_loss(
-            self.kernels,
-            lm_head,
-            hidden,
-            targets,
-            self.loss_chunk_size,
-            smoothing,
-            logit_softcap(unwrapped),
-        )
-        if targets.numel() == 0:
-            # Keep the graph attached to every parameter: DDP waits for each one's gradient.
-            total = total + hidden.sum() * 0.0
+        """The batch's summed loss over the step's item count (training), else over its own."""
+        total, items = self.summed_loss(model, inputs)
         if model.training and num_items_in_batch is not None:
             loss = total / torch.as_tensor(num_items_in_batch).clamp(min=1)
             # DDP averages gradients over processes; the divisor is already the global count.
             loss = loss * self.accelerator.num_processes
         else:
-            loss = total / max(targets.numel(), 1)
+            loss = total / max(items, 1)
         return (loss, {}) if return_outputs else loss
+
+    def summed_loss(self, model: nn.Module, inputs: dict[str, Any]) -> tuple[torch.Tensor, int]:
+        """(summed loss of the batch, how many items it sums: here trained targets)."""
+        trained = trained_targets(model, inputs, self.accelerator.unwrap_model(model))
+        gather_sharded_head(model, trained.lm_head)
+        # Label smoothing is a training regularizer; eval reports the plain cross-entropy.
+        smoothing = self.label_smoothing if model.training else 0.0
+        total = summed_token_loss(self.kernels, trained, self.loss_chunk_size, smoothing)
+        if trained.targets.numel() == 0:
+            # Keep the graph attached to every parameter: DDP waits for each one's gradient.
+            total = total + trained.hidden.sum() * 0.0
+        return total, trained.targets.numel()
 
 
 def gather_sharded_head(model: nn.Module, lm_head: nn.Module) -> None:

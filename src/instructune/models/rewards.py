@@ -2,8 +2,8 @@
 
 The score is read at the last trained position of each row (the answer's end-of-turn token: the
 labels mark it), not at the last non-padding token transformers' sequence-classification pooling
-looks for, which depends on the pad token and on what the template renders after the turn. The
-Bradley-Terry loss is -log sigmoid(r_chosen - r_rejected), as TRL's RewardTrainer.
+looks for, which depends on the pad token and on what the template renders after the turn. Reward
+training (`training.preference_trainer`), GRPO and preference evaluation all score this way.
 """
 
 from __future__ import annotations
@@ -12,10 +12,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from instructune.data.examples import IGNORE_INDEX
+from instructune.models.labels import IGNORE_INDEX
 
 
 def score_head(model: nn.Module) -> nn.Module:
@@ -50,9 +49,3 @@ def sequence_rewards(model: nn.Module, batch: Mapping[str, torch.Tensor]) -> tor
         raise ValueError("a row has no trained token: nothing marks where its answer ends")
     rows = torch.arange(labels.shape[0], device=labels.device)
     return score_head(model)(hidden[rows, last]).squeeze(-1).float()
-
-
-def bradley_terry_losses(rewards: torch.Tensor) -> torch.Tensor:
-    """Per-pair losses [B] from [2B] rewards (chosen half first)."""
-    chosen, rejected = rewards.chunk(2)
-    return -F.logsigmoid(chosen - rejected)

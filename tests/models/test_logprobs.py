@@ -16,12 +16,8 @@ from instructune.data.examples import Example
 from instructune.data.packing import pack
 from instructune.data.templates import load_template
 from instructune.data.tokenize import encode_conversations
-from instructune.training.forward import (
-    causal_lm_parts,
-    chunked_token_losses,
-    per_example_losses,
-    trained_hidden,
-)
+from instructune.models.logprobs import causal_lm_parts, per_example_losses, trained_hidden
+from instructune.models.losses import chunked_token_losses
 
 PAIRS = [
     ("What is the capital of France?", "Paris is the capital of France."),
@@ -161,32 +157,6 @@ def test_padded_batch_matches_per_example(tiny_tok: Any, tiny_model: Any) -> Non
     assert seg[:, 0].tolist() == pytest.approx(want, abs=1e-5, rel=1e-5)
 
 
-@pytest.mark.parametrize("smoothing", [0.0, 0.1])
-def test_chunked_losses_match_full_cross_entropy(smoothing: float) -> None:
-    torch.manual_seed(0)
-    head = torch.nn.Linear(16, 50, bias=False)
-    hidden = torch.randn(37, 16)
-    targets = torch.randint(0, 50, (37,))
-    got = chunked_token_losses(head, hidden, targets, chunk_size=8, label_smoothing=smoothing)
-    want = F.cross_entropy(head(hidden), targets, label_smoothing=smoothing, reduction="none")
-    torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-6)
-    mean = F.cross_entropy(head(hidden), targets, label_smoothing=smoothing)
-    torch.testing.assert_close(got.mean(), mean, atol=1e-6, rtol=1e-6)
-
-
-def test_chunked_losses_gradients_match_full(tiny_tok: Any) -> None:
-    torch.manual_seed(0)
-    head = torch.nn.Linear(16, 50, bias=False)
-    hidden = torch.randn(37, 16, requires_grad=True)
-    targets = torch.randint(0, 50, (37,))
-    chunked_token_losses(head, hidden, targets, chunk_size=5, label_smoothing=0.1).mean().backward()
-    got_h, got_w = hidden.grad.clone(), head.weight.grad.clone()  # type: ignore[union-attr]
-    hidden.grad, head.weight.grad = None, None
-    F.cross_entropy(head(hidden), targets, label_smoothing=0.1).backward()
-    torch.testing.assert_close(got_h, hidden.grad)
-    torch.testing.assert_close(got_w, head.weight.grad)
-
-
 def test_causal_lm_parts_rejects_a_body(tiny_model: Any) -> None:
     decoder, head = causal_lm_parts(tiny_model)
     assert decoder is tiny_model.model and head is tiny_model.lm_head
@@ -201,59 +171,6 @@ def test_causal_lm_parts_unwraps_peft(tiny_model: Any) -> None:
     decoder, head = causal_lm_parts(peft_model)
     assert decoder is peft_model.get_base_model().model
     assert head is peft_model.get_base_model().lm_head
-
-
-@pytest.mark.parametrize("trainable_head", [False, True])
-@pytest.mark.parametrize(("smoothing", "softcap"), [(0.0, None), (0.1, None), (0.0, 5.0)])
-def test_fused_loss_matches_autograd_with_per_token_gradients(
-    trainable_head: bool, smoothing: float, softcap: float | None
-) -> None:
-    """LinearCrossEntropy (plain linear head) against F.cross_entropy, with a different upstream
-    gradient per token (DPO weights its tokens per sequence), frozen and trainable head."""
-    torch.manual_seed(0)
-    head = torch.nn.Linear(16, 50, bias=False).requires_grad_(trainable_head)
-    hidden = torch.randn(37, 16, requires_grad=True)
-    targets = torch.randint(0, 50, (37,))
-    weights = torch.rand(37)
-    got = chunked_token_losses(head, hidden, targets, 8, smoothing, softcap)
-    (got * weights).sum().backward()
-    got_h = hidden.grad.clone()  # type: ignore[union-attr]
-    got_w = head.weight.grad.clone() if trainable_head else None  # type: ignore[union-attr]
-    hidden.grad, head.weight.grad = None, None
-    logits = head(hidden)
-    if softcap is not None:
-        logits = torch.tanh(logits / softcap) * softcap
-    want = F.cross_entropy(logits, targets, label_smoothing=smoothing, reduction="none")
-    (want * weights).sum().backward()
-    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(got_h, hidden.grad, atol=1e-5, rtol=1e-5)
-    if got_w is not None:
-        torch.testing.assert_close(got_w, head.weight.grad, atol=1e-5, rtol=1e-5)
-
-
-def test_fused_loss_in_bf16_matches_fp32_reference() -> None:
-    torch.manual_seed(0)
-    head = torch.nn.Linear(32, 300, bias=False).to(torch.bfloat16).requires_grad_(False)
-    hidden = torch.randn(70, 32, dtype=torch.bfloat16, requires_grad=True)
-    targets = torch.randint(0, 300, (70,))
-    got = chunked_token_losses(head, hidden, targets, chunk_size=16)
-    got.mean().backward()
-    ref_hidden = hidden.detach().float().requires_grad_()
-    want = F.cross_entropy(ref_hidden @ head.weight.float().t(), targets, reduction="none")
-    want.mean().backward()
-    assert got.dtype == torch.float32 and hidden.grad is not None
-    torch.testing.assert_close(got, want, atol=2e-2, rtol=1e-2)
-    torch.testing.assert_close(hidden.grad.float(), ref_hidden.grad, atol=2e-3, rtol=5e-2)
-
-
-def test_head_with_bias_takes_the_generic_path() -> None:
-    torch.manual_seed(0)
-    head = torch.nn.Linear(16, 50, bias=True)
-    hidden = torch.randn(9, 16)
-    targets = torch.randint(0, 50, (9,))
-    got = chunked_token_losses(head, hidden, targets, chunk_size=4)
-    want = F.cross_entropy(head(hidden), targets, reduction="none")
-    torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-6)
 
 
 def test_lora_on_a_bf16_base_computes_in_bf16_with_fp32_gradients(tiny_tok: Any) -> None:
