@@ -64,7 +64,7 @@ def test_label_matches_option_case_insensitively() -> None:
 
 @pytest.mark.parametrize("pad_is_eos", [False, True])
 def test_batched_scores_equal_direct_forward(tiny_model: Any, pad_is_eos: bool) -> None:
-    from instructune.testing.tiny import tiny_tokenizer
+    from ..tiny import tiny_tokenizer
 
     tok = tiny_tokenizer(pad_is_eos=pad_is_eos)
     template = load_template("chat", tok)

@@ -19,7 +19,8 @@ from instructune.models.peft_setup import (
     merge_adapter,
     save_adapter,
 )
-from instructune.testing.tiny import tiny_llama
+
+from ..tiny import tiny_llama
 
 
 def _trainable(model: Any) -> list[str]:
