@@ -40,9 +40,9 @@ browser:
 
 # The model-family matrix (tests/families): llama.cpp's vocab-only tokenizers and chat templates
 # from the pinned llama-cpp-python sdist, fetched with pip once into ~/.cache/instructune/families
-# and converted there (see src/instructune/testing/families.py).
+# and converted there (see tests/families/fixtures.py).
 fixtures: $(STAMP)
-	$(PY) -m instructune.testing.families
+	$(PY) tests/families/fixtures.py
 
 test: $(STAMP) browser fixtures
 	$(MAKE) lint

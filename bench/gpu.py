@@ -8,7 +8,7 @@ rows (2,048) of `alpaca_gpt4_1k.json` (the last 50 rows held out). Per run: stea
 (`PEAK_TFLOPS`), peak GPU memory, the training loss at the last step and a held-out loss computed
 by the same function for both sides. Each side runs in its own process.
 
-Tokens: a byte-level BPE learned in-process from the training rows (`instructune.testing.tiny`,
+Tokens: a byte-level BPE learned in-process from the training rows (`tests/tiny.py`,
 vocabulary `TOKENIZER_VOCAB`, ChatML template). It is the same on every machine and needs no
 files; throughput depends on the model's shapes, not on which ids the tokens have, and every id
 is below every model's vocabulary, so the embedding and the LM head keep their real sizes (the
@@ -125,7 +125,8 @@ def split_files(data: Path, n_train: int | None, n_eval: int) -> tuple[Path, Pat
 
 def build_tokenizer(train: Path, vocab: int) -> Path:
     """The byte-level BPE learned from the training rows, saved where workers load it."""
-    from instructune.testing.tiny import tiny_tokenizer
+    sys.path.insert(0, str(ROOT))  # the tests' in-process tokenizer builder: tests/tiny.py
+    from tests.tiny import tiny_tokenizer
 
     rows = [json.loads(line) for line in train.read_text(encoding="utf-8").splitlines()]
     texts = [f"{r['instruction']}\n{r['input']}\n{r['output']}" for r in rows]

@@ -13,21 +13,21 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 @pytest.fixture(scope="session")
 def tiny_tok() -> Any:
-    from instructune.testing.tiny import tiny_tokenizer
+    from .tiny import tiny_tokenizer
 
     return tiny_tokenizer()
 
 
 @pytest.fixture(scope="session")
 def tiny_tok_pad_eos() -> Any:
-    from instructune.testing.tiny import tiny_tokenizer
+    from .tiny import tiny_tokenizer
 
     return tiny_tokenizer(pad_is_eos=True)
 
 
 @pytest.fixture
 def tiny_model(tiny_tok: Any) -> Any:
-    from instructune.testing.tiny import tiny_llama
+    from .tiny import tiny_llama
 
     return tiny_llama(len(tiny_tok))
 
@@ -35,7 +35,7 @@ def tiny_model(tiny_tok: Any) -> Any:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """A saved tiny Llama + tokenizer folder: `model.path` for end-to-end runs of the real CLI."""
-    from instructune.testing.tiny import tiny_llama, tiny_tokenizer
+    from .tiny import tiny_llama, tiny_tokenizer
 
     path = tmp_path_factory.mktemp("tiny-model")
     tok = tiny_tokenizer()

@@ -171,7 +171,8 @@ def adapter_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from peft import LoraConfig, get_peft_model
 
     from instructune.models import save_adapter
-    from instructune.testing.tiny import CHATML_TEMPLATE, tiny_llama, tiny_tokenizer
+
+    from ..tiny import CHATML_TEMPLATE, tiny_llama, tiny_tokenizer
 
     root = tmp_path_factory.mktemp("adapter")
     tok = tiny_tokenizer()
@@ -195,7 +196,7 @@ def _eval_cfg(tmp_path: Path, model: Path, adapter: Path) -> Path:
 def test_eval_adapter_of_another_base_is_refused_before_the_base_pass(
     tmp_path: Path, adapter_dir: Path
 ) -> None:
-    from instructune.testing.tiny import tiny_llama, tiny_tokenizer
+    from ..tiny import tiny_llama, tiny_tokenizer
 
     other = tmp_path / "wide"
     tok = tiny_tokenizer()

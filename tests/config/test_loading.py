@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from instructune.config import ConfigError, load_config
 
@@ -117,10 +119,29 @@ def test_required_section_and_missing_file(tmp_path: Path) -> None:
         load_config(write(tmp_path, BASE), ["data.max_length"])
 
 
+def _assert_kept(written: Any, loaded: Any, where: str) -> None:
+    """Every value the YAML writes is the loaded config's value at the same key path."""
+    if isinstance(written, dict):
+        assert isinstance(loaded, dict), where
+        for key, value in written.items():
+            assert key in loaded, f"{where}.{key}"
+            _assert_kept(value, loaded[key], f"{where}.{key}")
+    elif isinstance(written, list):
+        assert isinstance(loaded, list) and len(loaded) == len(written), where
+        for i, (value, got) in enumerate(zip(written, loaded, strict=True)):
+            _assert_kept(value, got, f"{where}.{i}")
+    elif isinstance(loaded, float) and isinstance(written, str):  # YAML 1.1 reads 2e-4 as text
+        assert loaded == float(written), where
+    else:
+        assert loaded == written, where
+
+
 @pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_configs_load(path: Path) -> None:
     cfg = load_config(path)
-    assert cfg.output_dir
+    written = yaml.safe_load(path.read_text(encoding="utf-8"))
+    assert written and "output_dir" in written  # every shipped config says where it writes
+    _assert_kept(written, cfg.model_dump(), path.name)
 
 
 _LAUGHS = "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(

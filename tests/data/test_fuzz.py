@@ -155,7 +155,7 @@ def test_unicode_text_round_trips(
 
 @pytest.fixture(scope="module")
 def tok() -> Any:
-    from instructune.testing.tiny import tiny_tokenizer
+    from ..tiny import tiny_tokenizer
 
     return tiny_tokenizer()
 

@@ -29,7 +29,8 @@ from instructune.inference.engine import Engine
 from instructune.inference.generate import prompt_conversation
 from instructune.inference.openai_api import ChatRequest
 from instructune.models.labels import IGNORE_INDEX
-from instructune.testing.tiny import CHATML_TEMPLATE, tiny_llama, tiny_tokenizer
+
+from ..tiny import CHATML_TEMPLATE, tiny_llama, tiny_tokenizer
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "templates"
 QWEN25 = "Qwen-Qwen2.5-7B-Instruct"

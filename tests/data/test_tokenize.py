@@ -327,14 +327,14 @@ def _chatml_tok(pre_tokenizer: Any, normalizer: Any = None) -> Any:
     from tokenizers import Tokenizer, models, trainers
     from transformers import PreTrainedTokenizerFast
 
-    from instructune.testing.tiny import _CORPUS, CHATML_TEMPLATE
+    from ..tiny import CHATML_TEMPLATE, CORPUS
 
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<pad>"]
     bpe = Tokenizer(models.BPE(unk_token="<|endoftext|>"))
     bpe.pre_tokenizer = pre_tokenizer
     bpe.normalizer = normalizer
     trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=specials, show_progress=False)
-    bpe.train_from_iterator(_CORPUS * 4, trainer=trainer)
+    bpe.train_from_iterator(CORPUS * 4, trainer=trainer)
     tok = PreTrainedTokenizerFast(
         tokenizer_object=bpe, eos_token="<|im_end|>", unk_token="<|endoftext|>", pad_token="<pad>"
     )

@@ -9,8 +9,6 @@ import pytest
 
 from instructune.evaluation.calibration import (
     ReliabilityBin,
-    brier_score,
-    confidence_and_correct,
     ece_from_bins,
     expected_calibration_error,
     plot_reliability_diagram,
@@ -85,23 +83,6 @@ def test_ece_from_bins() -> None:
         ece_from_bins([])
 
 
-def test_brier_two_examples_three_classes() -> None:
-    # ex1 p=[.7,.2,.1], y=0: (.3)^2 + .2^2 + .1^2 = .09 + .04 + .01 = .14
-    # ex2 p=[.2,.5,.3], y=2: .2^2 + .5^2 + (.7)^2 = .04 + .25 + .49 = .78
-    # mean = (.14 + .78) / 2 = .46
-    probs = [[0.7, 0.2, 0.1], [0.2, 0.5, 0.3]]
-    assert brier_score(probs, [0, 2]) == pytest.approx(0.46)
-    # range endpoints: perfect -> 0, all mass on a wrong class -> 1 + 1 = 2
-    assert brier_score([[0.0, 1.0, 0.0]], [1]) == 0.0
-    assert brier_score([[0.0, 1.0, 0.0]], [0]) == pytest.approx(2.0)
-
-
-def test_confidence_and_correct() -> None:
-    conf, correct = confidence_and_correct([[0.7, 0.2, 0.1], [0.2, 0.5, 0.3]], [0, 2])
-    assert conf.tolist() == [0.7, 0.5]
-    assert correct.tolist() == [True, False]
-
-
 @pytest.mark.parametrize(
     ("conf", "correct", "kwargs", "message"),
     [
@@ -119,23 +100,6 @@ def test_ece_validation(
 ) -> None:
     with pytest.raises(ValueError, match=message):
         expected_calibration_error(conf, correct, **kwargs)  # type: ignore[arg-type]
-
-
-@pytest.mark.parametrize(
-    ("probs", "true_index", "message"),
-    [
-        ([], [], "non-empty"),
-        ([[0.5, 0.5]], [0, 1], "shape"),
-        ([0.5, 0.5], [0, 1], "shape"),
-        ([[0.5, 0.5]], [2], r"in \[0, 2\)"),
-        ([[0.5, 0.5]], [0.0], "integers"),
-        ([[0.5, 0.6]], [0], "sum to 1"),
-        ([[1.5, -0.5]], [0], "non-negative"),
-    ],
-)
-def test_brier_validation(probs: list[object], true_index: list[object], message: str) -> None:
-    with pytest.raises(ValueError, match=message):
-        brier_score(probs, true_index)  # type: ignore[arg-type]
 
 
 def test_plot_reliability_diagram_two_models(tmp_path: Path) -> None:

@@ -50,7 +50,7 @@ def test_prompt_is_training_template_with_generation_prompt(tiny_tok: Any) -> No
 
 @pytest.mark.parametrize("pad_is_eos", [False, True])
 def test_batched_greedy_equals_one_by_one(tiny_model: Any, pad_is_eos: bool) -> None:
-    from instructune.testing.tiny import tiny_tokenizer
+    from ..tiny import tiny_tokenizer
 
     tok = tiny_tokenizer(pad_is_eos=pad_is_eos)
     template = load_template("chat", tok)

@@ -11,12 +11,7 @@ import numpy as np
 import pytest
 
 from instructune.evaluation import lm_eval_adapter
-from instructune.evaluation.lm_eval_adapter import (
-    LmEvalMissing,
-    local_multiple_choice_task,
-    require_lm_eval,
-    run_lm_eval,
-)
+from instructune.evaluation.lm_eval_adapter import LmEvalMissing, require_lm_eval, run_lm_eval
 
 ROWS: list[dict[str, Any]] = [
     {
@@ -41,10 +36,25 @@ def test_missing_lm_eval_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> Non
         run_lm_eval(object(), object(), ["anything"])
 
 
-def test_local_task_config_is_offline(tmp_path: Path) -> None:
-    task = local_multiple_choice_task("mc", tmp_path / "x.jsonl")
-    assert task["dataset_path"] == "json" and task["output_type"] == "multiple_choice"
-    assert task["dataset_kwargs"]["data_files"]["test"] == str((tmp_path / "x.jsonl").resolve())
+def local_multiple_choice_task(name: str, path: Path) -> dict[str, Any]:
+    """An lm-eval task config over ROWS in a local JSONL file (`dataset_path: json`: no Hub).
+
+    Metrics: acc and acc_norm (length-normalized), lm-eval's usual pair."""
+    return {
+        "task": name,
+        "dataset_path": "json",
+        "dataset_kwargs": {"data_files": {"test": str(path.resolve())}},
+        "test_split": "test",
+        "output_type": "multiple_choice",
+        "doc_to_text": "{{question}}",
+        "doc_to_choice": "{{choices}}",
+        "doc_to_target": "{{answer}}",
+        "target_delimiter": " ",
+        "metric_list": [
+            {"metric": "acc", "aggregation": "mean", "higher_is_better": True},
+            {"metric": "acc_norm", "aggregation": "mean", "higher_is_better": True},
+        ],
+    }
 
 
 def _own_accuracy(model: Any, tok: Any) -> float:

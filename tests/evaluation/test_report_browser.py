@@ -27,7 +27,8 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from peft import LoraConfig, get_peft_model
 
     from instructune.models import save_adapter
-    from instructune.testing.tiny import CHATML_TEMPLATE, tiny_llama, tiny_tokenizer
+
+    from ..tiny import CHATML_TEMPLATE, tiny_llama, tiny_tokenizer
 
     root = tmp_path_factory.mktemp("report")
     tok = tiny_tokenizer()

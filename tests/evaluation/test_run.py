@@ -27,7 +27,8 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from peft import LoraConfig, get_peft_model
 
     from instructune.models import save_adapter
-    from instructune.testing.tiny import tiny_llama, tiny_tokenizer
+
+    from ..tiny import tiny_llama, tiny_tokenizer
 
     root = tmp_path_factory.mktemp("eval")
     tok = tiny_tokenizer()

@@ -10,9 +10,11 @@ import torch
 
 from instructune.data.conversation import Conversation, Message
 from instructune.data.templates import load_template
-from instructune.evaluation.calibration import brier_score
 from instructune.evaluation.scoring import (
+    ClassificationItem,
+    ClassificationResult,
     classification_items,
+    classification_metrics,
     classify,
     option_requests,
     parse_options_clause,
@@ -64,7 +66,7 @@ def test_label_matches_option_case_insensitively() -> None:
 
 @pytest.mark.parametrize("pad_is_eos", [False, True])
 def test_batched_scores_equal_direct_forward(tiny_model: Any, pad_is_eos: bool) -> None:
-    from instructune.testing.tiny import tiny_tokenizer
+    from ..tiny import tiny_tokenizer
 
     tok = tiny_tokenizer(pad_is_eos=pad_is_eos)
     template = load_template("chat", tok)
@@ -116,8 +118,8 @@ def test_classify_metrics_and_probabilities(tiny_model: Any, tiny_tok: Any) -> N
     res = classify(items, score_options(tiny_model, tiny_tok, template, items, batch_size=3))
     probs = np.stack(res.probs)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0)
-    truth = [it.options.index(it.label) for it in items]
-    assert res.metrics["brier"] == pytest.approx(brier_score(probs, truth))
+    onehot = np.eye(probs.shape[1])[[it.options.index(it.label) for it in items]]
+    assert res.metrics["brier"] == pytest.approx(np.mean(np.sum((probs - onehot) ** 2, axis=1)))
     assert set(res.metrics) == {
         "accuracy",
         "macro_f1",
@@ -130,3 +132,20 @@ def test_classify_metrics_and_probabilities(tiny_model: Any, tiny_tok: Any) -> N
     assert res.metrics["labels"] == ["False", "True"] and res.metrics["n"] == 9
     assert sum(map(sum, res.metrics["confusion_matrix"])) == 9
     assert res.metrics["accuracy"] == pytest.approx(np.mean(res.item_correct))
+
+
+def test_brier_by_hand_two_items_three_options() -> None:
+    # item 1 p=[.7,.2,.1], label a: (.3)^2 + .2^2 + .1^2 = .14
+    # item 2 p=[.2,.5,.3], label c: .2^2 + .5^2 + (.7)^2 = .78; mean .46
+    # a perfect item scores 0, all mass on a wrong option 1 + 1 = 2
+    probs = [[0.7, 0.2, 0.1], [0.2, 0.5, 0.3], [0.0, 1.0, 0.0], [0.0, 1.0, 0.0]]
+    labels = ["a", "c", "b", "a"]
+    items = [ClassificationItem([], {}, ["a", "b", "c"], label, "t") for label in labels]
+    predictions = ["abc"[int(np.argmax(p))] for p in probs]
+    result = ClassificationResult(
+        items, [], [np.array(p) for p in probs], predictions, ["a", "b", "c"]
+    )
+    metrics = classification_metrics(result)
+    assert result.item_brier == pytest.approx([0.14, 0.78, 0.0, 2.0])
+    assert metrics["brier"] == pytest.approx((0.14 + 0.78 + 0.0 + 2.0) / 4)
+    assert result.item_correct == [True, False, True, False]

@@ -1,4 +1,4 @@
-"""One prepared model folder per family (`instructune.testing.families`), built once a session.
+"""One prepared model folder per family (`fixtures.py`), built once a session.
 
 The sources (llama.cpp's vocab files and templates) come from the pinned llama-cpp-python sdist,
 fetched by `make fixtures` (or here, on first use) with pip into the cache: a missing source is an
@@ -11,8 +11,7 @@ import json
 
 import pytest
 
-from instructune.testing.families import BY_NAME, FAMILIES
-
+from .fixtures import BY_NAME, FAMILIES
 from .helpers import CONVERSATIONS, TOOL_CALL, TOOLS, Case
 
 
@@ -22,7 +21,8 @@ def case(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
     from instructune.config import Config
     from instructune.data.prepare import run_prepare
     from instructune.models import load_tokenizer
-    from instructune.testing.families import model_dir
+
+    from .fixtures import model_dir
 
     family = BY_NAME[request.param]
     root = tmp_path_factory.mktemp(family.name)

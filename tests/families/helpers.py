@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from instructune.testing.families import Family
+from .fixtures import Family
 
 SYSTEM = "SYSMARK Answer briefly."
 PLAIN = [  # multi-turn with a system prompt

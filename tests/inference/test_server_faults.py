@@ -158,7 +158,7 @@ def endless_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from instructune.testing.tiny import tiny_tokenizer
+    from ..tiny import tiny_tokenizer
 
     tok = tiny_tokenizer()
     torch.manual_seed(0)

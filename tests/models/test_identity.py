@@ -22,7 +22,7 @@ def other_base(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -
     """A base of exactly the tiny model's shape and tokenizer, with other weights."""
     from transformers import AutoTokenizer
 
-    from instructune.testing.tiny import tiny_llama
+    from ..tiny import tiny_llama
 
     path = tmp_path_factory.mktemp("other-base")
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)

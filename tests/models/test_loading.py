@@ -103,7 +103,8 @@ def test_tokenizer_without_pad_gets_eos(tiny_dir: Path, caplog: pytest.LogCaptur
 @pytest.mark.slow
 def test_gguf_path_loads_dense_and_matches_the_converted_folder() -> None:
     from instructune.models.embedded import embedded_gguf_path, ensure_embedded_model
-    from instructune.models.peft_setup import logit_parity
+
+    from .helpers import logit_parity
 
     gguf_cfg = ModelConfig(path=str(embedded_gguf_path()))
     from_gguf = load_model(gguf_cfg, torch.float32, "lora", for_training=False)

@@ -178,7 +178,7 @@ def test_lora_on_a_bf16_base_computes_in_bf16_with_fp32_gradients(tiny_tok: Any)
     its float32 weights get float32 gradients, and the same model still runs outside it."""
     from peft import LoraConfig, get_peft_model
 
-    from instructune.testing.tiny import tiny_llama
+    from ..tiny import tiny_llama
 
     model = tiny_llama(len(tiny_tok)).to(torch.bfloat16)
     model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))

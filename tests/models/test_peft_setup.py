@@ -15,11 +15,12 @@ from instructune.models.loading import load_model
 from instructune.models.peft_setup import (
     apply_method,
     linear_module_names,
-    logit_parity,
     merge_adapter,
     save_adapter,
 )
-from instructune.testing.tiny import tiny_llama
+
+from ..tiny import tiny_llama
+from .helpers import logit_parity
 
 
 def _trainable(model: Any) -> list[str]:

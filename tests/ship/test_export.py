@@ -164,7 +164,7 @@ def test_unsupported_architecture_and_tokenizer(tiny_tok: Any, tmp_path: Path) -
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
-    from instructune.testing.tiny import tiny_llama
+    from ..tiny import tiny_llama
 
     gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=len(tiny_tok), n_embd=32, n_layer=1, n_head=2))
     folder = _save(gpt2, tiny_tok, tmp_path / "gpt2")

@@ -10,10 +10,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # the scripted world, shared with subprocesses
 
-from world import answer, write_seeds
+from world import ScriptedBackend, answer, write_seeds
 
 from instructune.config import load_config
-from instructune.synthesis.backends import ScriptedBackend
 
 
 @pytest.fixture

@@ -21,9 +21,8 @@ SRC = HERE.parents[1] / "src"
 CHILD = """
 import sys
 sys.path[:0] = [{here!r}, {src!r}]
-from world import answer
+from world import ScriptedBackend, answer
 from instructune.config import load_config
-from instructune.synthesis.backends import ScriptedBackend
 from instructune.synthesis.run import run_synthesize
 
 class Logged(ScriptedBackend):

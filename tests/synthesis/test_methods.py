@@ -7,9 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from world import answer
+from world import ScriptedBackend, answer
 
-from instructune.synthesis.backends import ScriptedBackend
 from instructune.synthesis.cache import CACHE_FILE
 from instructune.synthesis.output import REPORT_JSON, REPORT_MD, ROWS_FILE
 from instructune.synthesis.run import run_synthesize

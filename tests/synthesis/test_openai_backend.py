@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 from http_fault import FaultServer
-from world import answer
+from world import ScriptedBackend, answer
 
 from instructune.config.synthesize import SynthBackendConfig
-from instructune.synthesis.backends import BackendError, GenParams, Request, ScriptedBackend
+from instructune.synthesis.backends import BackendError, GenParams, Request
 from instructune.synthesis.cache import CACHE_FILE
 from instructune.synthesis.openai_backend import OpenAIBackend
 from instructune.synthesis.output import ROWS_FILE

@@ -2,7 +2,8 @@
 
 Its answers are functions of the prompt and the request seed, and include the failure cases the
 filters must catch (keywords, too short, near-duplicates, conflicting outputs, scaffolding echoes),
-so the pipelines' counting can be checked exactly. Used by the tests and the crash subprocess.
+so the pipelines' counting can be checked exactly. `ScriptedBackend` serves it (or any function of
+the request) through the `Backend` protocol. Used by the tests and the crash subprocess.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import json
 import random
 import re
+import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from instructune.synthesis.backends import Request, Response
@@ -177,3 +180,40 @@ def answer(request: Request) -> str | Response:
     if rng.random() < 0.1:
         return "Sorry, I can't."
     return f"Here is a careful answer about {' '.join(prompt.split()[:6])}: it depends on context."
+
+
+Script = Callable[[Request], "str | Response"]
+
+
+class ScriptedBackend:
+    """A deterministic backend whose answers come from a Python function of the request.
+
+    A real implementation of the protocol, for checking the pipelines' parsing, filters, caching
+    and resume without a model; `delay` (seconds per request) makes crash tests reproducible.
+    """
+
+    kind = "scripted"
+
+    def __init__(self, script: Script, model: str = "scripted", delay: float = 0.0) -> None:
+        self.script = script
+        self.model = model
+        self.endpoint = "scripted"
+        self.delay = delay
+        self.calls = 0
+
+    def complete(self, requests: Sequence[Request]) -> Iterator[tuple[int, Response]]:
+        for i, request in enumerate(requests):
+            if self.delay:
+                time.sleep(self.delay)
+            self.calls += 1
+            out = self.script(request)
+            if isinstance(out, str):
+                words = len(out.split())
+                cut = words > request.params.max_tokens
+                text = " ".join(out.split()[: request.params.max_tokens]) if cut else out
+                finish = "length" if cut else "stop"
+                out = Response(text, finish, len(request.prompt.split()), words)
+            yield i, out
+
+    def close(self) -> None:
+        pass

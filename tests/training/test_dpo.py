@@ -48,7 +48,7 @@ def _pairs(tmp_path: Path, tok: Any, rows: list[Any] = ROWS) -> list[Pair]:
 def _lora(tok: Any) -> Any:
     from peft import LoraConfig, get_peft_model
 
-    from instructune.testing.tiny import tiny_llama
+    from ..tiny import tiny_llama
 
     torch.manual_seed(0)
     config = LoraConfig(
@@ -92,7 +92,7 @@ def test_loss_and_gradients_equal_trl(
     policy = _lora(tiny_tok)
     # TRL takes a PeftModel's current adapter as its reference; handed the base and the LoRA
     # config it adds a new adapter and references the base, as we do. The weights are copied in.
-    from instructune.testing.tiny import tiny_llama
+    from ..tiny import tiny_llama
 
     theirs_base = tiny_llama(len(tiny_tok))  # seeded: the weights _lora wrapped
     cfg = DPOConfig(beta=0.3, loss=loss, label_smoothing=smoothing)  # type: ignore[arg-type]

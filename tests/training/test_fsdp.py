@@ -26,7 +26,7 @@ import json, sys
 import torch, torch.distributed as dist
 from torch.distributed.fsdp import fully_shard
 from torch.distributed.tensor import DTensor
-from instructune.testing.tiny import tiny_llama
+from tests.tiny import tiny_llama
 from instructune.models.logprobs import causal_lm_parts, trained_hidden
 from instructune.models.losses import chunked_token_losses
 from instructune.training.trainer import gather_sharded_head
@@ -98,9 +98,11 @@ def _free_port() -> int:
 def test_fsdp2_loss_path_matches_one_process(tmp_path: Path) -> None:
     script = tmp_path / "worker.py"
     script.write_text(WORKER, encoding="utf-8")
-    src = str(Path(__file__).resolve().parents[2] / "src")
+    root = Path(__file__).resolve().parents[2]  # the worker imports `tests.tiny` and the package
     env = os.environ | {
-        "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]),
+        "PYTHONPATH": os.pathsep.join(
+            [str(root / "src"), str(root), os.environ.get("PYTHONPATH", "")]
+        ),
         "OMP_NUM_THREADS": "1",
     }
     cmd = [str(TORCHRUN), "--nproc_per_node", "2", f"--master_port={_free_port()}"]

@@ -51,7 +51,7 @@ def _gemma(version: int) -> Any:
 
 
 def _llama() -> Any:
-    from instructune.testing.tiny import tiny_llama
+    from ..tiny import tiny_llama
 
     return tiny_llama(VOCAB)
 

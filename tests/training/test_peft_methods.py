@@ -76,7 +76,8 @@ def test_exactly_the_methods_parameters_change(runs: dict[str, Any], method: str
 
 def test_prompt_tuning_starts_from_the_init_text(tiny_model_dir: Path, tiny_tok: Any) -> None:
     from instructune.models import apply_method
-    from instructune.testing.tiny import tiny_llama
+
+    from ..tiny import tiny_llama
 
     cfg = Config.model_validate({"prompt_tuning": {"num_virtual_tokens": 7, "init_text": "a b"}})
     model = apply_method(tiny_llama(len(tiny_tok)), "prompt_tuning", cfg.lora, False, cfg, tiny_tok)

@@ -13,19 +13,17 @@ from instructune.config import Config
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from instructune.cli.merge import add_checked_output
     from instructune.ship.export import EXPORT_FORMATS
     from instructune.ship.gguf_export import GGUF_DTYPES
 
     parser.add_argument("--format", default="gguf", choices=EXPORT_FORMATS, help="file format")
-    parser.add_argument("--out", required=True, help="the .gguf file to write (must not exist)")
-    parser.add_argument(
-        "--dtype",
-        default="f32",
-        choices=GGUF_DTYPES,
-        help="storage of the 2-D weights (norms stay f32); default f32 (lossless)",
-    )
-    parser.add_argument(
-        "--prompts", type=int, default=4, help="held-out prompts the parity check runs on"
+    add_checked_output(
+        parser,
+        "the .gguf file to write (must not exist)",
+        GGUF_DTYPES,
+        "f32",
+        "storage of the 2-D weights (norms stay f32); default f32 (lossless)",
     )
 
 

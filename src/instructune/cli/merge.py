@@ -7,6 +7,7 @@ and its `parity.json` are still written, for inspection).
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterable
 
 from instructune.config import Config
 
@@ -14,13 +15,26 @@ from instructune.config import Config
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from instructune.ship.merge import DTYPES
 
-    parser.add_argument("--out", required=True, help="new folder for the merged model")
-    parser.add_argument(
-        "--dtype",
-        default="float32",
-        choices=DTYPES,
-        help="dtype the base is loaded, merged and saved in (default float32; never 4-bit)",
+    add_checked_output(
+        parser,
+        "new folder for the merged model",
+        DTYPES,
+        "float32",
+        "dtype the base is loaded, merged and saved in (default float32; never 4-bit)",
     )
+
+
+def add_checked_output(
+    parser: argparse.ArgumentParser,
+    out_help: str,
+    dtypes: Iterable[str],
+    default: str,
+    dtype_help: str,
+) -> None:
+    """--out, --dtype and --prompts: merge and export (which merges first) both write a model and
+    check its logits against the run's on held-out prompts."""
+    parser.add_argument("--out", required=True, help=out_help)
+    parser.add_argument("--dtype", default=default, choices=list(dtypes), help=dtype_help)
     parser.add_argument(
         "--prompts", type=int, default=4, help="held-out prompts the parity check runs on"
     )

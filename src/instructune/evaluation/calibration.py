@@ -1,9 +1,9 @@
-"""Calibration metrics (ECE, Brier score) and reliability diagrams.
+"""Calibration metrics (ECE) and reliability diagrams; the Brier score is per item, in scoring.py.
 
 Conventions used throughout:
 
 * ``confidence`` of a prediction is its maximum predicted class probability and
-  ``correct`` is ``argmax(probs) == true_index`` (see :func:`confidence_and_correct`).
+  ``correct`` is ``argmax(probs) == true_index``.
 * Binning is shared by :func:`expected_calibration_error` and
   :func:`plot_reliability_diagram` through :func:`reliability_bins`, so the
   number printed in a report and the picture always agree.
@@ -22,8 +22,6 @@ from numpy.typing import ArrayLike, NDArray
 __all__ = [
     "BinStrategy",
     "ReliabilityBin",
-    "brier_score",
-    "confidence_and_correct",
     "ece_from_bins",
     "expected_calibration_error",
     "plot_reliability_diagram",
@@ -32,8 +30,6 @@ __all__ = [
 
 BinStrategy = Literal["equal_mass", "equal_width"]
 _STRATEGIES: tuple[str, ...] = ("equal_mass", "equal_width")
-# Tolerance for "rows of probs sum to 1": loose enough for float16/float32 softmax output.
-_PROB_SUM_ATOL = 1e-3
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,14 +39,6 @@ class ReliabilityBin:
     confidence: float  # mean confidence of the examples in the bin
     accuracy: float  # fraction of correct examples in the bin
     count: int  # number of examples in the bin
-
-
-def confidence_and_correct(
-    probs: ArrayLike, true_index: ArrayLike
-) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
-    """Return per-example (max probability, argmax == true_index) for ``probs`` of shape (N, K)."""
-    p, y = _check_probs(probs, true_index)
-    return p.max(axis=1), p.argmax(axis=1) == y
 
 
 def reliability_bins(
@@ -119,21 +107,6 @@ def expected_calibration_error(
     booleans (argmax == true label). Returns a value in [0, 1]; 0 is perfect.
     """
     return ece_from_bins(reliability_bins(confidences, correct, n_bins, strategy))
-
-
-def brier_score(probs: ArrayLike, true_index: ArrayLike) -> float:
-    """Multi-class Brier score: mean over examples of Σ_k (p_k - 1[k = y])².
-
-    ``probs`` has shape (N, K) with rows summing to 1; ``true_index`` has shape
-    (N,) with integers in [0, K). The score ranges from 0 (perfect, confident and
-    right) to 2 (all mass on a single wrong class). Note this is the original
-    multi-class definition, not the binary ``(p - y)²`` variant: for K = 2 it is
-    twice the binary Brier score of the positive class.
-    """
-    p, y = _check_probs(probs, true_index)
-    onehot = np.zeros_like(p)
-    onehot[np.arange(p.shape[0]), y] = 1.0
-    return float(np.mean(np.sum((p - onehot) ** 2, axis=1)))
 
 
 def plot_reliability_diagram(
@@ -210,29 +183,3 @@ def _check_conf_correct(
     if not np.all((corr == 0.0) | (corr == 1.0)):
         raise ValueError("correct must contain only booleans or 0/1 values")
     return conf, corr
-
-
-def _check_probs(
-    probs: ArrayLike, true_index: ArrayLike
-) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
-    """Validate an (N, K) probability matrix and (N,) integer labels in [0, K)."""
-    p = np.asarray(probs, dtype=np.float64)
-    y_raw = np.asarray(true_index)
-    if p.size == 0 or y_raw.size == 0:
-        raise ValueError("probs and true_index must be non-empty")
-    if p.ndim != 2:
-        raise ValueError(f"probs must have shape (N, K), got {p.shape}")
-    if y_raw.ndim != 1 or y_raw.shape[0] != p.shape[0]:
-        raise ValueError(
-            f"true_index must have shape ({p.shape[0]},) to match probs, got {y_raw.shape}"
-        )
-    if not np.issubdtype(y_raw.dtype, np.integer):
-        raise ValueError(f"true_index must contain integers, got dtype {y_raw.dtype}")
-    y = y_raw.astype(np.int64)
-    if y.min() < 0 or y.max() >= p.shape[1]:
-        raise ValueError(f"true_index values must be in [0, {p.shape[1]})")
-    if not np.all(np.isfinite(p)) or p.min() < 0.0:
-        raise ValueError("probs must be finite and non-negative")
-    if not np.allclose(p.sum(axis=1), 1.0, rtol=0.0, atol=_PROB_SUM_ATOL):
-        raise ValueError(f"each row of probs must sum to 1 (±{_PROB_SUM_ATOL})")
-    return p, y

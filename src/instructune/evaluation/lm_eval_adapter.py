@@ -2,7 +2,7 @@
 
 `run_lm_eval(model, tokenizer, tasks)` wraps the loaded model (base, or base + adapter) in lm-eval's
 `HFLM` without reloading it, and runs registry task names or task config dicts. Local data needs no
-Hub: `local_multiple_choice_task(...)` builds a dict task over a JSONL file (`dataset_path: json`).
+Hub: a dict task with `dataset_path: json` reads a JSONL file (the tests build one this way).
 Only dict tasks: the builtin task registry (thousands of YAML files, ~15 s to index) is skipped.
 
 lm-eval is imported lazily; without it the functions raise `LmEvalMissing` saying what to install.
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 INSTALL_HINT = "pip install 'instructune[lmeval]'  (lm-eval==0.4.13)"
@@ -30,36 +29,6 @@ def require_lm_eval() -> Any:
         raise LmEvalMissing(
             f"lm-evaluation-harness is not installed ({err}); install it with: {INSTALL_HINT}"
         ) from err
-
-
-def local_multiple_choice_task(
-    name: str,
-    path: str | Path,
-    question: str = "question",
-    choices: str = "choices",
-    answer: str = "answer",
-    target_delimiter: str = " ",
-) -> dict[str, Any]:
-    """A multiple-choice lm-eval task over a local JSONL file, as a task config dict.
-
-    Rows hold `question` (text), `choices` (list of strings) and `answer` (index of the right
-    choice). Metrics: acc and acc_norm (length-normalized), lm-eval's usual pair.
-    """
-    return {
-        "task": name,
-        "dataset_path": "json",
-        "dataset_kwargs": {"data_files": {"test": str(Path(path).expanduser().resolve())}},
-        "test_split": "test",
-        "output_type": "multiple_choice",
-        "doc_to_text": "{{" + question + "}}",
-        "doc_to_choice": "{{" + choices + "}}",
-        "doc_to_target": "{{" + answer + "}}",
-        "target_delimiter": target_delimiter,
-        "metric_list": [
-            {"metric": "acc", "aggregation": "mean", "higher_is_better": True},
-            {"metric": "acc_norm", "aggregation": "mean", "higher_is_better": True},
-        ],
-    }
 
 
 def run_lm_eval(

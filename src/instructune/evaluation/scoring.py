@@ -181,7 +181,7 @@ def classification_metrics(result: ClassificationResult) -> dict[str, Any]:
     true_idx = [it.options.index(it.label) for it in result.items]
     result.item_correct = [p == t for p, t in zip(result.predictions, truths, strict=True)]
     # Brier per item (Σ_k (p_k - 1[k=y])²): items may carry different option sets, and the paired
-    # bootstrap needs per-item values anyway. Equals calibration.brier_score for a shared set.
+    # bootstrap needs per-item values anyway. Their mean is the multi-class Brier score.
     result.item_brier = [
         float(np.sum((p - np.eye(len(p))[y]) ** 2))
         for p, y in zip(result.probs, true_idx, strict=True)

@@ -16,7 +16,6 @@ from instructune.models.loading import (
 from instructune.models.peft_setup import (
     apply_method,
     linear_module_names,
-    logit_parity,
     merge_adapter,
     save_adapter,
 )
@@ -33,7 +32,6 @@ __all__ = [
     "linear_module_names",
     "load_model",
     "load_tokenizer",
-    "logit_parity",
     "merge_adapter",
     "pad_token_id",
     "prepare_tokenizer",

@@ -16,8 +16,6 @@ from instructune.config.schema import LoraConfig, Method
 from instructune.models.peft_methods import ADAPTER_KEY_MARKERS
 
 if TYPE_CHECKING:
-    import torch
-
     from instructune.config.schema import Config
 
 logger = logging.getLogger(__name__)
@@ -208,23 +206,6 @@ def merge_adapter(model: Any) -> Any:
     if not hasattr(model, "merge_and_unload"):
         raise TypeError(f"{type(model).__name__} has no adapter to merge; load one first")
     return model.merge_and_unload()
-
-
-def logit_parity(model_a: Any, model_b: Any, input_ids: torch.Tensor) -> float:
-    """Max absolute difference of the two models' logits on `input_ids` (eval mode, no grad)."""
-    import torch
-
-    modes = (model_a.training, model_b.training)
-    model_a.eval()
-    model_b.eval()
-    try:
-        with torch.no_grad():
-            a = model_a(input_ids=input_ids.to(model_a.device)).logits.float().cpu()
-            b = model_b(input_ids=input_ids.to(model_b.device)).logits.float().cpu()
-    finally:
-        model_a.train(modes[0])
-        model_b.train(modes[1])
-    return float((a - b).abs().max())
 
 
 def _wrap_lora(model: Any, lora: LoraConfig, task_type: str = "CAUSAL_LM") -> Any:

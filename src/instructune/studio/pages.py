@@ -65,13 +65,21 @@ def register(app: FastAPI, studio: Any) -> None:
     _other_pages(app, studio, page)
 
 
+def _scanned_page(
+    app: FastAPI, studio: Any, page: Page, route: str, name: str, active: str, **context: Any
+) -> None:
+    """GET `route`: page `name` over a fresh scan of the workspace (the nav lists what it found)."""
+
+    async def view() -> HTMLResponse:
+        found = await asyncio.to_thread(studio.workspace.scan)
+        return page(name, found=found, active=active, **context)
+
+    app.get(route, response_class=HTMLResponse)(view)
+
+
 def _data_pages(app: FastAPI, studio: Any, page: Page) -> None:
     ws = studio.workspace
-
-    @app.get("/", response_class=HTMLResponse)
-    async def overview() -> HTMLResponse:
-        found = await asyncio.to_thread(ws.scan)
-        return page("index.html", found=found, active="overview")
+    _scanned_page(app, studio, page, "/", "index.html", "overview")
 
     @app.get("/data", response_class=HTMLResponse)
     async def data(
@@ -172,17 +180,8 @@ def _eval_pages(app: FastAPI, studio: Any, page: Page) -> None:
 
 
 def _other_pages(app: FastAPI, studio: Any, page: Page) -> None:
-    ws = studio.workspace
-
-    @app.get("/chat", response_class=HTMLResponse)
-    async def chat() -> HTMLResponse:
-        found = await asyncio.to_thread(ws.scan)
-        return page("chat.html", found=found, active="chat")
-
-    @app.get("/launch", response_class=HTMLResponse)
-    async def launch() -> HTMLResponse:
-        found = await asyncio.to_thread(ws.scan)
-        return page("launch.html", found=found, active="launch", commands=LAUNCHABLE)
+    _scanned_page(app, studio, page, "/chat", "chat.html", "chat")
+    _scanned_page(app, studio, page, "/launch", "launch.html", "launch", commands=LAUNCHABLE)
 
     @app.get("/login", response_class=HTMLResponse)
     async def login_form() -> HTMLResponse:

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -79,53 +78,16 @@ class BackendStats:
 
 class Backend(Protocol):
     kind: str
-    """Registry name: `local`, `openai`, `scripted`."""
+    """Registry name: `local`, `openai` (tests add `scripted`)."""
     model: str
     endpoint: str
-    """Where requests go, for error messages (a URL, a model path, `scripted`)."""
+    """Where requests go, for error messages (a URL, a model path)."""
 
     def complete(self, requests: Sequence[Request]) -> Iterator[tuple[int, Response]]:
         """Yield `(index into requests, response)` as each finishes, in any order."""
         ...
 
     def close(self) -> None: ...
-
-
-Script = Callable[[Request], "str | Response"]
-
-
-class ScriptedBackend:
-    """A deterministic backend whose answers come from a Python function of the request.
-
-    A real implementation of the protocol, for checking the pipelines' parsing, filters, caching
-    and resume without a model; `delay` (seconds per request) makes crash tests reproducible.
-    """
-
-    kind = "scripted"
-
-    def __init__(self, script: Script, model: str = "scripted", delay: float = 0.0) -> None:
-        self.script = script
-        self.model = model
-        self.endpoint = "scripted"
-        self.delay = delay
-        self.calls = 0
-
-    def complete(self, requests: Sequence[Request]) -> Iterator[tuple[int, Response]]:
-        for i, request in enumerate(requests):
-            if self.delay:
-                time.sleep(self.delay)
-            self.calls += 1
-            out = self.script(request)
-            if isinstance(out, str):
-                words = len(out.split())
-                cut = words > request.params.max_tokens
-                text = " ".join(out.split()[: request.params.max_tokens]) if cut else out
-                finish = "length" if cut else "stop"
-                out = Response(text, finish, len(request.prompt.split()), words)
-            yield i, out
-
-    def close(self) -> None:
-        pass
 
 
 def make_backend(cfg: SynthBackendConfig) -> Backend:

@@ -35,16 +35,8 @@ def rouge_tokens(text: str) -> list[str]:
     return _TOKEN_RE.findall(text.lower())
 
 
-def rouge_f(lcs: int, n_pred: int, n_target: int) -> float:
-    """ROUGE-L F-measure from an LCS length, in `rouge_score`'s exact operation order."""
-    if lcs == 0 or n_pred == 0 or n_target == 0:
-        return 0.0
-    precision = lcs / n_pred
-    recall = lcs / n_target
-    return 2 * precision * recall / (precision + recall)
-
-
 def _rouge_f_array(lcs: np.ndarray, n_pred: int, n_target: np.ndarray) -> np.ndarray:
+    """ROUGE-L F-measure per candidate, in `rouge_score`'s exact operation order."""
     lcs = lcs.astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):  # empty texts score 0, as in rouge_score
         precision = lcs / n_pred

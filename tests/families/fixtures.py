@@ -13,7 +13,7 @@ Each `Family` is a model folder like a user's download (`config.json`, weights, 
   repos' templates, MIT), or TRL's `trl/chat_templates/*.jinja` (installed with us, Apache-2.0)
   where llama.cpp has none (Gemma 3) or edited its copy (R1-Distill-Qwen's `enable_thinking`).
 
-`python -m instructune.testing.families` (what `make fixtures` runs) downloads the sdist once with
+`python tests/families/fixtures.py` (what `make fixtures` runs) downloads the sdist once with
 pip into the cache (`$INSTRUCTUNE_CACHE/families`, else `~/.cache/instructune/families`) and
 converts every tokenizer there once; later loads read the converted `tokenizer.json`.
 """

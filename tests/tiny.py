@@ -1,6 +1,6 @@
 """Build a tiny tokenizer (byte-level BPE trained in-process) and a tiny random Llama.
 
-Used by the test suite and by anyone who wants to exercise the pipeline without weights: nothing
+Used by the test suite and by bench/gpu.py (its tokenizer, learned from the training rows): nothing
 here touches the network. The tokenizer has a ChatML chat template like SmolLM2's.
 """
 
@@ -16,7 +16,7 @@ CHATML_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
 
-_CORPUS = [
+CORPUS = [
     "Below is an instruction that describes a task. Write a response that appropriately "
     "completes the request.",
     "### Instruction:\n### Input:\n### Response:\n",
@@ -47,7 +47,7 @@ def tiny_tokenizer(
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    bpe.train_from_iterator(_CORPUS * 4 if corpus is None else corpus, trainer=trainer)
+    bpe.train_from_iterator(CORPUS * 4 if corpus is None else corpus, trainer=trainer)
     tok = PreTrainedTokenizerFast(
         tokenizer_object=bpe,
         bos_token="<|im_start|>",

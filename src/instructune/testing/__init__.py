@@ -1,1 +1,0 @@
-"""Tiny in-process models and tokenizers for tests, benchmarks and examples (no downloads)."""
