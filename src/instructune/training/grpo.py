@@ -213,16 +213,9 @@ class GRPOObjective:
         self.scorer.to(trainer.accelerator.device)
         return trainer
 
-    def manifest(self, model: Any, dtype: Any, checkpoint: Path | None) -> dict[str, Any]:
-        from instructune.models import describe_model
-
+    def manifest(self, checkpoint: Path | None) -> dict[str, Any]:
         prepared = self.prepared
         return {
-            "data_hashes": prepared.hashes,
-            "inputs": {s.path: s.sha256 for s in prepared.sources},
-            "template": prepared.template.name,
-            "model": describe_model(model),
-            "dtype": str(dtype).removeprefix("torch."),
             "train_prompts": len(prepared.train),
             "prompt_tokens": prepared.prompt_tokens,
             "dropped": dict(prepared.dropped),

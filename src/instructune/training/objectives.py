@@ -121,8 +121,9 @@ class Objective(Protocol):
         """The Trainer over the wrapped model, with `hooks` (callbacks) after its own."""
         ...
 
-    def manifest(self, model: Any, dtype: Any, checkpoint: Path | None) -> dict[str, Any]:
-        """What `manifest.json` records of the data and model."""
+    def manifest(self, checkpoint: Path | None) -> dict[str, Any]:
+        """What `manifest.json` records besides the data's hashes and sources, the model and
+        its dtype (which `run_train` records for every objective)."""
         ...
 
     def metrics(self, trainer: Any, output: Any) -> dict[str, Any]:
@@ -221,17 +222,9 @@ class TokenObjective:
             **objective_kwargs,
         )
 
-    def manifest(self, model: Any, dtype: Any, checkpoint: Path | None) -> dict[str, Any]:
-        from instructune.models import describe_model
-
-        prepared = self.prepared
-        train = prepared.stats.get("train")
+    def manifest(self, checkpoint: Path | None) -> dict[str, Any]:
+        train = self.prepared.stats.get("train")
         return {
-            "data_hashes": prepared.hashes,
-            "inputs": {s.path: s.sha256 for s in prepared.sources},
-            "template": prepared.template.name,
-            "model": describe_model(model),
-            "dtype": str(dtype).removeprefix("torch."),
             "train_examples": train.examples if train else None,
             "train_trained_tokens": train.trained_tokens if train else None,
             "resumed_from": str(checkpoint) if checkpoint else None,

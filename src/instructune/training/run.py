@@ -96,7 +96,8 @@ def run_train(
     hooks = [*callbacks, stop, *([governor] if governor else [])]
     trainer = objective.trainer(model, tokenizer, dtype, checkpoint, hooks)
     main = trainer.is_world_process_zero()
-    record = objective.manifest(model, dtype, checkpoint) | _kernels(kernels) | base
+    record = _described(prepared, model, dtype) | objective.manifest(checkpoint)
+    record |= _kernels(kernels) | base
     record["segments"] = segments(run.manifest_file, checkpoint, changes)
     if main:
         write_manifest(run.path, cfg, "train", record)  # first: it marks output_dir as a run's
@@ -146,6 +147,19 @@ def _train(
         saved_at = run.checkpoints_dir / f"checkpoint-{step}"
         raise TrainingInterrupted(saved_at if saved_at.is_dir() else None, step, resumable)
     return output
+
+
+def _described(prepared: Prepared | PreparedPrompts, model: Any, dtype: Any) -> dict[str, Any]:
+    """The manifest's record of the data and the model, the same for every objective."""
+    from instructune.models import describe_model
+
+    return {
+        "data_hashes": prepared.hashes,
+        "inputs": {s.path: s.sha256 for s in prepared.sources},
+        "template": prepared.template.name,
+        "model": describe_model(model),
+        "dtype": str(dtype).removeprefix("torch."),
+    }
 
 
 def _kernels(kernels: KernelPlan | None) -> dict[str, Any]:
