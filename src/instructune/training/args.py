@@ -65,26 +65,12 @@ def build_training_args(
     from transformers import TrainingArguments
 
     train = cfg.train
-    check_train_config(cfg, dtype)
     return TrainingArguments(
-        output_dir=str(checkpoints_dir),
-        run_name=cfg.output_path.name,
-        seed=train.seed,
-        data_seed=train.seed,
-        per_device_train_batch_size=train.micro_batch_size,
+        **shared_kwargs(cfg, checkpoints_dir, dtype, has_eval),
         per_device_eval_batch_size=train.micro_batch_size,
-        gradient_accumulation_steps=train.gradient_accumulation_steps,
-        num_train_epochs=train.epochs,
-        max_steps=train.max_steps or -1,
         auto_find_batch_size=train.auto_find_batch_size,
-        **optimizer_kwargs(train),
-        **scheduler_kwargs(train),
-        max_grad_norm=train.max_grad_norm or 0.0,
         neftune_noise_alpha=train.neftune_noise_alpha,
-        **precision_kwargs(dtype),
-        **schedule_kwargs(train, has_eval),
         train_sampling_strategy=_sampling(train, packed),
-        report_to=trainer_report_to(train.report_to) or "none",
         # The trainer subclass computes the loss and counts targets itself (trainer.py).
         label_smoothing_factor=0.0,
         average_tokens_across_devices=True,
@@ -93,14 +79,39 @@ def build_training_args(
         remove_unused_columns=False,
         label_names=["labels"],
         disable_tqdm=True,  # our ProgressCallback draws the bar
-        # Without a GPU, say so: it is what makes a torchrun launch on CPU set up DDP (gloo);
-        # otherwise accelerate sees no device to distribute over and each process runs alone.
-        use_cpu=not _cuda(),
-        dataloader_num_workers=0,
-        dataloader_pin_memory=_cuda(),
         # Only adapters (or all weights) train and every one of them is used in each forward.
         ddp_find_unused_parameters=False,
     )
+
+
+def shared_kwargs(
+    cfg: Config, checkpoints_dir: Path, dtype: torch.dtype, has_eval: bool
+) -> dict[str, Any]:
+    """The `TrainingArguments` keywords every objective's Trainer takes from `cfg.train` (TRL's
+    GRPOConfig is a TrainingArguments too), after `check_train_config`."""
+    train = cfg.train
+    check_train_config(cfg, dtype)
+    return {
+        "output_dir": str(checkpoints_dir),
+        "run_name": cfg.output_path.name,
+        "seed": train.seed,
+        "data_seed": train.seed,
+        "per_device_train_batch_size": train.micro_batch_size,
+        "gradient_accumulation_steps": train.gradient_accumulation_steps,
+        "num_train_epochs": train.epochs,
+        "max_steps": train.max_steps or -1,
+        **optimizer_kwargs(train),
+        **scheduler_kwargs(train),
+        "max_grad_norm": train.max_grad_norm or 0.0,
+        **precision_kwargs(dtype),
+        **schedule_kwargs(train, has_eval),
+        "report_to": trainer_report_to(train.report_to) or "none",
+        # Without a GPU, say so: it is what makes a torchrun launch on CPU set up DDP (gloo);
+        # otherwise accelerate sees no device to distribute over and each process runs alone.
+        "use_cpu": not _cuda(),
+        "dataloader_num_workers": 0,
+        "dataloader_pin_memory": _cuda(),
+    }
 
 
 def check_train_config(cfg: Config, dtype: torch.dtype) -> None:

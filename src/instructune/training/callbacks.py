@@ -78,14 +78,9 @@ class _Window:
         return tokens / dt, trained / dt
 
 
-class MetricsCallback(TrainerCallback):
-    """Appends train records (loss, lr, grad norm, token counts and rates) and eval records."""
-
-    def __init__(self, path: Path, counter: TokenCounter, clock: StepClock) -> None:
-        self.log = MetricsLog(path)
-        self.counter = counter
-        self.clock = clock
-        self._window = _Window(counter)
+class LogReader(TrainerCallback):
+    """A callback that reads the Trainer's log events: `read(state, logs)` for each non-empty
+    one (train records, eval records, the end-of-training summary)."""
 
     def on_log(
         self,
@@ -95,7 +90,24 @@ class MetricsCallback(TrainerCallback):
         logs: dict[str, Any] | None = None,
         **kw: Any,
     ) -> None:
-        if not state.is_world_process_zero or not logs:
+        if logs:
+            self.read(state, logs)
+
+    def read(self, state: TrainerState, logs: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+
+class MetricsCallback(LogReader):
+    """Appends train records (loss, lr, grad norm, token counts and rates) and eval records."""
+
+    def __init__(self, path: Path, counter: TokenCounter, clock: StepClock) -> None:
+        self.log = MetricsLog(path)
+        self.counter = counter
+        self.clock = clock
+        self._window = _Window(counter)
+
+    def read(self, state: TrainerState, logs: dict[str, Any]) -> None:
+        if not state.is_world_process_zero:
             return
         record: dict[str, Any] = {"step": state.global_step, "epoch": state.epoch}
         if "loss" in logs:
@@ -122,7 +134,7 @@ class MetricsCallback(TrainerCallback):
 PREFERENCE_METRICS = ("rewards/", "logps/")
 
 
-class ProgressCallback(TrainerCallback):
+class ProgressCallback(LogReader):
     """A tqdm bar over optimizer steps showing the last loss and tokens/s; tqdm adds the ETA."""
 
     def __init__(self, counter: TokenCounter, clock: StepClock) -> None:
@@ -151,15 +163,8 @@ class ProgressCallback(TrainerCallback):
             postfix["loss"] = f"{self._loss:.4f}"
         self.bar.set_postfix(postfix, refresh=False)
 
-    def on_log(
-        self,
-        args: TrainingArguments,
-        state: TrainerState,
-        control: TrainerControl,
-        logs: dict[str, Any] | None = None,
-        **kw: Any,
-    ) -> None:
-        if logs and "loss" in logs:
+    def read(self, state: TrainerState, logs: dict[str, Any]) -> None:
+        if "loss" in logs:
             self._loss = float(logs["loss"])
 
     def on_train_end(

@@ -1,10 +1,11 @@
 """Ctrl-C during training: finish the step, save a resumable checkpoint, say how to resume.
 
 The first SIGINT asks the Trainer to save and stop at the end of the current optimizer step
-(nothing is torn mid-step); `run_train` then raises `TrainingInterrupted`, which the CLI turns
-into a message and exit code 130. A second SIGINT interrupts at once (the checkpoint being written,
-if any, stays invisible: saves are atomic). Only a single process handles it: under several, a
-signal reaches the ranks at different steps, and they would not agree on where to stop.
+(nothing is torn mid-step), whatever the objective; `run_train` then raises `TrainingInterrupted`,
+which the CLI turns into a message and exit code 130. A second SIGINT interrupts at once (the
+checkpoint being written, if any, stays invisible: saves are atomic). Only a single process
+handles it: under several, a signal reaches the ranks at different steps, and they would not
+agree on where to stop.
 """
 
 from __future__ import annotations
@@ -18,13 +19,18 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Training stopped on Ctrl-C (so it is a KeyboardInterrupt); `checkpoint` is the resumable
-    checkpoint saved (None when no step had finished)."""
+    """Training stopped on Ctrl-C (so it is a KeyboardInterrupt); `checkpoint` is the checkpoint
+    saved (None when no step had finished), resumable unless the objective can't resume yet."""
 
-    def __init__(self, checkpoint: Path | None, step: int) -> None:
+    def __init__(self, checkpoint: Path | None, step: int, resumable: bool = True) -> None:
         self.checkpoint, self.step = checkpoint, step
         if checkpoint is None:
             message = "interrupted before the first optimizer step finished; nothing was saved"
+        elif not resumable:
+            message = (
+                f"interrupted at step {step}; saved a checkpoint in {checkpoint} (this "
+                "objective can't resume from it yet: rerun with --overwrite to start again)"
+            )
         else:
             message = (
                 f"interrupted at step {step}; saved a resumable checkpoint in {checkpoint}. "

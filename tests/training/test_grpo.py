@@ -1,20 +1,25 @@
 """Experimental `train.objective: grpo` (TRL's GRPOTrainer) against a reward model trained by
 `run_train`: a tiny run through `run_train` writes a run folder (manifest, metrics.jsonl,
-results, adapter) that `load_bundle` loads and the engine uses; bad configs are refused."""
+results, adapter) that `load_bundle` loads and the engine uses; it gets the lifecycle every
+objective gets (thread policy, Ctrl-C checkpoint); bad configs are refused."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 from pathlib import Path
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
+from transformers import TrainerCallback
 
 from instructune.artifacts import load_bundle
 from instructune.config import Config, dump_config
 from instructune.inference.engine import Engine, SamplingParams
-from instructune.training.online import RewardModelScorer
+from instructune.training.grpo import RewardModelScorer
+from instructune.training.interrupt import TrainingInterrupted
 from instructune.training.run import run_train
 
 
@@ -33,13 +38,13 @@ def _setup(tiny_model_dir: Path, tmp_path: Path) -> dict[str, Any]:
     }
 
 
-def _grpo(base: dict[str, Any], out: Path, **grpo: Any) -> Config:
+def _grpo(base: dict[str, Any], out: Path, steps: int = 2, **grpo: Any) -> Config:
     return Config.model_validate(
         base
         | {
             "train": {
                 "objective": "grpo",
-                "max_steps": 2,
+                "max_steps": steps,
                 "micro_batch_size": 4,
                 "learning_rate": 1e-3,
                 "logging_steps": 1,
@@ -79,10 +84,49 @@ def test_grpo_through_run_train(tiny_model_dir: Path, tmp_path: Path) -> None:
     assert manifest["results"] == result.metrics
     assert json.loads((out / "train_results.json").read_text()) == result.metrics
     assert (out / "training_curves.png").is_file()
+    # the lifecycle every objective runs: the thread policy governed it, compile was decided
+    assert "thread_changes" in result.metrics and result.metrics["torch_threads"] >= 1
+    assert result.metrics["compiled_layers"] == 0  # `auto` leaves tiny models eager
     bundle = load_bundle(out)
     assert bundle.adapters
     text = Engine.from_bundle(bundle).chat([prompt], SamplingParams(max_new_tokens=4))[0]
     assert text.completion_tokens > 0
+
+
+class CtrlCAt(TrainerCallback):
+    """Sends this process SIGINT at the end of optimizer step `step`, as a user's Ctrl-C."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        if state.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_grpo_ctrl_c_saves_a_checkpoint(tiny_model_dir: Path, tmp_path: Path) -> None:
+    base = _setup(tiny_model_dir, tmp_path)
+    reward_cfg = Config.model_validate(
+        base
+        | {
+            "train": {"objective": "reward", "max_steps": 1, "micro_batch_size": 4},
+            "output_dir": str(tmp_path / "rm"),
+        }
+    )
+    reward_run = str(run_train(reward_cfg).out_dir)
+    cfg = _grpo(base, tmp_path / "grpo", steps=5, reward_model=reward_run, beta=0.1)
+    handler = signal.getsignal(signal.SIGINT)
+    with pytest.raises(
+        TrainingInterrupted, match=r"interrupted at step 1; saved a checkpoint"
+    ) as caught:
+        run_train(cfg, callbacks=[CtrlCAt(1)])
+    assert signal.getsignal(signal.SIGINT) is handler
+    checkpoint = tmp_path / "grpo" / "checkpoints" / "checkpoint-1"
+    assert caught.value.checkpoint == checkpoint
+    assert "--resume" not in str(caught.value)  # grpo can't resume: the message must not offer it
+    assert (checkpoint / "adapter_model.safetensors").is_file()
+    assert (checkpoint / "trainer_state.json").is_file()
+    assert not (checkpoint.parent / ".incomplete").exists()  # saved atomically, like ours
 
 
 def test_grpo_refuses_a_run_that_is_not_a_reward_model(

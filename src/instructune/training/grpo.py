@@ -1,10 +1,11 @@
 """Experimental: `train.objective: grpo`, online RL with TRL's GRPOTrainer against a reward run.
 
-`run_train` hands a grpo config to `run_grpo`, which keeps its conventions: it claims
-`output_dir` the same way, writes `config.yaml` + `manifest.json`, `metrics.jsonl` (one record per
-logged step: loss, reward, its spread over the group, answer lengths, KL), `training_curves.png`,
-`train_results.json`, and saves the adapter (or model) with tokenizer and `template.jinja`, so
-`eval`, `generate`, `chat` and `merge` load the run like any other.
+`GRPOObjective` is one more objective of `run_train`'s lifecycle (objectives.py), so a grpo run
+claims `output_dir`, seeds, sets threads, compiles, checkpoints on Ctrl-C, saves and reports like
+any other: `config.yaml` + `manifest.json`, `metrics.jsonl` (one record per logged step: loss,
+reward, its spread over the group, answer lengths, KL), `training_curves.png`,
+`train_results.json`, and the adapter (or model) with tokenizer and `template.jinja`, so `eval`,
+`generate`, `chat` and `merge` load the run like any other.
 
 Each step samples `grpo.num_generations` answers per prompt from the policy (the run's model with
 its method applied), scores them with the reward model trained by `train.objective: reward` (the
@@ -13,39 +14,30 @@ at the answer's end-of-turn token) and optimizes the group-relative advantage. P
 conversations of `data.train` without their last answer (`data/grpo_prompts.py`).
 
 TRL renders the prompts with the tokenizer's chat template, so the run's template must be `chat`
-(the config refuses others). Not supported yet: resuming (`--resume`, `train.save_steps`) and
-evaluation during training.
+(the config refuses others). Not supported yet: resuming (`--resume`, `train.save_steps`; a Ctrl-C
+checkpoint is saved but can't be continued) and evaluation during training.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.util
-import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
-from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+from transformers import TrainerState
 
-from instructune.artifacts import (
-    CHECKPOINTS_DIR,
-    METRICS_FILE,
-    PLOT_FILE,
-    RESULTS_FILE,
-    write_template,
-)
+from instructune.artifacts import RunDir
 from instructune.config import Config, ConfigError, DataConfig
-from instructune.config.schema import ADAPTER_METHODS
 from instructune.data.grpo_prompts import PreparedPrompts, prepare_prompts
-from instructune.manifest import MetricsLog, write_manifest
-from instructune.models.identity import BASE_MODEL_KEY, base_identity
+from instructune.manifest import MetricsLog
 from instructune.models.labels import IGNORE_INDEX
-from instructune.training.callbacks import StepClock
-
-if TYPE_CHECKING:
-    from instructune.training.run import TrainResult
+from instructune.output_dir import data_inputs
+from instructune.training.args import report_callbacks, shared_kwargs
+from instructune.training.callbacks import LogReader, StepClock
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +63,6 @@ class RewardModelScorer:
 
     def __init__(self, run: str | Path, batch_size: int = 8) -> None:
         from instructune.artifacts import (
-            RunDir,
             load_adapter,
             load_base,
             load_run_template,
@@ -155,7 +146,7 @@ class RewardModelScorer:
         return rewards
 
 
-class OnlineMetricsCallback(TrainerCallback):
+class OnlineMetricsCallback(LogReader):
     """`metrics.jsonl` for grpo: one record per logged step with `ONLINE_METRICS`, the tokens
     TRL has fed (prompts and sampled answers) and the seconds spent in steps."""
 
@@ -163,67 +154,90 @@ class OnlineMetricsCallback(TrainerCallback):
         self.log = MetricsLog(path)
         self.clock = clock
 
-    def on_log(
-        self,
-        args: TrainingArguments,
-        state: TrainerState,
-        control: TrainerControl,
-        logs: dict[str, Any] | None = None,
-        **kw: Any,
-    ) -> None:
-        if not state.is_world_process_zero or not logs or "loss" not in logs:
-            return  # the end-of-training summary: run_grpo writes its own
+    def read(self, state: TrainerState, logs: dict[str, Any]) -> None:
+        if not state.is_world_process_zero or "loss" not in logs:
+            return  # the end-of-training summary: the objective's `metrics` writes its own
         record: dict[str, Any] = {"step": state.global_step, "epoch": state.epoch}
         record |= {k: logs[k] for k in ONLINE_METRICS if k in logs}
         record |= {"tokens": state.num_input_tokens_seen, "elapsed_s": self.clock.seconds}
         self.log.write(record)
 
 
-def run_grpo(
-    cfg: Config, resume: bool = False, overwrite: bool = False, callbacks: Sequence[Any] = ()
-) -> TrainResult:
+class GRPOObjective:
     """`train.objective: grpo`: the policy `cfg.model` + `cfg.method` trained by TRL's
     GRPOTrainer on the prompts of `cfg.data.train` against `cfg.grpo.reward_model`."""
-    import torch
-    from transformers import set_seed
 
-    from instructune.models import describe_model, load_tokenizer, resolve_dtype
-    from instructune.noise import silence_known_noise
-    from instructune.output_dir import claim_output_dir, data_inputs
-    from instructune.training.checkpoints import claim_training_outputs
-    from instructune.training.plots import plot_training_curves
-    from instructune.training.run import TrainResult
+    resumable = False
 
-    data, reward_run = _check_can_run(cfg, resume)
-    out = cfg.output_path
-    claim_output_dir(out, command="train", inputs=[*data_inputs(data), reward_run])
-    silence_known_noise()
-    claim_training_outputs(out, out / CHECKPOINTS_DIR, False, overwrite)
-    if cfg.train.num_threads:
-        torch.set_num_threads(cfg.train.num_threads)
-    set_seed(cfg.train.seed)
-    scorer = RewardModelScorer(reward_run)  # a wrong path fails before the policy loads
+    def __init__(self, cfg: Config, resume: bool) -> None:
+        self.cfg = cfg
+        self.data, self.reward_run = _check_can_run(cfg, resume)
+        self.clock = StepClock()
 
-    tokenizer = load_tokenizer(cfg.model)
-    prepared = prepare_prompts(data, tokenizer, cfg.grpo.max_completion_length)
-    dtype = resolve_dtype(cfg.train.precision, cfg.model.dtype)
-    clock = StepClock()
-    trainer = _trainer(cfg, dtype, tokenizer, prepared, scorer, clock, callbacks)
-    main = trainer.is_world_process_zero()
-    extra = _manifest_extra(cfg, prepared, describe_model(trainer.model), dtype)
-    extra[BASE_MODEL_KEY] = base_identity(trainer.model)  # not trained yet: the base's weights
-    if main:
-        (out / METRICS_FILE).unlink(missing_ok=True)
-        write_manifest(out, cfg, "train", extra)
-    output = trainer.train()
-    metrics = _final_metrics(trainer.state, output, clock, len(prepared.train))
-    if main:
-        _save(trainer, cfg, tokenizer, prepared.template.source_text, out)
-        plot_training_curves(out / METRICS_FILE, out / PLOT_FILE)
-        (out / RESULTS_FILE).write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-        write_manifest(out, cfg, "train", extra | {"results": metrics})
-    log.info("grpo: %d steps, wrote %s", trainer.state.global_step, out)
-    return TrainResult(out, metrics, trainer.model, tokenizer, prepared)
+    def inputs(self) -> list[str]:
+        return [*data_inputs(self.data), self.reward_run]
+
+    def prepare(self, tokenizer: Any) -> PreparedPrompts:
+        self.scorer = RewardModelScorer(self.reward_run)  # a wrong path fails before the policy
+        self.prepared = prepare_prompts(self.data, tokenizer, self.cfg.grpo.max_completion_length)
+        return self.prepared
+
+    def load_model(self, dtype: Any, tokenizer: Any) -> Any:
+        from instructune.models import load_model
+
+        cfg = self.cfg
+        return load_model(cfg.model, dtype, cfg.method, cfg.quantization, for_training=True)
+
+    def apply_kernels(self, model: Any) -> None:
+        return None  # TRL computes its own loss: `train.kernels` has nothing to replace
+
+    def trainer(
+        self, model: Any, tokenizer: Any, dtype: Any, checkpoint: Path | None, hooks: list[Any]
+    ) -> Any:
+        """TRL's GRPOTrainer (with atomic checkpoints) over the policy; the scorer moved to the
+        policy's device."""
+        run = RunDir(self.cfg.output_path)
+        trainer = _trainer_class()(
+            model=model,
+            reward_funcs=self.scorer,
+            args=grpo_args(self.cfg, dtype),
+            train_dataset=_dataset(self.prepared),
+            processing_class=tokenizer,
+            callbacks=[
+                self.clock,
+                OnlineMetricsCallback(run.metrics_file, self.clock),
+                *report_callbacks(self.cfg.train.report_to, run.path),
+                *hooks,
+            ],
+        )
+        self.scorer.to(trainer.accelerator.device)
+        return trainer
+
+    def manifest(self, checkpoint: Path | None) -> dict[str, Any]:
+        prepared = self.prepared
+        return {
+            "train_prompts": len(prepared.train),
+            "prompt_tokens": prepared.prompt_tokens,
+            "dropped": dict(prepared.dropped),
+            "reward_model": str(self.cfg.grpo.reward_model),
+        }
+
+    def metrics(self, trainer: Any, output: Any) -> dict[str, Any]:
+        """Steps, losses, the logged reward at the first and last logged step, tokens and time."""
+        state = trainer.state
+        logged = [r for r in state.log_history if "reward" in r and "loss" in r]
+        return {
+            "global_step": state.global_step,
+            "epoch": state.epoch,
+            "train_loss": output.training_loss,
+            "final_loss": logged[-1]["loss"] if logged else None,
+            "reward_first": logged[0]["reward"] if logged else None,
+            "reward_last": logged[-1]["reward"] if logged else None,
+            "prompts": len(self.prepared.train),
+            "tokens": state.num_input_tokens_seen,
+            "train_seconds": self.clock.seconds,
+            "train_runtime_s": output.metrics.get("train_runtime"),
+        }
 
 
 def _check_can_run(cfg: Config, resume: bool) -> tuple[DataConfig, str]:
@@ -241,81 +255,17 @@ def _check_can_run(cfg: Config, resume: bool) -> tuple[DataConfig, str]:
     return cfg.data, cfg.grpo.reward_model
 
 
-def _trainer(
-    cfg: Config,
-    dtype: Any,
-    tokenizer: Any,
-    prepared: PreparedPrompts,
-    scorer: RewardModelScorer,
-    clock: StepClock,
-    callbacks: Sequence[Any],
-) -> Any:
-    """TRL's GRPOTrainer over the policy (`cfg.model` with `cfg.method` applied, as SFT's);
-    the scorer moved to the policy's device."""
-    from trl import GRPOTrainer
-
-    from instructune.models import apply_method, load_model
-    from instructune.training.args import report_callbacks
-
-    model = load_model(cfg.model, dtype, cfg.method, cfg.quantization, for_training=True)
-    model = apply_method(
-        model, cfg.method, cfg.lora, cfg.train.gradient_checkpointing, cfg, tokenizer
-    )
-    trainer = GRPOTrainer(
-        model=model,
-        reward_funcs=scorer,
-        args=grpo_args(cfg, dtype),
-        train_dataset=_dataset(prepared),
-        processing_class=tokenizer,
-        callbacks=[
-            clock,
-            OnlineMetricsCallback(cfg.output_path / METRICS_FILE, clock),
-            *report_callbacks(cfg.train.report_to, cfg.output_path),
-            *callbacks,
-        ],
-    )
-    scorer.to(trainer.accelerator.device)
-    return trainer
-
-
 def grpo_args(cfg: Config, dtype: Any) -> Any:
     """TRL's GRPOConfig from `cfg.train` (the same mapping as SFT's TrainingArguments) and
     `cfg.grpo`."""
-    import torch
     from trl import GRPOConfig as TRLGRPOConfig
 
-    from instructune.training.args import (
-        check_train_config,
-        optimizer_kwargs,
-        precision_kwargs,
-        schedule_kwargs,
-        scheduler_kwargs,
-        trainer_report_to,
-    )
-
-    train, grpo = cfg.train, cfg.grpo
-    check_train_config(cfg, dtype)
-    cuda = bool(torch.cuda.is_available())
+    grpo = cfg.grpo
+    checkpoints = RunDir(cfg.output_path).checkpoints_dir
     return TRLGRPOConfig(
-        output_dir=str(cfg.output_path / CHECKPOINTS_DIR),
-        run_name=cfg.output_path.name,
-        seed=train.seed,
-        data_seed=train.seed,
-        per_device_train_batch_size=train.micro_batch_size,
-        gradient_accumulation_steps=train.gradient_accumulation_steps,
-        num_train_epochs=train.epochs,
-        max_steps=train.max_steps or -1,
-        **optimizer_kwargs(train),
-        **scheduler_kwargs(train),
-        max_grad_norm=train.max_grad_norm or 0.0,
-        **precision_kwargs(dtype),
-        **schedule_kwargs(train, has_eval=False),
-        report_to=trainer_report_to(train.report_to) or "none",
+        **shared_kwargs(cfg, checkpoints, dtype, has_eval=False),
         # `apply_method` switched checkpointing on or off already (TRL's default is on)
         gradient_checkpointing=False,
-        use_cpu=not cuda,
-        dataloader_num_workers=0,
-        dataloader_pin_memory=cuda,
         num_generations=grpo.num_generations,
         max_completion_length=grpo.max_completion_length,
         beta=grpo.beta,
@@ -323,50 +273,18 @@ def grpo_args(cfg: Config, dtype: Any) -> Any:
     )
 
 
+@functools.cache
+def _trainer_class() -> type:
+    """GRPOTrainer saving checkpoints like ours (a Ctrl-C's is complete or invisible); built on
+    first use: trl is an optional dependency."""
+    from trl import GRPOTrainer
+
+    from instructune.training.checkpoints import AtomicCheckpoints
+
+    return type("GRPORunTrainer", (AtomicCheckpoints, GRPOTrainer), {})
+
+
 def _dataset(prepared: PreparedPrompts) -> Any:
     from datasets import Dataset
 
     return Dataset.from_list([{"prompt": p} for p in prepared.train])
-
-
-def _save(trainer: Any, cfg: Config, tokenizer: Any, template_text: str, out: Path) -> None:
-    from instructune.models import save_adapter
-
-    if cfg.method in ADAPTER_METHODS:
-        save_adapter(trainer.model, tokenizer, template_text, out)
-        return
-    trainer.save_model(str(out))
-    write_template(out, template_text)
-
-
-def _final_metrics(state: Any, output: Any, clock: StepClock, prompts: int) -> dict[str, Any]:
-    """Steps, losses, the logged reward at the first and last logged step, tokens and time."""
-    logged = [r for r in state.log_history if "reward" in r and "loss" in r]
-    return {
-        "global_step": state.global_step,
-        "epoch": state.epoch,
-        "train_loss": output.training_loss,
-        "final_loss": logged[-1]["loss"] if logged else None,
-        "reward_first": logged[0]["reward"] if logged else None,
-        "reward_last": logged[-1]["reward"] if logged else None,
-        "prompts": prompts,
-        "tokens": state.num_input_tokens_seen,
-        "train_seconds": clock.seconds,
-        "train_runtime_s": output.metrics.get("train_runtime"),
-    }
-
-
-def _manifest_extra(
-    cfg: Config, prepared: PreparedPrompts, model: dict[str, Any], dtype: Any
-) -> dict[str, Any]:
-    return {
-        "data_hashes": prepared.hashes,
-        "inputs": {s.path: s.sha256 for s in prepared.sources},
-        "template": prepared.template.name,
-        "model": model,
-        "dtype": str(dtype).removeprefix("torch."),
-        "train_prompts": len(prepared.train),
-        "prompt_tokens": prepared.prompt_tokens,
-        "dropped": dict(prepared.dropped),
-        "reward_model": str(cfg.grpo.reward_model),
-    }
