@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from instructune.artifacts import load_bundle
+from instructune.bundle import load_bundle
 from instructune.inference.engine import Engine, SamplingParams
 from instructune.inference.server import Limits, create_app, serve_state
 from instructune.synthesis.backends import BackendError

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from instructune.artifacts import load_bundle
+from instructune.bundle import load_bundle
 from instructune.config import Config, dump_config
 from instructune.inference.engine import Engine, SamplingParams
 from instructune.training.online import RewardModelScorer

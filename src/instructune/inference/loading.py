@@ -16,7 +16,7 @@ def load_run(
     """`artifacts.load_bundle` with the CLI's spelling of dtypes (one of `DTYPES`)."""
     import torch
 
-    from instructune.artifacts import load_bundle
+    from instructune.bundle import load_bundle
 
     if dtype is not None and dtype not in DTYPES:
         raise ValueError(f"dtype {dtype!r}: choose one of {list(DTYPES)}")

@@ -21,7 +21,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from instructune.artifacts import METRICS_FILE
+from instructune.rundir import METRICS_FILE
 from instructune.studio import chat as chat_mod
 from instructune.studio import launch as launch_mod
 from instructune.studio.jsonl import MetricsSeries

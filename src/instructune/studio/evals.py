@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from instructune.evaluation.report import summary_rows, tuned_names
+from instructune.rundir import EVAL_METRICS_FILE, PREDICTIONS_FILE
 from instructune.studio.runs import read_json
-from instructune.studio.workspace import EVAL_METRICS_FILE, PREDICTIONS_FILE
 
 _cache: dict[tuple[Path, int, float], list[dict[str, Any]]] = {}
 

@@ -13,18 +13,18 @@ from fastapi import FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from instructune.artifacts import RunDir
-from instructune.studio import dataview, evals
-from instructune.studio.launch import LAUNCHABLE
-from instructune.studio.runs import CURVES, config_diff, read_config, read_json, run_row
-from instructune.studio.security import COOKIE, form_value, key_matches
-from instructune.studio.workspace import (
+from instructune.rundir import (
     BUILD_REPORT_FILE,
     EVAL_REPORT_FILE,
     PREPARED_DIR,
     SUMMARY_FILE,
-    OutsideError,
+    RunDir,
 )
+from instructune.studio import dataview, evals
+from instructune.studio.launch import LAUNCHABLE
+from instructune.studio.runs import CURVES, config_diff, read_config, read_json, run_row
+from instructune.studio.security import COOKIE, form_value, key_matches
+from instructune.studio.workspace import OutsideError
 
 PAGE_SIZE = 20
 _MAX_PAGE = 200

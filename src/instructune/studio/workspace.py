@@ -13,19 +13,21 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from instructune.artifacts import CONFIG_FILE, MANIFEST_FILE, METRICS_FILE
+from instructune.rundir import (
+    BUILD_REPORT_FILE,
+    CHECKPOINTS_DIR,
+    CONFIG_FILE,
+    EVAL_METRICS_FILE,
+    MANIFEST_FILE,
+    METRICS_FILE,
+    PREDICTIONS_FILE,
+    PREPARED_DIR,
+    SUMMARY_FILE,
+)
 
 MAX_DEPTH = 6
 """Folder levels under DIR searched for runs (a run in `runs/2026/exp/lora/` is 4 levels down)."""
-# The names `prepare` (data/prepare.py), `eval` (evaluation/run.py, report.py) and `build`
-# (curation/build.py) write; the studio finds their folders by them.
-PREPARED_DIR = "prepared"
-SUMMARY_FILE = "summary.json"
-EVAL_METRICS_FILE = "metrics.json"
-PREDICTIONS_FILE = "predictions.jsonl"
-EVAL_REPORT_FILE = "report.html"
-BUILD_REPORT_FILE = "build_report.json"
-_SKIPPED = {"checkpoints", "node_modules", "__pycache__"}
+_SKIPPED = {CHECKPOINTS_DIR, "node_modules", "__pycache__"}
 CONFIG_SUFFIXES = (".yaml", ".yml")
 
 

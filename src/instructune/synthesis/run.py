@@ -88,14 +88,13 @@ def run_synthesize(
 def _claim(cfg: Config, sc: SynthesizeConfig) -> None:
     """A new, empty or instructune folder (an earlier synthesize there resumes), marked as ours
     before the first row: a run killed mid-way can be rerun into it."""
-    from instructune.manifest import write_manifest
-    from instructune.output_dir import claim_output_dir
+    from instructune.rundir import RunDir, claim_output_dir
 
     inputs = [sc.seeds, *([sc.prompts_dir] if sc.prompts_dir else [])]
     if sc.backend.type == "local" and sc.backend.model:
         inputs.append(sc.backend.model)  # a training output_dir the prompts go to
     claim_output_dir(cfg.output_path, command="synthesize", inputs=inputs)
-    write_manifest(cfg.output_path, cfg, "synthesize", {"seed": {"synthesize": sc.seed}})
+    RunDir(cfg.output_path).write_manifest(cfg, "synthesize", {"seed": {"synthesize": sc.seed}})
 
 
 def _progress_bar(total: int, method: str) -> Any:
@@ -107,7 +106,7 @@ def _progress_bar(total: int, method: str) -> Any:
 def _finish(cfg: Config, ctx: SynthContext, stop_reason: str) -> dict[str, Any]:
     """Report and manifest, written whatever the outcome (an error still leaves a report)."""
     from instructune.data.lineage import file_sha256
-    from instructune.manifest import write_manifest
+    from instructune.rundir import RunDir
 
     sc = ctx.cfg
     stats = ctx.client.stats
@@ -130,8 +129,7 @@ def _finish(cfg: Config, ctx: SynthContext, stop_reason: str) -> dict[str, Any]:
     }
     out_dir = cfg.output_path
     report = write_report(out_dir, report, ctx.tally)
-    write_manifest(
-        out_dir,
+    RunDir(out_dir).write_manifest(
         cfg,
         "synthesize",
         {

@@ -14,8 +14,7 @@ from typing import Any
 from tqdm.auto import tqdm
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from instructune.manifest import MetricsLog
-from instructune.training.checkpoints import COUNTS_FILE
+from instructune.rundir import COUNTS_FILE, MetricsLog
 from instructune.training.trainer import TokenCounter
 
 TRAIN_KEYS = (

@@ -29,19 +29,19 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from instructune.artifacts import (
-    CHECKPOINTS_DIR,
-    METRICS_FILE,
-    PLOT_FILE,
-    RESULTS_FILE,
-    write_template,
-)
 from instructune.config import Config, ConfigError, DataConfig
 from instructune.config.schema import ADAPTER_METHODS
 from instructune.data.examples import IGNORE_INDEX
 from instructune.data.prompts import PreparedPrompts, prepare_prompts
-from instructune.manifest import MetricsLog, write_manifest
 from instructune.models.identity import BASE_MODEL_KEY, base_identity
+from instructune.rundir import (
+    CHECKPOINTS_DIR,
+    METRICS_FILE,
+    PLOT_FILE,
+    RESULTS_FILE,
+    MetricsLog,
+    RunDir,
+)
 from instructune.training.callbacks import StepClock
 
 if TYPE_CHECKING:
@@ -70,14 +70,14 @@ class RewardModelScorer:
     __name__ = "reward_model"  # TRL logs each reward function under its name
 
     def __init__(self, run: str | Path, batch_size: int = 8) -> None:
-        from instructune.artifacts import (
-            RunDir,
+        from instructune.bundle import (
             load_adapter,
             load_base,
             load_run_template,
             load_run_tokenizer,
         )
         from instructune.models import pad_token_id
+        from instructune.rundir import RunDir
 
         source = RunDir(Path(run))
         if not source.path.is_dir():
@@ -189,7 +189,7 @@ def run_grpo(
 
     from instructune.models import describe_model, load_tokenizer, resolve_dtype
     from instructune.noise import silence_known_noise
-    from instructune.output_dir import claim_output_dir, data_inputs
+    from instructune.rundir import claim_output_dir, data_inputs
     from instructune.training.checkpoints import claim_training_outputs
     from instructune.training.plots import plot_training_curves
     from instructune.training.run import TrainResult
@@ -214,14 +214,14 @@ def run_grpo(
     extra[BASE_MODEL_KEY] = base_identity(trainer.model)  # not trained yet: the base's weights
     if main:
         (out / METRICS_FILE).unlink(missing_ok=True)
-        write_manifest(out, cfg, "train", extra)
+        RunDir(out).write_manifest(cfg, "train", extra)
     output = trainer.train()
     metrics = _final_metrics(trainer.state, output, clock, len(prepared.train))
     if main:
         _save(trainer, cfg, tokenizer, prepared.template.source_text, out)
         plot_training_curves(out / METRICS_FILE, out / PLOT_FILE)
         (out / RESULTS_FILE).write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-        write_manifest(out, cfg, "train", extra | {"results": metrics})
+        RunDir(out).write_manifest(cfg, "train", extra | {"results": metrics})
     log.info("grpo: %d steps, wrote %s", trainer.state.global_step, out)
     return TrainResult(out, metrics, trainer.model, tokenizer, prepared)
 
@@ -336,7 +336,7 @@ def _save(trainer: Any, cfg: Config, tokenizer: Any, template_text: str, out: Pa
         save_adapter(trainer.model, tokenizer, template_text, out)
         return
     trainer.save_model(str(out))
-    write_template(out, template_text)
+    RunDir(out).write_template(template_text)
 
 
 def _final_metrics(state: Any, output: Any, clock: StepClock, prompts: int) -> dict[str, Any]:

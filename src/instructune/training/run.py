@@ -19,21 +19,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from instructune.artifacts import (
+from instructune.config import Config, ConfigError
+from instructune.config.schema import ADAPTER_METHODS
+from instructune.data.prompts import PreparedPrompts
+from instructune.models.identity import BASE_MODEL_KEY, base_identity
+from instructune.noise import silence_known_noise
+from instructune.rundir import (
     CHECKPOINTS_DIR,
     MANIFEST_FILE,
     METRICS_FILE,
     PLOT_FILE,
     RESULTS_FILE,
-    write_template,
+    RunDir,
+    claim_output_dir,
+    data_inputs,
 )
-from instructune.config import Config, ConfigError
-from instructune.config.schema import ADAPTER_METHODS
-from instructune.data.prompts import PreparedPrompts
-from instructune.manifest import write_manifest
-from instructune.models.identity import BASE_MODEL_KEY, base_identity
-from instructune.noise import silence_known_noise
-from instructune.output_dir import claim_output_dir, data_inputs
 from instructune.training.args import build_training_args, report_callbacks
 from instructune.training.callbacks import (
     MetricsCallback,
@@ -161,7 +161,8 @@ def run_train(
             "segments": run_segments,
             "kernels": kernels.describe(),
         }
-        write_manifest(out, cfg, "train", extra | base)  # first: it marks output_dir as a run's
+        # first: it marks output_dir as a run's
+        RunDir(out).write_manifest(cfg, "train", extra | base)
         _start_metrics_log(out / METRICS_FILE, checkpoint)
 
     output = _train(trainer, stop, checkpoint, out / CHECKPOINTS_DIR)
@@ -184,8 +185,8 @@ def run_train(
         extra = _manifest_extra(prepared, model, dtype, checkpoint) | {
             "kernels": kernels.describe()
         }
-        write_manifest(
-            out, cfg, "train", extra | base | {"segments": run_segments, "results": metrics}
+        RunDir(out).write_manifest(
+            cfg, "train", extra | base | {"segments": run_segments, "results": metrics}
         )
     return TrainResult(out, metrics, trainer.model, tokenizer, prepared)
 
@@ -325,7 +326,7 @@ def _save(trainer: Any, cfg: Config, tokenizer: Any, template_text: str, out: Pa
         return
     # The Trainer's save gathers sharded (FSDP/DeepSpeed) weights; it also saves the tokenizer.
     trainer.save_model(str(out))
-    write_template(out, template_text)
+    RunDir(out).write_template(template_text)
 
 
 def _manifest_extra(

@@ -24,7 +24,8 @@ from torch import nn
 from transformers import Trainer
 
 from instructune.data.examples import IGNORE_INDEX
-from instructune.training.checkpoints import COUNTS_FILE, RUN_INFO_FILE, AtomicCheckpoints
+from instructune.rundir import COUNTS_FILE, RUN_INFO_FILE
+from instructune.training.checkpoints import AtomicCheckpoints
 from instructune.training.forward import causal_lm_parts, logit_softcap, trained_hidden
 from instructune.training.kernels import KernelPlan, summed_token_loss
 
