@@ -11,7 +11,7 @@ from instructune.config import Config, ConfigError
 from instructune.data.audit import render_example
 from instructune.data.pipeline import PreparedData, prepare_dataset
 from instructune.data.report import summary_dict, summary_text
-from instructune.rundir import BINS_FILE, SPLIT_FILE, RunDir, claim_output_dir, data_inputs
+from instructune.rundir import RunDir, claim_output_dir, data_inputs
 
 
 @dataclass
@@ -53,19 +53,20 @@ def run_prepare(cfg: Config, dump: bool = False, tokenizer: Any = None) -> Prepa
 def dump_examples(prepared: PreparedData, out_dir: Path) -> None:
     """One JSON row per tokenized example (before packing): aligned, unshifted input_ids/labels,
     and `cut` (tokens truncation removed from its start) when it was truncated; with packing,
-    the packed rows as lists of those examples (`BINS_FILE`)."""
+    the packed rows as lists of those examples (`rundir.BINS_FILE`)."""
     splits = (
         ("train", prepared.train, prepared.train_packed),
         ("eval", prepared.eval, prepared.eval_packed),
     )
+    folder = RunDir(out_dir)
     for split, examples, packed in splits:
         if not examples:
             continue
         if packed is not None:
-            with (out_dir / BINS_FILE.format(split=split)).open("w", encoding="utf-8") as fh:
+            with folder.bins_file(split).open("w", encoding="utf-8") as fh:
                 for packed_row in packed:
                     fh.write(json.dumps({"examples": packed_row.indices.tolist()}) + "\n")
-        with (out_dir / SPLIT_FILE.format(split=split)).open("w", encoding="utf-8") as fh:
+        with folder.split_file(split).open("w", encoding="utf-8") as fh:
             for e in examples:
                 row = {"source": e.source, "input_ids": e.input_ids.tolist()}
                 row["labels"] = e.labels.tolist()

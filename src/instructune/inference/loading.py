@@ -13,7 +13,7 @@ DTYPES = ("float32", "bfloat16", "float16")
 def load_run(
     run: str, template: str | None = None, dtype: str | None = None, adapters: Sequence[str] = ()
 ) -> Any:
-    """`artifacts.load_bundle` with the CLI's spelling of dtypes (one of `DTYPES`)."""
+    """`bundle.load_bundle` with the CLI's spelling of dtypes (one of `DTYPES`)."""
     import torch
 
     from instructune.bundle import load_bundle

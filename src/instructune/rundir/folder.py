@@ -19,6 +19,7 @@ from instructune.rundir.manifest import MetricsLog, manifest_text
 from instructune.rundir.names import (
     ADAPTER_CONFIG_FILE,
     ADAPTER_WEIGHTS_FILE,
+    BINS_FILE,
     BUILD_REPORT_FILE,
     BUILD_REPORT_MD,
     CHECKPOINT_PREFIX,
@@ -38,7 +39,12 @@ from instructune.rundir.names import (
     PREPARED_DIR,
     RESULTS_FILE,
     RUN_INFO_FILE,
+    SPLIT_FILE,
     SUMMARY_FILE,
+    SYNTH_CACHE_FILE,
+    SYNTH_REPORT_FILE,
+    SYNTH_REPORT_MD,
+    SYNTH_ROWS_FILE,
     TEMPLATE_FILE,
     TOKENIZER_CONFIG_FILE,
     TRAIN_FILE,
@@ -102,6 +108,10 @@ class RunDir:
     predictions_file = _Named(PREDICTIONS_FILE)
     report_file = _Named(EVAL_REPORT_FILE)
     report_md = _Named(EVAL_REPORT_MD)
+    synth_rows_file = _Named(SYNTH_ROWS_FILE)
+    synth_cache_file = _Named(SYNTH_CACHE_FILE)
+    synth_report_file = _Named(SYNTH_REPORT_FILE)
+    synth_report_md = _Named(SYNTH_REPORT_MD)
 
     @property
     def prepared(self) -> RunDir:
@@ -119,6 +129,14 @@ class RunDir:
 
     def checkpoint(self, step: int) -> Path:
         return self.checkpoints_dir / f"{CHECKPOINT_PREFIX}{step}"
+
+    def split_file(self, split: str) -> Path:
+        """`prepared/`'s dumped examples of `split` (`prepare --dump`)."""
+        return self.path / SPLIT_FILE.format(split=split)
+
+    def bins_file(self, split: str) -> Path:
+        """`prepared/`'s packed rows of `split` (`prepare --dump` with packing)."""
+        return self.path / BINS_FILE.format(split=split)
 
     # ------------------------------------------------------------------------------- reading
 

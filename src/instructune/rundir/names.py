@@ -54,3 +54,9 @@ EVAL_METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "predictions.jsonl"
 EVAL_REPORT_FILE = "report.html"
 EVAL_REPORT_MD = "report.md"
+
+# synthesize
+SYNTH_ROWS_FILE = "synth.jsonl"
+SYNTH_CACHE_FILE = "synth_cache.jsonl"
+SYNTH_REPORT_FILE = "synth_report.json"
+SYNTH_REPORT_MD = "synth_report.md"

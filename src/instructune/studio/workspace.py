@@ -22,7 +22,7 @@ from instructune.rundir import (
     METRICS_FILE,
     PREDICTIONS_FILE,
     PREPARED_DIR,
-    SUMMARY_FILE,
+    RunDir,
 )
 
 MAX_DEPTH = 6
@@ -76,7 +76,7 @@ class Workspace:
             names = set(files)
             if (METRICS_FILE in names or MANIFEST_FILE in names) and _is_training(folder):
                 found.runs.append(rel)
-            if PREPARED_DIR in dirs and (folder / PREPARED_DIR / SUMMARY_FILE).is_file():
+            if PREPARED_DIR in dirs and RunDir(folder).prepared.summary_file.is_file():
                 found.prepared.append(rel)
             if EVAL_METRICS_FILE in names and PREDICTIONS_FILE in names:
                 found.evals.append(rel)
@@ -93,10 +93,11 @@ class Workspace:
 def _is_training(folder: Path) -> bool:
     """A training output_dir logs metrics.jsonl; prepare/eval folders write a manifest too, so a
     manifest alone counts only when it says `train`."""
-    if (folder / METRICS_FILE).is_file():
+    run = RunDir(folder)
+    if run.metrics_file.is_file():
         return True
     try:
-        text = (folder / MANIFEST_FILE).read_text(encoding="utf-8")
+        text = run.manifest_file.read_text(encoding="utf-8")
     except OSError:
         return False
     return '"command": "train"' in text
