@@ -15,40 +15,8 @@ from typing import Any, Literal, overload
 
 from instructune.config import Config, ModelConfig, dump_config
 from instructune.redact import redact_secrets
+from instructune.rundir import names
 from instructune.rundir.manifest import MetricsLog, manifest_text
-from instructune.rundir.names import (
-    ADAPTER_CONFIG_FILE,
-    ADAPTER_WEIGHTS_FILE,
-    BINS_FILE,
-    BUILD_REPORT_FILE,
-    BUILD_REPORT_MD,
-    CHECKPOINT_PREFIX,
-    CHECKPOINTS_DIR,
-    CONFIG_FILE,
-    COUNTS_FILE,
-    EVAL_FILE,
-    EVAL_METRICS_FILE,
-    EVAL_REPORT_FILE,
-    EVAL_REPORT_MD,
-    MANIFEST_FILE,
-    METRICS_FILE,
-    MODEL_CONFIG_FILE,
-    PARITY_FILE,
-    PLOT_FILE,
-    PREDICTIONS_FILE,
-    PREPARED_DIR,
-    RESULTS_FILE,
-    RUN_INFO_FILE,
-    SPLIT_FILE,
-    SUMMARY_FILE,
-    SYNTH_CACHE_FILE,
-    SYNTH_REPORT_FILE,
-    SYNTH_REPORT_MD,
-    SYNTH_ROWS_FILE,
-    TEMPLATE_FILE,
-    TOKENIZER_CONFIG_FILE,
-    TRAIN_FILE,
-)
 
 RunKind = Literal["adapter", "model", "none"]
 
@@ -85,58 +53,58 @@ class RunDir:
     def __post_init__(self) -> None:
         object.__setattr__(self, "path", Path(self.path).expanduser())
 
-    config_file = _Named(CONFIG_FILE, owners=True)
-    template_file = _Named(TEMPLATE_FILE, owners=True)
-    manifest_file = _Named(MANIFEST_FILE)
-    metrics_file = _Named(METRICS_FILE)
-    checkpoints_dir = _Named(CHECKPOINTS_DIR)
-    results_file = _Named(RESULTS_FILE)
-    plot_file = _Named(PLOT_FILE)
-    adapter_config_file = _Named(ADAPTER_CONFIG_FILE)
-    adapter_weights_file = _Named(ADAPTER_WEIGHTS_FILE)
-    model_config_file = _Named(MODEL_CONFIG_FILE)
-    tokenizer_config_file = _Named(TOKENIZER_CONFIG_FILE)
-    run_info_file = _Named(RUN_INFO_FILE)
-    counts_file = _Named(COUNTS_FILE)
-    parity_file = _Named(PARITY_FILE)
-    summary_file = _Named(SUMMARY_FILE)
-    train_file = _Named(TRAIN_FILE)
-    eval_file = _Named(EVAL_FILE)
-    build_report_file = _Named(BUILD_REPORT_FILE)
-    build_report_md = _Named(BUILD_REPORT_MD)
-    eval_metrics_file = _Named(EVAL_METRICS_FILE)
-    predictions_file = _Named(PREDICTIONS_FILE)
-    report_file = _Named(EVAL_REPORT_FILE)
-    report_md = _Named(EVAL_REPORT_MD)
-    synth_rows_file = _Named(SYNTH_ROWS_FILE)
-    synth_cache_file = _Named(SYNTH_CACHE_FILE)
-    synth_report_file = _Named(SYNTH_REPORT_FILE)
-    synth_report_md = _Named(SYNTH_REPORT_MD)
+    config_file = _Named(names.CONFIG_FILE, owners=True)
+    template_file = _Named(names.TEMPLATE_FILE, owners=True)
+    manifest_file = _Named(names.MANIFEST_FILE)
+    metrics_file = _Named(names.METRICS_FILE)
+    checkpoints_dir = _Named(names.CHECKPOINTS_DIR)
+    results_file = _Named(names.RESULTS_FILE)
+    plot_file = _Named(names.PLOT_FILE)
+    adapter_config_file = _Named(names.ADAPTER_CONFIG_FILE)
+    adapter_weights_file = _Named(names.ADAPTER_WEIGHTS_FILE)
+    model_config_file = _Named(names.MODEL_CONFIG_FILE)
+    tokenizer_config_file = _Named(names.TOKENIZER_CONFIG_FILE)
+    run_info_file = _Named(names.RUN_INFO_FILE)
+    counts_file = _Named(names.COUNTS_FILE)
+    parity_file = _Named(names.PARITY_FILE)
+    summary_file = _Named(names.SUMMARY_FILE)
+    train_file = _Named(names.TRAIN_FILE)
+    eval_file = _Named(names.EVAL_FILE)
+    build_report_file = _Named(names.BUILD_REPORT_FILE)
+    build_report_md = _Named(names.BUILD_REPORT_MD)
+    eval_metrics_file = _Named(names.EVAL_METRICS_FILE)
+    predictions_file = _Named(names.PREDICTIONS_FILE)
+    report_file = _Named(names.EVAL_REPORT_FILE)
+    report_md = _Named(names.EVAL_REPORT_MD)
+    synth_rows_file = _Named(names.SYNTH_ROWS_FILE)
+    synth_cache_file = _Named(names.SYNTH_CACHE_FILE)
+    synth_report_file = _Named(names.SYNTH_REPORT_FILE)
+    synth_report_md = _Named(names.SYNTH_REPORT_MD)
 
     @property
     def prepared(self) -> RunDir:
         """`prepared/`: what `prepare` writes besides the manifest (summary, `--dump` rows)."""
-        return RunDir(self.path / PREPARED_DIR)
+        return RunDir(self.path / names.PREPARED_DIR)
 
     @property
     def owner(self) -> RunDir | None:
         """The run a `checkpoints/checkpoint-N` folder belongs to: its config and template are
         there (the Trainer saves only weights and tokenizer into a checkpoint)."""
-        parent = self.path.parent
-        if parent.name == CHECKPOINTS_DIR and self.path.name.startswith(CHECKPOINT_PREFIX):
+        parent, name = self.path.parent, self.path.name
+        if parent.name == names.CHECKPOINTS_DIR and name.startswith(names.CHECKPOINT_PREFIX):
             return RunDir(parent.parent)
         return None
 
     def checkpoint(self, step: int) -> Path:
-        return self.checkpoints_dir / f"{CHECKPOINT_PREFIX}{step}"
+        return self.checkpoints_dir / f"{names.CHECKPOINT_PREFIX}{step}"
 
     def split_file(self, split: str) -> Path:
         """`prepared/`'s dumped examples of `split` (`prepare --dump`)."""
-        return self.path / SPLIT_FILE.format(split=split)
+        return self.path / names.SPLIT_FILE.format(split=split)
 
     def bins_file(self, split: str) -> Path:
         """`prepared/`'s packed rows of `split` (`prepare --dump` with packing)."""
-        return self.path / BINS_FILE.format(split=split)
+        return self.path / names.BINS_FILE.format(split=split)
 
     # ------------------------------------------------------------------------------- reading
 
@@ -202,7 +170,7 @@ class RunDir:
                 return ModelConfig(path=str(base))
             raise ValueError(
                 f"{self.adapter_config_file} names no base_model_name_or_path and {self.path} has "
-                f"no {CONFIG_FILE}: can't tell which model the adapter belongs to"
+                f"no {names.CONFIG_FILE}: can't tell which model the adapter belongs to"
             )
         return ModelConfig(path=str(self.path))
 
@@ -224,13 +192,13 @@ class RunDir:
         it."""
         self.path.mkdir(parents=True, exist_ok=True)
         path = self.manifest_file
-        partial = path.with_name(f".{MANIFEST_FILE}.tmp")
+        partial = path.with_name(f".{names.MANIFEST_FILE}.tmp")
         partial.write_text(manifest_text(cfg, command, extra) + "\n", encoding="utf-8")
         os.replace(partial, path)
         if cfg is not None:
             # a credential in a URL (synthesize.backend.base_url) is never written
             text = redact_secrets(dump_config(cfg))
-            (self.path / CONFIG_FILE).write_text(text, encoding="utf-8")
+            (self.path / names.CONFIG_FILE).write_text(text, encoding="utf-8")
         return path
 
     def metrics_log(self) -> MetricsLog:
@@ -239,7 +207,7 @@ class RunDir:
 
     def write_template(self, text: str) -> Path:
         """Save the template byte for byte (newline="": it is compared against at load time)."""
-        path = self.path / TEMPLATE_FILE
+        path = self.path / names.TEMPLATE_FILE
         with open(path, "w", encoding="utf-8", newline="") as handle:
             handle.write(text)
         return path
