@@ -115,6 +115,23 @@ def test_write_manifest_redacts_a_credential(tmp_path: Path, monkeypatch: Any) -
     assert not run.config_file.exists()  # no config: none is written
 
 
+def test_each_run_file_name_is_spelled_only_in_rundir() -> None:
+    """A second spelling of a run-folder file name drifts apart from the first (issue 19)."""
+    from instructune.rundir import names
+
+    spelled = {v for k, v in vars(names).items() if k.isupper() and isinstance(v, str)}
+    src = Path(names.__file__).parents[1]
+    found = [
+        f"{path.relative_to(src)}: {quote}{name}{quote}"
+        for path in src.rglob("*.py")
+        if path != Path(names.__file__)
+        for name in spelled
+        for quote in "\"'"
+        if f"{quote}{name}{quote}" in path.read_text(encoding="utf-8")
+    ]
+    assert found == []
+
+
 def test_train_refuses_a_users_folder_and_keeps_its_files(
     tmp_path: Path, tiny_model_dir: Path
 ) -> None:

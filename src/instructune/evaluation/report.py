@@ -91,9 +91,10 @@ def reliability_plots(
             if outcome.type == "classification" and conf:
                 bins = reliability_bins(conf, outcome.per_item["correct"], n_bins=10)
                 by_task.setdefault(task, {})[model] = bins
+    run = RunDir(out_dir)
     return {
         task: plot_reliability_diagram(
-            bins, out_dir / f"reliability_{task_slug(task)}.png", title=f"Reliability: {task}"
+            bins, run.reliability_file(task_slug(task)), title=f"Reliability: {task}"
         )
         for task, bins in by_task.items()
     }

@@ -102,6 +102,10 @@ class RunDir:
         """`prepared/`'s dumped examples of `split` (`prepare --dump`)."""
         return self.path / names.SPLIT_FILE.format(split=split)
 
+    def reliability_file(self, task_slug: str) -> Path:
+        """An eval folder's reliability diagram of one task (`task_slug`: its file-safe name)."""
+        return self.path / names.RELIABILITY_FILE.format(task=task_slug)
+
     def bins_file(self, split: str) -> Path:
         """`prepared/`'s packed rows of `split` (`prepare --dump` with packing)."""
         return self.path / names.BINS_FILE.format(split=split)

@@ -54,6 +54,8 @@ EVAL_METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "predictions.jsonl"
 EVAL_REPORT_FILE = "report.html"
 EVAL_REPORT_MD = "report.md"
+RELIABILITY_FILE = "reliability_{task}.png"
+"""One classification task's reliability diagram (`task`: the task name made file-safe)."""
 
 # synthesize
 SYNTH_ROWS_FILE = "synth.jsonl"
