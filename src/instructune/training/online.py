@@ -77,7 +77,6 @@ class RewardModelScorer:
             load_run_tokenizer,
         )
         from instructune.models import pad_token_id
-        from instructune.rundir import RunDir
 
         source = RunDir(Path(run))
         if not source.path.is_dir():
