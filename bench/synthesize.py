@@ -142,7 +142,7 @@ def bench_novelty(pool_target: int, ref_seconds: float) -> dict[str, Any]:
 
 
 def bench_local(prompts: int, batch_size: int, max_tokens: int) -> dict[str, Any]:
-    from instructune.artifacts import load_bundle
+    from instructune.bundle import load_bundle
     from instructune.config.synthesize import SynthBackendConfig
     from instructune.inference.engine import Engine
     from instructune.synthesis.backends import GenParams, Request

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from instructune.artifacts import load_bundle
+from instructune.bundle import load_bundle
 from instructune.config import load_config
 from instructune.curation.build import run_build
 from instructune.inference.engine import Engine, SamplingParams

@@ -96,7 +96,7 @@ def test_adapters_named_like_peft_prefixes_load_the_same_weights(
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from instructune.artifacts import load_bundle
+    from instructune.bundle import load_bundle
     from instructune.config import Config, dump_config
 
     model = get_peft_model(

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pexpect
 
-from instructune.artifacts import load_bundle
+from instructune.bundle import load_bundle
 from instructune.data.conversation import Message
 from instructune.inference.engine import Engine, SamplingParams
 

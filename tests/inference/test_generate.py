@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from instructune.artifacts import load_bundle
+from instructune.bundle import load_bundle
 from instructune.cli.main import main
 from instructune.data.conversation import Message
 from instructune.inference.engine import Engine, SamplingParams

@@ -22,8 +22,9 @@ from typing import Any
 import openai
 import pytest
 
-from instructune.artifacts import ADAPTER_WEIGHTS_FILE, load_bundle
+from instructune.bundle import load_bundle
 from instructune.inference.engine import Engine, SamplingParams
+from instructune.rundir import ADAPTER_WEIGHTS_FILE
 
 from .wire import free_port, raw
 

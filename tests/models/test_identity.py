@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 import torch
 
-from instructune.artifacts import MANIFEST_FILE, load_bundle
+from instructune.bundle import load_bundle
 from instructune.models.identity import BASE_MODEL_KEY, base_identity
+from instructune.rundir import MANIFEST_FILE
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import torch
 
-from instructune.artifacts import load_adapter
+from instructune.bundle import load_adapter
 from instructune.config.schema import LoraConfig, ModelConfig, QuantizationConfig
 from instructune.models.loading import load_model
 from instructune.models.peft_setup import (

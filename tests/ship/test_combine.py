@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from instructune.artifacts import load_bundle
+from instructune.bundle import load_bundle
 from instructune.cli.main import main
 from instructune.config import Config
 from instructune.evaluation.run import run_eval

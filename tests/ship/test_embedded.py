@@ -16,7 +16,7 @@ def test_embedded_merge_and_export_match_llama_cpp(tmp_path: Path) -> None:
     from gguf import GGUFReader, dequantize
     from peft import LoraConfig, get_peft_model
 
-    from instructune.artifacts import load_base
+    from instructune.bundle import load_base
     from instructune.config import Config, dump_config
     from instructune.data.templates import load_template
     from instructune.models import load_tokenizer, save_adapter

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from instructune.artifacts import RunDir, load_bundle
+from instructune.bundle import load_bundle
 from instructune.cli.main import main
+from instructune.rundir import RunDir
 from instructune.ship.export import run_export
 from instructune.ship.gguf_export import permute
 

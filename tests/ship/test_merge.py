@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 import torch
 
-from instructune.artifacts import RunDir, load_bundle
+from instructune.bundle import load_bundle
 from instructune.cli.main import main
 from instructune.config import dump_config
+from instructune.rundir import RunDir
 from instructune.ship.merge import run_merge
 from instructune.ship.parity import ParityError, compare_logits, parity_prompts
 

@@ -185,8 +185,9 @@ def test_eval_page_shows_report_and_predictions(browser: Any, served: Served, tm
 def test_chat_streams_an_answer(browser: Any, served: Served, tmp_path: Path):
     from selenium.webdriver.common.by import By
 
-    from instructune.artifacts import RunDir, load_run_template, load_run_tokenizer
+    from instructune.bundle import load_run_template, load_run_tokenizer
     from instructune.data.conversation import Message
+    from instructune.rundir import RunDir
 
     open_page(browser, served, "/chat")
     browser.find_element(By.ID, "chat-load").click()

@@ -11,8 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from instructune.synthesis.cache import CACHE_FILE
-from instructune.synthesis.output import ROWS_FILE
+from instructune.rundir import SYNTH_CACHE_FILE, SYNTH_ROWS_FILE
 
 HERE = Path(__file__).parent
 SRC = HERE.parents[1] / "src"
@@ -60,7 +59,7 @@ def test_kill_9_then_rerun_continues_exactly_once(make_cfg: Any, tmp_path: Path)
 
     child = _run_child(cfg_path, log1, 0.05)
     deadline = time.monotonic() + 60
-    rows = cfg.output_path / ROWS_FILE
+    rows = cfg.output_path / SYNTH_ROWS_FILE
     while time.monotonic() < deadline and (
         not rows.exists() or len(rows.read_text().splitlines()) < 3
     ):
@@ -69,10 +68,10 @@ def test_kill_9_then_rerun_continues_exactly_once(make_cfg: Any, tmp_path: Path)
     child.wait()
     assert child.returncode == -signal.SIGKILL
     written = len(rows.read_text().splitlines())
-    assert 3 <= written < len((ref_cfg.output_path / ROWS_FILE).read_text().splitlines())
+    assert 3 <= written < len((ref_cfg.output_path / SYNTH_ROWS_FILE).read_text().splitlines())
     completed = {
         json.loads(line)["key"]
-        for line in (cfg.output_path / CACHE_FILE).read_text().splitlines()
+        for line in (cfg.output_path / SYNTH_CACHE_FILE).read_text().splitlines()
         if line.endswith("}")
     }
 
@@ -84,4 +83,4 @@ def test_kill_9_then_rerun_continues_exactly_once(make_cfg: Any, tmp_path: Path)
     assert set(_keys(log1)) | set(second) == set(_keys(ref_log))
     assert len(_keys(log1)) + len(second) <= len(_keys(ref_log)) + 1
     # The output is the uninterrupted run's, byte for byte: nothing lost, nothing duplicated.
-    assert rows.read_bytes() == (ref_cfg.output_path / ROWS_FILE).read_bytes()
+    assert rows.read_bytes() == (ref_cfg.output_path / SYNTH_ROWS_FILE).read_bytes()

@@ -9,13 +9,12 @@ from typing import Any
 import pytest
 from world import ScriptedBackend, answer
 
-from instructune.synthesis.cache import CACHE_FILE
-from instructune.synthesis.output import REPORT_JSON, REPORT_MD, ROWS_FILE
+from instructune.rundir import SYNTH_CACHE_FILE, SYNTH_REPORT_FILE, SYNTH_REPORT_MD, SYNTH_ROWS_FILE
 from instructune.synthesis.run import run_synthesize
 
 
 def rows(out: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in (out / ROWS_FILE).read_text().splitlines()]
+    return [json.loads(line) for line in (out / SYNTH_ROWS_FILE).read_text().splitlines()]
 
 
 def test_self_instruct_rows_meta_and_report(make_cfg: Any, scripted: ScriptedBackend) -> None:
@@ -43,14 +42,14 @@ def test_self_instruct_rows_meta_and_report(make_cfg: Any, scripted: ScriptedBac
     # Classification tasks got label-first instances; input == output instances never survive.
     assert any(r["meta"]["is_classification"] for r in data)
     assert all(r["messages"][1]["content"] != r["meta"]["input"] for r in data)
-    report = json.loads((out / REPORT_JSON).read_text())
+    report = json.loads((out / SYNTH_REPORT_FILE).read_text())
     drops = report["totals"]["instruction"]
     assert drops["kept"] == 12
     assert {"keyword", "too_short", "too_similar"} <= set(drops)
     assert report["totals"]["instance"]["input_equals_output"] > 0
     assert report["drop_examples"]["instruction"]["too_similar"][0]["score"] > 0.7
     assert report["usage"]["requests"] == scripted.calls
-    assert "too_similar" in (out / REPORT_MD).read_text()
+    assert "too_similar" in (out / SYNTH_REPORT_MD).read_text()
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["command"] == "synthesize" and len(manifest["data"]["seeds"]["sha256"]) == 64
 
@@ -59,17 +58,17 @@ def test_same_config_and_seed_give_identical_bytes_and_rerun_sends_nothing(make_
     first, second = make_cfg(out="a"), make_cfg(out="b")
     run_synthesize(first, ScriptedBackend(answer), show_progress=False)
     run_synthesize(second, ScriptedBackend(answer), show_progress=False)
-    a = (first.output_path / ROWS_FILE).read_bytes()
-    assert a == (second.output_path / ROWS_FILE).read_bytes()
+    a = (first.output_path / SYNTH_ROWS_FILE).read_bytes()
+    assert a == (second.output_path / SYNTH_ROWS_FILE).read_bytes()
     # A rerun in the same folder replays from the cache: no request, no duplicate row.
     again = ScriptedBackend(answer)
     run_synthesize(first, again, show_progress=False)
     assert again.calls == 0
-    assert (first.output_path / ROWS_FILE).read_bytes() == a
+    assert (first.output_path / SYNTH_ROWS_FILE).read_bytes() == a
     # A different seed gives different data.
     other = make_cfg(out="c", **{"synthesize.seed": 1})
     run_synthesize(other, ScriptedBackend(answer), show_progress=False)
-    assert (other.output_path / ROWS_FILE).read_bytes() != a
+    assert (other.output_path / SYNTH_ROWS_FILE).read_bytes() != a
 
 
 def test_evol_instruct_lineage_and_elimination(make_cfg: Any, scripted: ScriptedBackend) -> None:
@@ -88,7 +87,7 @@ def test_evol_instruct_lineage_and_elimination(make_cfg: Any, scripted: Scripted
         else:
             assert meta["parent_id"].startswith("seed_")
         assert "sorry" not in row["messages"][1]["content"].lower()
-    totals = json.loads((cfg.output_path / REPORT_JSON).read_text())["totals"]["instruction"]
+    totals = json.loads((cfg.output_path / SYNTH_REPORT_FILE).read_text())["totals"]["instruction"]
     assert {"no_information_gain", "copies_prompt_scaffolding"} <= set(totals)
     assert totals["kept"] == len(data)
 
@@ -110,7 +109,7 @@ def test_unnatural_triples_and_paraphrases(make_cfg: Any, scripted: ScriptedBack
         assert p["meta"]["input"] == parent["meta"]["input"]
         assert p["meta"]["instruction"] != parent["meta"]["instruction"]
     assert all("Output at most three" in c["meta"]["instruction"] for c in core)
-    report = json.loads((cfg.output_path / REPORT_JSON).read_text())
+    report = json.loads((cfg.output_path / SYNTH_REPORT_FILE).read_text())
     assert report["totals"]["instruction"]["unparsable_response"] > 0
     assert report["totals"]["paraphrase"]["duplicate"] > 0
 
@@ -119,7 +118,7 @@ def test_request_budget_stops_cleanly_and_resume_continues(make_cfg: Any) -> Non
     cfg = make_cfg(**{"synthesize.backend.max_requests": 5})
     result = run_synthesize(cfg, ScriptedBackend(answer), show_progress=False)
     assert "budget" in result.stop_reason and result.kept_instructions < 12
-    cached = len((cfg.output_path / CACHE_FILE).read_text().splitlines())
+    cached = len((cfg.output_path / SYNTH_CACHE_FILE).read_text().splitlines())
     assert cached == 5
     full = make_cfg()  # same output_dir, no budget: finishes, reusing the 5 cached answers
     backend = ScriptedBackend(answer)
@@ -128,8 +127,8 @@ def test_request_budget_stops_cleanly_and_resume_continues(make_cfg: Any) -> Non
     ref_backend = ScriptedBackend(answer)
     run_synthesize(reference, ref_backend, show_progress=False)
     assert backend.calls == ref_backend.calls - 5
-    assert (cfg.output_path / ROWS_FILE).read_bytes() == (
-        reference.output_path / ROWS_FILE
+    assert (cfg.output_path / SYNTH_ROWS_FILE).read_bytes() == (
+        reference.output_path / SYNTH_ROWS_FILE
     ).read_bytes()
 
 
@@ -137,7 +136,7 @@ def test_stale_model_stops_with_reason(make_cfg: Any) -> None:
     cfg = make_cfg(**{"synthesize.max_stale_steps": 2})
     result = run_synthesize(cfg, ScriptedBackend(lambda r: "I don't know."), show_progress=False)
     assert result.rows == 0 and "2 consecutive steps" in result.stop_reason
-    report = json.loads((cfg.output_path / REPORT_JSON).read_text())
+    report = json.loads((cfg.output_path / SYNTH_REPORT_FILE).read_text())
     assert report["totals"]["response"]["unparsable_response"] == 8
 
 
@@ -154,7 +153,7 @@ def test_changed_config_on_existing_output_is_an_error(make_cfg: Any) -> None:
 def test_torn_last_lines_are_repaired_on_rerun(make_cfg: Any) -> None:
     cfg = make_cfg()
     run_synthesize(cfg, ScriptedBackend(answer), show_progress=False)
-    rows_path, cache_path = cfg.output_path / ROWS_FILE, cfg.output_path / CACHE_FILE
+    rows_path, cache_path = cfg.output_path / SYNTH_ROWS_FILE, cfg.output_path / SYNTH_CACHE_FILE
     full_rows, full_cache = rows_path.read_bytes(), cache_path.read_bytes()
     # A crash mid-write leaves half a line: drop the last lines and leave half of one.
     lines = full_rows.splitlines(keepends=True)

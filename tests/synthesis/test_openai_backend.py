@@ -14,10 +14,9 @@ from http_fault import FaultServer
 from world import ScriptedBackend, answer
 
 from instructune.config.synthesize import SynthBackendConfig
+from instructune.rundir import SYNTH_CACHE_FILE, SYNTH_ROWS_FILE
 from instructune.synthesis.backends import BackendError, GenParams, Request
-from instructune.synthesis.cache import CACHE_FILE
 from instructune.synthesis.openai_backend import OpenAIBackend
-from instructune.synthesis.output import ROWS_FILE
 from instructune.synthesis.run import run_synthesize
 
 SECRET = "sk-test-never-written-0123456789"
@@ -111,7 +110,7 @@ def test_whole_run_over_http_concurrent_and_key_never_written(
     assert 1 < server.peak <= 3
     assert result.report["usage"]["retries"] == 2
     assert result.report["usage"]["prompt_tokens"] > 0
-    rows = (cfg.output_path / ROWS_FILE).read_text().splitlines()
+    rows = (cfg.output_path / SYNTH_ROWS_FILE).read_text().splitlines()
     assert json.loads(rows[0])["meta"]["backend"] == "openai"
     for path in cfg.output_path.iterdir():
         assert SECRET not in path.read_text(), path
@@ -156,19 +155,22 @@ def test_endpoint_going_down_keeps_everything_and_rerun_resumes(make_cfg: Any) -
         server.fail_after = 30
         with pytest.raises(BackendError, match=rf"{server.url}: HTTP 500"):
             run_synthesize(cfg, show_progress=False)
-        written = (cfg.output_path / ROWS_FILE).read_text().splitlines()
-        cached = (cfg.output_path / CACHE_FILE).read_text().splitlines()
+        written = (cfg.output_path / SYNTH_ROWS_FILE).read_text().splitlines()
+        cached = (cfg.output_path / SYNTH_CACHE_FILE).read_text().splitlines()
         assert written and len(cached) == 30
         server.fail_after = None
         run_synthesize(cfg, show_progress=False)
         assert server.answered == reference_requests(reference)
-    ours = [json.loads(line) for line in (cfg.output_path / ROWS_FILE).read_text().splitlines()]
+    ours = [
+        json.loads(line) for line in (cfg.output_path / SYNTH_ROWS_FILE).read_text().splitlines()
+    ]
     ref = [
-        json.loads(line) for line in (reference.output_path / ROWS_FILE).read_text().splitlines()
+        json.loads(line)
+        for line in (reference.output_path / SYNTH_ROWS_FILE).read_text().splitlines()
     ]
     assert [r["messages"] for r in ours] == [r["messages"] for r in ref]
     assert [r["id"] for r in ours][: len(written)] == [json.loads(w)["id"] for w in written]
 
 
 def reference_requests(cfg: Any) -> int:
-    return len((cfg.output_path / CACHE_FILE).read_text().splitlines())
+    return len((cfg.output_path / SYNTH_CACHE_FILE).read_text().splitlines())

@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
-from instructune.artifacts import load_bundle
+from instructune.bundle import load_bundle
 from instructune.inference.engine import Engine, SamplingParams
 from instructune.inference.server import Limits, create_app, serve_state
+from instructune.rundir import SYNTH_CACHE_FILE
 from instructune.synthesis.backends import BackendError
-from instructune.synthesis.cache import CACHE_FILE
 from instructune.synthesis.run import run_synthesize
 
 KEY = "sk-synth-serve-test"
@@ -75,7 +75,7 @@ def test_synthesize_through_serve_equals_the_engine(
     assert "consecutive steps" in result.stop_reason
     assert sum(result.report["totals"]["response"].values()) == usage["requests"]
     # What came back over HTTP is what the engine generates for the same prompt and seed.
-    entry = json.loads((cfg.output_path / CACHE_FILE).read_text().splitlines()[0])
+    entry = json.loads((cfg.output_path / SYNTH_CACHE_FILE).read_text().splitlines()[0])
     params = entry["params"]
     sampling = SamplingParams(
         max_new_tokens=params["max_tokens"],

@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 
 from instructune.config import ConfigError
 from instructune.data.prepare import run_prepare
-from instructune.training.checkpoints import COUNTS_FILE, RUN_INFO_FILE, STAGING_DIR
+from instructune.rundir import COUNTS_FILE, RUN_INFO_FILE, STAGING_DIR
 from instructune.training.run import run_train
 
 CHECKPOINT_FILES = (

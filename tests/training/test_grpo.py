@@ -15,7 +15,7 @@ import pytest
 from pydantic import ValidationError
 from transformers import TrainerCallback
 
-from instructune.artifacts import load_bundle
+from instructune.bundle import load_bundle
 from instructune.config import Config, dump_config
 from instructune.inference.engine import Engine, SamplingParams
 from instructune.training.grpo import RewardModelScorer

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import torch
 
-from instructune.artifacts import load_bundle
+from instructune.bundle import load_bundle
 from instructune.config import Config
 from instructune.inference.engine import Engine, SamplingParams
 from instructune.models.logprobs import causal_lm_parts, trained_hidden

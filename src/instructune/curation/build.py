@@ -30,14 +30,19 @@ from instructune.curation.sources import Item, SkipCounter, table_items
 from instructune.curation.task_templates import BuildTemplate, load_templates, template_hash
 from instructune.data.conversation import DataError, RowError
 from instructune.data.lineage import file_sha256
-from instructune.manifest import write_manifest
-from instructune.output_dir import claim_output_dir, existing_outputs
+from instructune.rundir import (
+    BUILD_REPORT_FILE,
+    BUILD_REPORT_MD,
+    EVAL_FILE,
+    TRAIN_FILE,
+    RunDir,
+    claim_output_dir,
+    existing_outputs,
+)
 
-__all__ = ["EVAL_FILE", "REPORT_FILES", "TRAIN_FILE", "BuildResult", "run_build", "split_items"]
+__all__ = ["BuildResult", "run_build", "split_items"]
 
-TRAIN_FILE = "train.jsonl"
-EVAL_FILE = "eval.jsonl"
-REPORT_FILES = ("build_report.json", "build_report.md")
+REPORT_FILES = (BUILD_REPORT_FILE, BUILD_REPORT_MD)
 
 
 @dataclass
@@ -251,18 +256,19 @@ def _write(
     evaluation: list[Example] | None,
     report: BuildReport,
 ) -> BuildResult:
-    out_dir = cfg.output_path
+    run = RunDir(cfg.output_path)
+    out_dir = run.path
     # marked as ours before the first file: a build killed mid-way can be rerun into out_dir
-    write_manifest(out_dir, cfg, "build", {"seed": {"build": build.seed}})
-    written = {TRAIN_FILE: _write_jsonl(out_dir / TRAIN_FILE, train)}
+    run.write_manifest(cfg, "build", {"seed": {"build": build.seed}})
+    written = {TRAIN_FILE: _write_jsonl(run.train_file, train)}
     if evaluation is not None:
-        written[EVAL_FILE] = _write_jsonl(out_dir / EVAL_FILE, evaluation)
+        written[EVAL_FILE] = _write_jsonl(run.eval_file, evaluation)
     else:
-        (out_dir / EVAL_FILE).unlink(missing_ok=True)  # a stale split of an earlier build
+        run.eval_file.unlink(missing_ok=True)  # a stale split of an earlier build
     report.outputs = {name: n for name, n in written.items()}
     report.write(out_dir)
     lineage = _lineage(build, loaded, out_dir, list(written))
-    write_manifest(out_dir, cfg, "build", {"seed": {"build": build.seed}, "lineage": lineage})
+    run.write_manifest(cfg, "build", {"seed": {"build": build.seed}, "lineage": lineage})
     text = _summary(report, out_dir, written)
     return BuildResult(out_dir, len(train), len(evaluation or []), report, text)
 
@@ -307,5 +313,5 @@ def _summary(report: BuildReport, out_dir: Path, written: dict[str, int]) -> str
         lines.append("dropped: " + ", ".join(f"{k}: {v}" for k, v in sorted(drops.items())))
     lines += report.notes
     lines.append(", ".join(f"{name}: {n} rows" for name, n in written.items()))
-    lines.append(f"report: {out_dir / REPORT_FILES[1]}")
+    lines.append(f"report: {RunDir(out_dir).build_report_md}")
     return "\n".join(lines)

@@ -15,6 +15,7 @@ from typing import Any
 from instructune.curation.filters import Removed
 from instructune.curation.mixture import MixRow
 from instructune.curation.sources import Item
+from instructune.rundir import RunDir
 
 __all__ = ["BuildReport", "SourceStats"]
 
@@ -82,11 +83,12 @@ class BuildReport:
         }
 
     def write(self, out_dir: Path) -> tuple[Path, Path]:
-        json_path = out_dir / "build_report.json"
+        run = RunDir(out_dir)
+        json_path = run.build_report_file
         json_path.write_text(
             json.dumps(self.to_json(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
         )
-        md_path = out_dir / "build_report.md"
+        md_path = run.build_report_md
         md_path.write_text(self.markdown(), encoding="utf-8")
         return json_path, md_path
 

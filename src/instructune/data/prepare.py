@@ -11,11 +11,7 @@ from instructune.config import Config, ConfigError
 from instructune.data.audit import render_example
 from instructune.data.pipeline import PreparedData, prepare_dataset
 from instructune.data.report import summary_dict, summary_text
-from instructune.manifest import write_manifest
-from instructune.output_dir import claim_output_dir, data_inputs
-
-BINS_FILE = "{split}_bins.jsonl"
-"""With packing, one row per packed row: `examples`, the dumped examples' indices it holds."""
+from instructune.rundir import RunDir, claim_output_dir, data_inputs
 
 
 @dataclass
@@ -36,16 +32,15 @@ def run_prepare(cfg: Config, dump: bool = False, tokenizer: Any = None) -> Prepa
 
         tokenizer = load_tokenizer(cfg.model)
     prepared = prepare_dataset(cfg.data, tokenizer)
-    write_manifest(  # first: it marks output_dir as ours
-        cfg.output_path,
+    run = RunDir(cfg.output_path)
+    run.write_manifest(  # first: it marks output_dir as ours
         cfg,
         "prepare",
         {"data_hashes": prepared.hashes, "inputs": {s.path: s.sha256 for s in prepared.sources}},
     )
-    out_dir = cfg.output_path / "prepared"
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = run.prepared.path
     summary = summary_dict(prepared)
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    run.prepared.write_summary(summary)
     if dump:
         dump_examples(prepared, out_dir)
     parts = [summary_text(prepared, cfg.data.max_length)]
@@ -58,19 +53,20 @@ def run_prepare(cfg: Config, dump: bool = False, tokenizer: Any = None) -> Prepa
 def dump_examples(prepared: PreparedData, out_dir: Path) -> None:
     """One JSON row per tokenized example (before packing): aligned, unshifted input_ids/labels,
     and `cut` (tokens truncation removed from its start) when it was truncated; with packing,
-    the packed rows as lists of those examples (`BINS_FILE`)."""
+    the packed rows as lists of those examples (`rundir.BINS_FILE`)."""
     splits = (
         ("train", prepared.train, prepared.train_packed),
         ("eval", prepared.eval, prepared.eval_packed),
     )
+    folder = RunDir(out_dir)
     for split, examples, packed in splits:
         if not examples:
             continue
         if packed is not None:
-            with (out_dir / BINS_FILE.format(split=split)).open("w", encoding="utf-8") as fh:
+            with folder.bins_file(split).open("w", encoding="utf-8") as fh:
                 for packed_row in packed:
                     fh.write(json.dumps({"examples": packed_row.indices.tolist()}) + "\n")
-        with (out_dir / f"{split}.jsonl").open("w", encoding="utf-8") as fh:
+        with folder.split_file(split).open("w", encoding="utf-8") as fh:
             for e in examples:
                 row = {"source": e.source, "input_ids": e.input_ids.tolist()}
                 row["labels"] = e.labels.tolist()

@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from instructune.rundir import SUMMARY_FILE
+
 if TYPE_CHECKING:
     from instructune.data.pipeline import PreparedData, SplitStats
 
@@ -59,7 +61,7 @@ def summary_text(prepared: PreparedData, max_length: int) -> str:
             detail = f": {row['detail']}" if row["detail"] else ""
             lines.append(f"    {row['source']}: {row['reason']}{detail}"[:200])
         if len(prepared.dropped_rows) > SHOWN_DROPS:
-            lines.append(f"    ... all {len(prepared.dropped_rows)} listed in summary.json")
+            lines.append(f"    ... all {len(prepared.dropped_rows)} listed in {SUMMARY_FILE}")
     else:
         lines.append("  none")
     if prepared.truncated:

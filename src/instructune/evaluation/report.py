@@ -14,6 +14,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from instructune.rundir import RunDir
+
 if TYPE_CHECKING:
     from instructune.evaluation.compare import TaskOutcome
 
@@ -89,9 +91,10 @@ def reliability_plots(
             if outcome.type == "classification" and conf:
                 bins = reliability_bins(conf, outcome.per_item["correct"], n_bins=10)
                 by_task.setdefault(task, {})[model] = bins
+    run = RunDir(out_dir)
     return {
         task: plot_reliability_diagram(
-            bins, out_dir / f"reliability_{task_slug(task)}.png", title=f"Reliability: {task}"
+            bins, run.reliability_file(task_slug(task)), title=f"Reliability: {task}"
         )
         for task, bins in by_task.items()
     }
@@ -193,7 +196,8 @@ def write_reports(
     out_dir: Path,
     show: int = 3,
 ) -> dict[str, Path]:
-    md, page = out_dir / "report.md", out_dir / "report.html"
+    run = RunDir(out_dir)
+    md, page = run.report_md, run.report_file
     md.write_text(markdown_report(metrics, records, plots, show), encoding="utf-8")
     page.write_text(html_report(metrics, records, plots, show), encoding="utf-8")
     return {"report_md": md, "report_html": page}

@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from instructune.artifacts import RunDir, resolve_adapter
+from instructune.bundle import resolve_adapter
 from instructune.config import Config, DataConfig, DataSource, EvalConfig, EvalTaskConfig
 from instructune.evaluation.compare import TaskOutcome, compare_task, regression
+from instructune.rundir import RunDir, claim_output_dir, write_json
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,6 @@ def run_eval(cfg: Config, fail_on_regression: bool | None = None) -> EvalResult:
     import torch
 
     from instructune.noise import silence_known_noise
-    from instructune.output_dir import claim_output_dir
 
     # The adapter runs are inputs too: an eval into its own training run would replace that run's
     # config.yaml and manifest.json.
@@ -111,7 +111,7 @@ def run_eval(cfg: Config, fail_on_regression: bool | None = None) -> EvalResult:
 
 
 def _load_assets(cfg: Config) -> _Assets:
-    from instructune.artifacts import load_run_template, load_run_tokenizer
+    from instructune.bundle import load_run_template, load_run_tokenizer
 
     tuned = _tuned_models(cfg)
     run = RunDir(tuned[0][1]) if tuned else None
@@ -166,7 +166,7 @@ def _data_config(cfg: Config, run: RunDir | None) -> DataConfig:
 
 def _load_base(cfg: Config, assets: _Assets, folder: Path | None = None) -> Any:
     """The base model, or with `folder` the merged / fully fine-tuned model saved there."""
-    from instructune.artifacts import load_base
+    from instructune.bundle import load_base
     from instructune.models import pad_token_id, resolve_dtype
 
     dtype = resolve_dtype(cfg.train.precision, cfg.model.dtype, for_training=False)
@@ -284,7 +284,7 @@ def _evaluate_models(
             del model  # a merged model replaces the base: never hold both
             model = _load_base(cfg, assets, folder)
         elif kind == "peft":
-            from instructune.artifacts import load_adapter
+            from instructune.bundle import load_adapter
 
             # The base pass is finished before the adapter exists on the model: its numbers
             # can't include it, whatever peft does with enable/disable state.
@@ -357,13 +357,12 @@ def _write_outputs(
     records: list[dict[str, Any]],
 ) -> None:
     from instructune.evaluation.report import reliability_plots, summary_table, write_reports
-    from instructune.manifest import write_manifest
 
     out = result.out_dir
+    run = RunDir(out)
     files = result.files
-    files["metrics"] = out / "metrics.json"
-    files["metrics"].write_text(json.dumps(result.metrics, indent=2, default=float) + "\n")
-    files["predictions"] = out / "predictions.jsonl"
+    files["metrics"] = write_json(run.eval_metrics_file, result.metrics, default=float)
+    files["predictions"] = run.predictions_file
     with files["predictions"].open("w", encoding="utf-8") as fh:
         for record in records:
             fh.write(json.dumps(record, ensure_ascii=False, default=float) + "\n")
@@ -372,8 +371,8 @@ def _write_outputs(
     assert cfg.eval is not None
     files.update(write_reports(result.metrics, records, plots, out, cfg.eval.show_examples))
     result.table = summary_table(result.metrics)
-    files["manifest"] = write_manifest(
-        out, cfg, "eval", {"eval": {"files": {k: str(v) for k, v in files.items()}}}
+    files["manifest"] = run.write_manifest(
+        cfg, "eval", {"eval": {"files": {k: str(v) for k, v in files.items()}}}
     )
 
 

@@ -78,7 +78,7 @@ class Engine:
 
     @classmethod
     def from_bundle(cls, bundle: Any, **kwargs: Any) -> Engine:
-        """An engine over `artifacts.load_bundle(...)`'s model, tokenizer and template."""
+        """An engine over `bundle.load_bundle(...)`'s model, tokenizer and template."""
         kwargs.setdefault("name", bundle.name)
         return cls(bundle.model, bundle.tokenizer, bundle.template, **kwargs)
 

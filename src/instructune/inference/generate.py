@@ -110,7 +110,7 @@ def run_generate(
     from tqdm import tqdm
 
     from instructune.inference.loading import load_engine
-    from instructune.output_dir import check_output_file
+    from instructune.rundir import check_output_file
 
     check_output_file(output_path, flag="--output", inputs=[input_path, run], overwrite=overwrite)
     ids, convs = read_prompts(input_path)

@@ -13,10 +13,10 @@ DTYPES = ("float32", "bfloat16", "float16")
 def load_run(
     run: str, template: str | None = None, dtype: str | None = None, adapters: Sequence[str] = ()
 ) -> Any:
-    """`artifacts.load_bundle` with the CLI's spelling of dtypes (one of `DTYPES`)."""
+    """`bundle.load_bundle` with the CLI's spelling of dtypes (one of `DTYPES`)."""
     import torch
 
-    from instructune.artifacts import load_bundle
+    from instructune.bundle import load_bundle
 
     if dtype is not None and dtype not in DTYPES:
         raise ValueError(f"dtype {dtype!r}: choose one of {list(DTYPES)}")

@@ -13,10 +13,11 @@ is about to join; a run trained before the record existed loads with a warning.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from pathlib import Path
 from typing import Any
+
+from instructune.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -83,16 +84,7 @@ def _from_adapter(name: str) -> bool:
 def recorded_base(adapter_dir: Path) -> dict[str, Any] | None:
     """The `base_model` record of the run `adapter_dir` belongs to (its checkpoint folders read
     the run's manifest); None when there is none or it can't be read."""
-    from instructune.artifacts import MANIFEST_FILE, RunDir
-
-    run = RunDir(adapter_dir)
-    path = run.path / MANIFEST_FILE
-    if not path.is_file() and run.owner is not None:
-        path = run.owner.path / MANIFEST_FILE
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+    manifest = RunDir(adapter_dir).manifest()
     record = manifest.get(BASE_MODEL_KEY) if isinstance(manifest, dict) else None
     return record if isinstance(record, dict) else None
 

@@ -11,9 +11,9 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from instructune.artifacts import ADAPTER_WEIGHTS_FILE, write_template
 from instructune.config.schema import LoraConfig, Method
 from instructune.models.peft_methods import ADAPTER_KEY_MARKERS
+from instructune.rundir import ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, RunDir
 
 if TYPE_CHECKING:
     from instructune.config.schema import Config
@@ -101,24 +101,25 @@ def linear_module_names(model: Any) -> list[str]:
 
 def save_adapter(model: Any, tokenizer: Any, template_text: str, out_dir: str | Path) -> Path:
     """Save the adapter weights (safetensors, nothing of the base), the tokenizer, the template."""
-    out = Path(out_dir)
+    run = RunDir(Path(out_dir))
+    out = run.path
     out.mkdir(parents=True, exist_ok=True)
     # `auto` would also save embeddings whenever it guesses the vocabulary changed; resized
     # embeddings are saved through `lora.modules_to_save` instead.
     model.save_pretrained(out, safe_serialization=True, save_embedding_layers=False)
-    _check_adapter_only(out / ADAPTER_WEIGHTS_FILE, model)
+    _check_adapter_only(run.adapter_weights_file, model)
     tokenizer.save_pretrained(out)
-    write_template(out, template_text)
+    run.write_template(template_text)
     return out
 
 
 def check_adapter_weights(adapter_dir: Path) -> Path:
     """The adapter's weights file; a one-line error when the folder has none (peft would take the
     folder for a Hub id and complain about the repo id's form)."""
-    weights = adapter_dir / ADAPTER_WEIGHTS_FILE
+    weights = RunDir(adapter_dir).adapter_weights_file
     if not weights.is_file():
         raise FileNotFoundError(
-            f"{adapter_dir} has adapter_config.json but no {ADAPTER_WEIGHTS_FILE}: the adapter's "
+            f"{adapter_dir} has {ADAPTER_CONFIG_FILE} but no {ADAPTER_WEIGHTS_FILE}: the adapter's "
             "weights are missing (an interrupted copy or save?); copy them in or retrain"
         )
     return weights
@@ -168,7 +169,8 @@ def _adapter_base_name(adapter_dir: Path) -> str:
     import json
 
     try:
-        config = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
+        path = RunDir(adapter_dir).adapter_config_file
+        config = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return "an unknown base"
     return str(config.get("base_model_name_or_path") or "an unknown base")

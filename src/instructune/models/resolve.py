@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 from instructune.config.schema import EMBEDDED_MODEL, ModelConfig
+from instructune.rundir import MODEL_CONFIG_FILE
 
 ModelKind = Literal["embedded", "folder", "gguf", "hub"]
 
@@ -60,7 +61,7 @@ def check_hub_reachable(cfg: ModelConfig) -> None:
     Called by the loaders, not by `resolve_model`: naming a Hub id is fine until it is loaded."""
     from huggingface_hub import constants, try_to_load_from_cache
 
-    wanted = cfg.gguf_file or "config.json"
+    wanted = cfg.gguf_file or MODEL_CONFIG_FILE
     if isinstance(try_to_load_from_cache(cfg.path, wanted, revision=cfg.revision), str):
         return
     where = (
@@ -115,7 +116,7 @@ def _resolve_folder(folder: Path, gguf_file: str | None) -> ResolvedModel:
             f"model.gguf_file {gguf_file!r} is not in {folder}; the .gguf files there are "
             f"{ggufs or 'none'}"
         )
-    if (folder / "config.json").is_file():
+    if (folder / MODEL_CONFIG_FILE).is_file():
         return ResolvedModel("folder", str(folder.resolve()))
     if len(ggufs) == 1:
         return ResolvedModel("gguf", str(folder.resolve()), ggufs[0])

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from instructune.artifacts import ADAPTER_WEIGHTS_FILE, RunDir, load_bundle, write_template
+from instructune.bundle import load_bundle
+from instructune.rundir import ADAPTER_CONFIG_FILE, TEMPLATE_FILE, RunDir
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +56,8 @@ def run_combine(
     templates = {s.template_text() for s in sources}
     if len(templates) > 1:
         raise ValueError(
-            "the runs were trained with different templates (template.jinja differs); a combined "
-            "adapter is prompted one way: combine runs that share a template"
+            f"the runs were trained with different templates ({TEMPLATE_FILE} differs); a "
+            "combined adapter is prompted one way: combine runs that share a template"
         )
     out_dir = _fresh(Path(out), sources)
     bundle = load_bundle(sources[0].path, adapters=[s.path for s in sources[1:]])
@@ -67,7 +68,7 @@ def run_combine(
     )
     _save_adapter(model, out_dir)
     bundle.tokenizer.save_pretrained(out_dir)
-    write_template(out_dir, bundle.template.source_text)
+    RunDir(out_dir).write_template(bundle.template.source_text)
     rank = int(model.peft_config[COMBINED].r)
     _write_manifest(sources, out_dir, weights, how, density, rank)
     log.debug("combined %d adapters (%s) into %s, rank %d", len(sources), how, out_dir, rank)
@@ -94,7 +95,7 @@ def _check_request(
 def _lora_config(source: RunDir) -> dict[str, Any]:
     if source.kind != "adapter":
         raise FileNotFoundError(
-            f"{source.path} has no adapter_config.json: combine takes LoRA training output_dirs"
+            f"{source.path} has no {ADAPTER_CONFIG_FILE}: combine takes LoRA training output_dirs"
         )
     saved: dict[str, Any] = source.adapter_config()
     if saved.get("peft_type") != "LORA":
@@ -131,7 +132,7 @@ def _save_adapter(model: Any, out_dir: Path) -> None:
 
     state = get_peft_model_state_dict(model, adapter_name=COMBINED)
     tensors = {key: value.detach().contiguous().cpu() for key, value in state.items()}
-    save_file(tensors, str(out_dir / ADAPTER_WEIGHTS_FILE), metadata={"format": "pt"})
+    save_file(tensors, str(RunDir(out_dir).adapter_weights_file), metadata={"format": "pt"})
     model.peft_config[COMBINED].save_pretrained(str(out_dir))
 
 
@@ -143,7 +144,6 @@ def _write_manifest(
     density: float | None,
     rank: int,
 ) -> None:
-    from instructune.manifest import write_manifest
     from instructune.models.identity import BASE_MODEL_KEY, recorded_base
 
     try:
@@ -164,7 +164,7 @@ def _write_manifest(
     base = recorded_base(sources[0].path)  # one base (checked): loads check the combined run too
     if base is not None:
         extra[BASE_MODEL_KEY] = base
-    write_manifest(out_dir, cfg, "combine", extra)
+    RunDir(out_dir).write_manifest(cfg, "combine", extra)
 
 
 __all__ = ["HOWS", "CombineResult", "run_combine"]

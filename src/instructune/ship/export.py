@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from instructune.artifacts import RunDir, load_bundle
+from instructune.bundle import load_bundle
+from instructune.rundir import RunDir
 from instructune.ship.merge import check_mergeable
 from instructune.ship.parity import (
     ParityReport,

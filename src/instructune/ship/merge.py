@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from instructune.artifacts import RunDir, load_bundle, write_template
+from instructune.bundle import load_bundle
+from instructune.rundir import ADAPTER_CONFIG_FILE, RunDir
 from instructune.ship.parity import (
-    PARITY_FILE,
     ParityReport,
     compare_logits,
     compute_logits,
@@ -26,7 +26,7 @@ from instructune.ship.parity import (
 if TYPE_CHECKING:
     import torch
 
-    from instructune.artifacts import Bundle
+    from instructune.bundle import Bundle
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ def run_merge(
         names=("base+adapter", "merged"),
         prompt_source=prompt_source,
     )
-    files = {"model": out_dir, "parity": report.write(out_dir / PARITY_FILE)}
+    files = {"model": out_dir, "parity": report.write(RunDir(out_dir).parity_file)}
     files["manifest"] = _write_manifest(source, out_dir, dtype, report)
     log.debug(report.summary())  # the CLI prints it; INFO would repeat it
     result = MergeResult(out_dir, report, files)
@@ -87,7 +87,7 @@ def merge_into(bundle: Bundle, out_dir: Path, source: RunDir) -> Any:
     merged = merge_adapter(bundle.model)
     merged.save_pretrained(out_dir)
     bundle.tokenizer.save_pretrained(out_dir)
-    write_template(out_dir, bundle.template.source_text)
+    RunDir(out_dir).write_template(bundle.template.source_text)
     return merged
 
 
@@ -123,7 +123,7 @@ def _fresh_output(source: RunDir, out: Path) -> Path:
         what = "a model folder" if source.kind == "model" else "no adapter or model"
         raise FileNotFoundError(
             f"{source.path} holds {what}: merge needs a LoRA training output_dir "
-            f"(with adapter_config.json)"
+            f"(with {ADAPTER_CONFIG_FILE})"
         )
     out = out.expanduser()
     if out.resolve() == source.path.resolve():
@@ -135,8 +135,6 @@ def _fresh_output(source: RunDir, out: Path) -> Path:
 
 
 def _write_manifest(source: RunDir, out_dir: Path, dtype: str, report: ParityReport) -> Path:
-    from instructune.manifest import write_manifest
-
     try:
         cfg = source.config()
     except ValueError:  # an edited config: the manifest still records where the merge came from
@@ -150,7 +148,7 @@ def _write_manifest(source: RunDir, out_dir: Path, dtype: str, report: ParityRep
         "base_weights": f"dense {dtype}",
         "parity": report.to_dict(),
     }
-    return write_manifest(out_dir, cfg, "merge", {"merge": merge})
+    return RunDir(out_dir).write_manifest(cfg, "merge", {"merge": merge})
 
 
 __all__ = ["DTYPES", "MergeResult", "merge_into", "parse_dtype", "run_merge"]

@@ -19,12 +19,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import torch
 
-    from instructune.artifacts import RunDir
     from instructune.data.templates import Template
+    from instructune.rundir import RunDir
 
 log = logging.getLogger(__name__)
-
-PARITY_FILE = "parity.json"
 
 # storage → (absolute tolerance, tolerance relative to the reference's largest |logit|, least
 # share of positions whose argmax must agree). float32 differs by summation order only; a float16
@@ -207,7 +205,6 @@ def compare_logits(
 
 
 __all__ = [
-    "PARITY_FILE",
     "TOLERANCES",
     "ParityError",
     "ParityReport",

@@ -21,7 +21,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from instructune.artifacts import METRICS_FILE
+from instructune.rundir import METRICS_FILE, RunDir
 from instructune.studio import chat as chat_mod
 from instructune.studio import launch as launch_mod
 from instructune.studio.jsonl import MetricsSeries
@@ -104,7 +104,7 @@ def _api_routes(app: FastAPI, studio: Studio) -> None:
     @app.get("/api/metrics")
     async def metrics(path: str, max_points: int = MAX_POINTS) -> dict[str, Any]:
         """A run's curves, downsampled; `offset`/`rows` tell the page whether the log grew."""
-        file = ws.resolve(path) / METRICS_FILE
+        file = RunDir(ws.resolve(path)).metrics_file
         if not file.is_file():
             raise OutsideError(f"{path!r} has no {METRICS_FILE}")
         series: MetricsSeries = studio.metrics.get(file)

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from instructune.models.labels import IGNORE_INDEX
+from instructune.rundir import RunDir
 from instructune.studio.jsonl import LineIndex
-from instructune.studio.workspace import PREPARED_DIR, SUMMARY_FILE
 
 SPLITS = ("train", "eval")
 FILTERS = ("all", "truncated", "dropped", "bins")
@@ -40,24 +40,24 @@ class PreparedFolder:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self.dir = folder / PREPARED_DIR
+        self.run = RunDir(folder).prepared
         self._indexes: dict[str, LineIndex] = {}
         self._matches: dict[tuple[str, str, str, int], tuple[list[int], bool]] = {}
         self._tokenizer: Any = None
         self._lock = threading.Lock()
 
     def summary(self) -> dict[str, Any]:
-        data = json.loads((self.dir / SUMMARY_FILE).read_text(encoding="utf-8"))
+        data = json.loads(self.run.summary_file.read_text(encoding="utf-8"))
         return data if isinstance(data, dict) else {}
 
     def splits(self) -> list[str]:
-        return [s for s in SPLITS if (self.dir / f"{s}.jsonl").is_file()]
+        return [s for s in SPLITS if self.run.split_file(s).is_file()]
 
     def index(self, split: str) -> LineIndex:
         if split not in SPLITS:
             raise ValueError(f"split {split!r}: choose one of {list(SPLITS)}")
         if split not in self._indexes:
-            self._indexes[split] = LineIndex(self.dir / f"{split}.jsonl")
+            self._indexes[split] = LineIndex(self.run.split_file(split))
         return self._indexes[split]
 
     def tokenizer(self) -> Any:
@@ -65,7 +65,7 @@ class PreparedFolder:
         (what `prepare` loaded)."""
         with self._lock:
             if self._tokenizer is None:
-                from instructune.artifacts import RunDir, load_run_tokenizer
+                from instructune.bundle import load_run_tokenizer
 
                 run = RunDir(self.folder)
                 cfg = run.config()
@@ -94,7 +94,7 @@ class PreparedFolder:
         file size (a growing file is rescanned)."""
         if show not in ("all", "truncated"):  # "dropped" and "bins" read other files
             raise ValueError(f"show {show!r}: choose one of {list(FILTERS)}")
-        path = self.dir / f"{split}.jsonl"
+        path = self.run.split_file(split)
         key = (split, show, query, path.stat().st_size)
         if key not in self._matches:
             found: list[int] = []
@@ -132,9 +132,7 @@ class PreparedFolder:
     def bins(self, split: str, start: int, count: int) -> tuple[int, list[dict[str, Any]]]:
         """(packed rows, [{"bin": number from 1, "examples": [(line, row)]}]) for packed rows
         [start, start+count), from `prepare --dump`'s bins file (none without packing)."""
-        from instructune.data.prepare import BINS_FILE
-
-        path = self.dir / BINS_FILE.format(split=split)
+        path = self.run.bins_file(split)
         if not path.is_file():
             return 0, []
         key = f"{split}_bins"

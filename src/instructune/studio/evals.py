@@ -8,14 +8,14 @@ from pathlib import Path
 from typing import Any
 
 from instructune.evaluation.report import summary_rows, tuned_names
+from instructune.rundir import RunDir
 from instructune.studio.runs import read_json
-from instructune.studio.workspace import EVAL_METRICS_FILE, PREDICTIONS_FILE
 
 _cache: dict[tuple[Path, int, float], list[dict[str, Any]]] = {}
 
 
 def summary(folder: Path) -> dict[str, Any]:
-    metrics = read_json(folder / EVAL_METRICS_FILE)
+    metrics = read_json(RunDir(folder).eval_metrics_file)
     names = tuned_names(metrics)
     return {
         "meta": metrics.get("meta", {}),
@@ -29,7 +29,7 @@ def items(folder: Path) -> list[dict[str, Any]]:
     """One entry per (task, source): prompt, reference, each model's output and correctness,
     and `flipped` (models disagree on correctness, or on the output when nothing scores it).
     Eval sets are small enough to group in memory; the grouping is cached per file version."""
-    path = folder / PREDICTIONS_FILE
+    path = RunDir(folder).predictions_file
     stat = path.stat()
     key = (path, stat.st_size, stat.st_mtime)
     if key not in _cache:

@@ -13,18 +13,12 @@ from fastapi import FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from instructune.artifacts import RunDir
+from instructune.rundir import EVAL_REPORT_FILE, PREPARED_DIR, SUMMARY_FILE, RunDir
 from instructune.studio import dataview, evals
 from instructune.studio.launch import LAUNCHABLE
 from instructune.studio.runs import CURVES, config_diff, read_config, read_json, run_row
 from instructune.studio.security import COOKIE, form_value, key_matches
-from instructune.studio.workspace import (
-    BUILD_REPORT_FILE,
-    EVAL_REPORT_FILE,
-    PREPARED_DIR,
-    SUMMARY_FILE,
-    OutsideError,
-)
+from instructune.studio.workspace import OutsideError
 
 PAGE_SIZE = 20
 _MAX_PAGE = 200
@@ -94,7 +88,7 @@ def _data_pages(app: FastAPI, studio: Any, page: Page) -> None:
         if path is None:
             return page("data.html", found=found, active="data", folder=None)
         folder = ws.resolve(path)
-        if not (folder / PREPARED_DIR / SUMMARY_FILE).is_file():
+        if not RunDir(folder).prepared.summary_file.is_file():
             raise OutsideError(f"{path!r} has no {PREPARED_DIR}/{SUMMARY_FILE}: run prepare")
         if folder not in studio.prepared:
             studio.prepared[folder] = dataview.PreparedFolder(folder)
@@ -107,7 +101,7 @@ def _data_pages(app: FastAPI, studio: Any, page: Page) -> None:
 
     @app.get("/build", response_class=HTMLResponse)
     async def build(path: str) -> HTMLResponse:
-        report = read_json(ws.resolve(path) / BUILD_REPORT_FILE)
+        report = read_json(RunDir(ws.resolve(path)).build_report_file)
         return page("build.html", active="data", folder=path, report=report)
 
 
@@ -165,13 +159,13 @@ def _eval_pages(app: FastAPI, studio: Any, page: Page) -> None:
             flipped=flipped,
             page_no=page_no,
             pages=max(1, -(-len(shown) // PAGE_SIZE)),
-            has_report=(folder / EVAL_REPORT_FILE).is_file(),
+            has_report=RunDir(folder).report_file.is_file(),
         )
 
     @app.get("/eval/report")
     async def eval_report(path: str) -> Response:
         """The eval run's own report.html, sandboxed (no scripts, no requests) for the iframe."""
-        file = ws.resolve(path) / EVAL_REPORT_FILE
+        file = RunDir(ws.resolve(path)).report_file
         if not file.is_file():
             raise OutsideError(f"{path!r} has no {EVAL_REPORT_FILE}")
         return HTMLResponse(

@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from instructune.artifacts import RunDir
+from instructune.rundir import RunDir
 from instructune.studio.jsonl import MetricsSeries
 
 MAX_POINTS = 2000

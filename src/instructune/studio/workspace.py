@@ -13,19 +13,21 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from instructune.artifacts import CONFIG_FILE, MANIFEST_FILE, METRICS_FILE
+from instructune.rundir import (
+    BUILD_REPORT_FILE,
+    CHECKPOINTS_DIR,
+    CONFIG_FILE,
+    EVAL_METRICS_FILE,
+    MANIFEST_FILE,
+    METRICS_FILE,
+    PREDICTIONS_FILE,
+    PREPARED_DIR,
+    RunDir,
+)
 
 MAX_DEPTH = 6
 """Folder levels under DIR searched for runs (a run in `runs/2026/exp/lora/` is 4 levels down)."""
-# The names `prepare` (data/prepare.py), `eval` (evaluation/run.py, report.py) and `build`
-# (curation/build.py) write; the studio finds their folders by them.
-PREPARED_DIR = "prepared"
-SUMMARY_FILE = "summary.json"
-EVAL_METRICS_FILE = "metrics.json"
-PREDICTIONS_FILE = "predictions.jsonl"
-EVAL_REPORT_FILE = "report.html"
-BUILD_REPORT_FILE = "build_report.json"
-_SKIPPED = {"checkpoints", "node_modules", "__pycache__"}
+_SKIPPED = {CHECKPOINTS_DIR, "node_modules", "__pycache__"}
 CONFIG_SUFFIXES = (".yaml", ".yml")
 
 
@@ -74,7 +76,7 @@ class Workspace:
             names = set(files)
             if (METRICS_FILE in names or MANIFEST_FILE in names) and _is_training(folder):
                 found.runs.append(rel)
-            if PREPARED_DIR in dirs and (folder / PREPARED_DIR / SUMMARY_FILE).is_file():
+            if PREPARED_DIR in dirs and RunDir(folder).prepared.summary_file.is_file():
                 found.prepared.append(rel)
             if EVAL_METRICS_FILE in names and PREDICTIONS_FILE in names:
                 found.evals.append(rel)
@@ -91,10 +93,11 @@ class Workspace:
 def _is_training(folder: Path) -> bool:
     """A training output_dir logs metrics.jsonl; prepare/eval folders write a manifest too, so a
     manifest alone counts only when it says `train`."""
-    if (folder / METRICS_FILE).is_file():
+    run = RunDir(folder)
+    if run.metrics_file.is_file():
         return True
     try:
-        text = (folder / MANIFEST_FILE).read_text(encoding="utf-8")
+        text = run.manifest_file.read_text(encoding="utf-8")
     except OSError:
         return False
     return '"command": "train"' in text

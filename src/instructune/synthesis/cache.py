@@ -13,8 +13,6 @@ from pathlib import Path
 
 from instructune.synthesis.backends import Request, Response
 
-CACHE_FILE = "synth_cache.jsonl"
-
 
 def truncate_torn_tail(path: Path) -> int:
     """Cut a last line that has no newline (a write interrupted by a crash); returns bytes cut."""

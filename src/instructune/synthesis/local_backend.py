@@ -36,7 +36,7 @@ class LocalBackend:
     def engine(self) -> Any:
         """Loaded on first use: a rerun answered wholly from the cache never loads the model."""
         if self._engine is None:
-            from instructune.artifacts import load_bundle
+            from instructune.bundle import load_bundle
             from instructune.inference.engine import Engine
 
             bundle = load_bundle(self.model)

@@ -8,11 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from instructune.redact import redact_secrets
+from instructune.rundir import RunDir
 from instructune.synthesis.cache import truncate_torn_tail
 
-ROWS_FILE = "synth.jsonl"
-REPORT_JSON = "synth_report.json"
-REPORT_MD = "synth_report.md"
 _EXAMPLES_PER_REASON = 3
 
 
@@ -96,11 +94,12 @@ def write_report(out_dir: Path, report: dict[str, Any], tally: Tally) -> dict[st
         },
         "drop_examples": {s: dict(r) for s, r in sorted(tally.examples.items())},
     }
-    json_path = out_dir / REPORT_JSON
+    run = RunDir(out_dir)
+    json_path = run.synth_report_file
     # the stop reason and drop examples may quote the endpoint's URL: never its credentials
     text = redact_secrets(json.dumps(report, indent=2, ensure_ascii=False))
     json_path.write_text(text + "\n", encoding="utf-8")
-    md_path = out_dir / REPORT_MD
+    md_path = run.synth_report_md
     md_path.write_text(redact_secrets(_markdown(report)), encoding="utf-8")
     return report
 

@@ -10,12 +10,13 @@ from typing import Any
 
 from instructune.config import Config
 from instructune.config.synthesize import SynthesizeConfig
+from instructune.rundir import SYNTH_CACHE_FILE, SYNTH_ROWS_FILE, RunDir, claim_output_dir
 from instructune.synthesis.backends import Backend, BackendError, make_backend
-from instructune.synthesis.cache import CACHE_FILE, RequestCache
+from instructune.synthesis.cache import RequestCache
 from instructune.synthesis.client import BudgetExhausted, Client
 from instructune.synthesis.context import Progress, SynthContext
 from instructune.synthesis.evol import run_evol_instruct
-from instructune.synthesis.output import ROWS_FILE, RowSink, Tally, write_report
+from instructune.synthesis.output import RowSink, Tally, write_report
 from instructune.synthesis.prompts import Prompts
 from instructune.synthesis.seeds import SeedTask, load_seeds
 from instructune.synthesis.self_instruct import run_self_instruct
@@ -56,9 +57,10 @@ def run_synthesize(
     out_dir = cfg.output_path
     _claim(cfg, sc)
     backend = backend if backend is not None else make_backend(sc.backend)
-    cache = RequestCache(out_dir / CACHE_FILE)
+    run = RunDir(out_dir)
+    cache = RequestCache(run.synth_cache_file)
     client = Client(backend, cache, sc.seed, sc.backend.max_requests)
-    sink = RowSink(out_dir / ROWS_FILE)
+    sink = RowSink(run.synth_rows_file)
     ctx = SynthContext(sc, client, prompts, Tally(), sink)
     bar = _progress_bar(sc.num_instructions, sc.method) if show_progress else None
     ctx.progress = Progress(bar)
@@ -81,21 +83,19 @@ def run_synthesize(
         cache.close()
         backend.close()
         report = _finish(cfg, ctx, stop_reason)
-    log.info("synthesize: %s; %d rows in %s", stop_reason, sink.count, out_dir / ROWS_FILE)
+    log.info("synthesize: %s; %d rows in %s", stop_reason, sink.count, run.synth_rows_file)
     return SynthResult(out_dir, sink.count, ctx.tally.kept_instructions, stop_reason, report)
 
 
 def _claim(cfg: Config, sc: SynthesizeConfig) -> None:
     """A new, empty or instructune folder (an earlier synthesize there resumes), marked as ours
     before the first row: a run killed mid-way can be rerun into it."""
-    from instructune.manifest import write_manifest
-    from instructune.output_dir import claim_output_dir
 
     inputs = [sc.seeds, *([sc.prompts_dir] if sc.prompts_dir else [])]
     if sc.backend.type == "local" and sc.backend.model:
         inputs.append(sc.backend.model)  # a training output_dir the prompts go to
     claim_output_dir(cfg.output_path, command="synthesize", inputs=inputs)
-    write_manifest(cfg.output_path, cfg, "synthesize", {"seed": {"synthesize": sc.seed}})
+    RunDir(cfg.output_path).write_manifest(cfg, "synthesize", {"seed": {"synthesize": sc.seed}})
 
 
 def _progress_bar(total: int, method: str) -> Any:
@@ -107,7 +107,6 @@ def _progress_bar(total: int, method: str) -> Any:
 def _finish(cfg: Config, ctx: SynthContext, stop_reason: str) -> dict[str, Any]:
     """Report and manifest, written whatever the outcome (an error still leaves a report)."""
     from instructune.data.lineage import file_sha256
-    from instructune.manifest import write_manifest
 
     sc = ctx.cfg
     stats = ctx.client.stats
@@ -130,14 +129,13 @@ def _finish(cfg: Config, ctx: SynthContext, stop_reason: str) -> dict[str, Any]:
     }
     out_dir = cfg.output_path
     report = write_report(out_dir, report, ctx.tally)
-    write_manifest(
-        out_dir,
+    RunDir(out_dir).write_manifest(
         cfg,
         "synthesize",
         {
             "seed": {"synthesize": sc.seed},
             "data": {"seeds": {"path": sc.seeds, "sha256": file_sha256(sc.seeds)}},
-            "outputs": {"rows": ROWS_FILE, "cache": CACHE_FILE},
+            "outputs": {"rows": SYNTH_ROWS_FILE, "cache": SYNTH_CACHE_FILE},
             "metrics": report,
         },
     )

@@ -14,8 +14,7 @@ from typing import Any
 from tqdm.auto import tqdm
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from instructune.manifest import MetricsLog
-from instructune.training.checkpoints import COUNTS_FILE
+from instructune.rundir import MetricsLog, RunDir
 from instructune.training.trainer import TokenCounter
 
 TRAIN_KEYS = (
@@ -177,7 +176,7 @@ class ProgressCallback(LogReader):
 
 def load_counts(checkpoint: Path | None) -> TokenCounter:
     """The counts saved with `checkpoint` (zeros for a fresh run or an older checkpoint)."""
-    path = checkpoint / COUNTS_FILE if checkpoint is not None else None
+    path = RunDir(checkpoint).counts_file if checkpoint is not None else None
     if path is None or not path.is_file():
         return TokenCounter()
     counts = json.loads(path.read_text(encoding="utf-8"))

@@ -24,12 +24,23 @@ from pathlib import Path
 from typing import Any
 
 from instructune.config import Config, ConfigError
+from instructune.rundir import (
+    ADAPTER_CONFIG_FILE,
+    ADAPTER_WEIGHTS_FILE,
+    GENERATION_CONFIG_FILE,
+    METRICS_FILE,
+    MODEL_CONFIG_FILE,
+    MODEL_WEIGHTS_FILE,
+    MODEL_WEIGHTS_INDEX_FILE,
+    PLOT_FILE,
+    RESULTS_FILE,
+    RUN_INFO_FILE,
+    STAGING_DIR,
+    TEMPLATE_FILE,
+    RunDir,
+)
 
 logger = logging.getLogger(__name__)
-
-STAGING_DIR = ".incomplete"
-RUN_INFO_FILE = "run_info.json"
-COUNTS_FILE = "token_counts.json"
 # keys a resumed run can change: they alter neither the data, the model nor the steps taken so far
 RESUMABLE = (
     "train.logging_steps",
@@ -160,16 +171,16 @@ def clear_incomplete(checkpoints: Path) -> None:
 # what a training run writes into output_dir besides prepare's files (config.yaml, manifest.json,
 # prepared/): an output_dir holding any of them belongs to a run that --overwrite replaces
 _TRAINING_OUTPUTS = (
-    "adapter_config.json",
-    "adapter_model.safetensors",
-    "config.json",
-    "model.safetensors",
-    "model.safetensors.index.json",
-    "generation_config.json",
-    "metrics.jsonl",
-    "train_results.json",
-    "training_curves.png",
-    "template.jinja",
+    ADAPTER_CONFIG_FILE,
+    ADAPTER_WEIGHTS_FILE,
+    MODEL_CONFIG_FILE,
+    MODEL_WEIGHTS_FILE,
+    MODEL_WEIGHTS_INDEX_FILE,
+    GENERATION_CONFIG_FILE,
+    METRICS_FILE,
+    RESULTS_FILE,
+    PLOT_FILE,
+    TEMPLATE_FILE,
 )
 
 
@@ -177,7 +188,7 @@ def claim_training_outputs(
     out: Path, checkpoints: Path, resume: bool, overwrite: bool
 ) -> Path | None:
     """The checkpoint to resume from (None for a fresh run), after checking `out` may be used
-    (`output_dir.claim_output_dir` has already checked whose folder it is).
+    (`rundir.claim_output_dir` has already checked whose folder it is).
 
     A fresh run refuses an output_dir holding another run's results or checkpoints unless
     `overwrite`, which removes them first (prepare's files stay); `resume` needs a checkpoint.
@@ -244,7 +255,7 @@ def run_info(cfg: Config, data_hashes: dict[str, str]) -> dict[str, Any]:
 
 
 def read_run_info(checkpoint: Path) -> dict[str, Any] | None:
-    path = checkpoint / RUN_INFO_FILE
+    path = RunDir(checkpoint).run_info_file
     if not path.is_file():
         logger.warning("%s has no %s: the resumed run can't be checked", checkpoint, RUN_INFO_FILE)
         return None

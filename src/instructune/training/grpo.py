@@ -30,12 +30,10 @@ from typing import Any
 import numpy as np
 from transformers import TrainerState
 
-from instructune.artifacts import RunDir
 from instructune.config import Config, ConfigError, DataConfig
 from instructune.data.grpo_prompts import PreparedPrompts, prepare_prompts
-from instructune.manifest import MetricsLog
 from instructune.models.labels import IGNORE_INDEX
-from instructune.output_dir import data_inputs
+from instructune.rundir import MetricsLog, RunDir, data_inputs
 from instructune.training.args import report_callbacks, shared_kwargs
 from instructune.training.callbacks import LogReader, StepClock
 
@@ -62,7 +60,7 @@ class RewardModelScorer:
     __name__ = "reward_model"  # TRL logs each reward function under its name
 
     def __init__(self, run: str | Path, batch_size: int = 8) -> None:
-        from instructune.artifacts import (
+        from instructune.bundle import (
             load_adapter,
             load_base,
             load_run_template,

@@ -18,7 +18,7 @@ from instructune.config.schema import ADAPTER_METHODS
 from instructune.data.grpo_prompts import PreparedPrompts
 from instructune.data.pipeline import PreparedData, prepare_dataset
 from instructune.data.preference import PreparedPairs, prepare_pairs
-from instructune.output_dir import data_inputs
+from instructune.rundir import RunDir, data_inputs
 from instructune.training.args import build_training_args, report_callbacks
 from instructune.training.callbacks import MetricsCallback, ProgressCallback, StepClock, load_counts
 from instructune.training.checkpoints import run_info
@@ -192,7 +192,6 @@ class TokenObjective:
         self, model: Any, tokenizer: Any, dtype: Any, hooks: Sequence[Any]
     ) -> InstructTrainer:
         """The stock Trainer with our loss, collator and callbacks (metrics, progress, reports)."""
-        from instructune.artifacts import RunDir
         from instructune.models import pad_token_id
 
         cfg, run = self.cfg, RunDir(self.cfg.output_path)
@@ -233,7 +232,6 @@ class TokenObjective:
     def metrics(self, trainer: Any, output: Any) -> dict[str, Any]:
         """Counts are totals (a resumed run includes the steps before its checkpoint); rates are
         this session's, over time spent in optimizer steps."""
-        from instructune.artifacts import RunDir
 
         eval_loss = _final_eval_loss(trainer) if self.data[1] is not None else None
         records = read_metrics(RunDir(self.cfg.output_path).metrics_file)

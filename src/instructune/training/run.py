@@ -19,14 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from instructune.artifacts import RunDir, write_template
 from instructune.config import Config
 from instructune.config.schema import ADAPTER_METHODS
 from instructune.data.grpo_prompts import PreparedPrompts
-from instructune.manifest import write_manifest
 from instructune.models.identity import BASE_MODEL_KEY, base_identity
 from instructune.noise import silence_known_noise
-from instructune.output_dir import claim_output_dir
+from instructune.rundir import RunDir, claim_output_dir
 from instructune.training.checkpoints import (
     check_data,
     claim_training_outputs,
@@ -100,7 +98,7 @@ def run_train(
     record |= _kernels(kernels) | base
     record["segments"] = segments(run.manifest_file, checkpoint, changes)
     if main:
-        write_manifest(run.path, cfg, "train", record)  # first: it marks output_dir as a run's
+        run.write_manifest(cfg, "train", record)  # first: it marks output_dir as a run's
         _start_metrics_log(run.metrics_file, checkpoint)
 
     output = _train(trainer, stop, checkpoint, run, objective.resumable)
@@ -108,8 +106,8 @@ def run_train(
     if main:
         _save(trainer, cfg, tokenizer, prepared.template.source_text, run)
         plot_training_curves(run.metrics_file, run.plot_file)
-        run.results_file.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-        write_manifest(run.path, cfg, "train", record | {"results": metrics})
+        run.write_results(metrics)
+        run.write_manifest(cfg, "train", record | {"results": metrics})
     return TrainResult(run.path, metrics, trainer.model, tokenizer, prepared)
 
 
@@ -199,4 +197,4 @@ def _save(trainer: Any, cfg: Config, tokenizer: Any, template_text: str, run: Ru
         return
     # The Trainer's save gathers sharded (FSDP/DeepSpeed) weights; it also saves the tokenizer.
     trainer.save_model(str(run.path))
-    write_template(run.path, template_text)
+    run.write_template(template_text)

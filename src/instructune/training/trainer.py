@@ -25,7 +25,8 @@ from transformers import Trainer
 
 from instructune.models.labels import IGNORE_INDEX
 from instructune.models.logprobs import trained_targets
-from instructune.training.checkpoints import COUNTS_FILE, RUN_INFO_FILE, AtomicCheckpoints
+from instructune.rundir import COUNTS_FILE, RUN_INFO_FILE
+from instructune.training.checkpoints import AtomicCheckpoints
 from instructune.training.kernels import KernelPlan, summed_token_loss
 
 

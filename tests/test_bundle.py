@@ -1,9 +1,8 @@
-"""RunDir and load_bundle on the tiny model: a LoRA run, a merged folder, a plain model path,
+"""load_bundle on the tiny model: a LoRA run, a merged folder, a plain model path,
 several adapters on one base, and the errors for folders that hold no model."""
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -11,38 +10,14 @@ from typing import Any
 import pytest
 import torch
 
-from instructune.artifacts import (
-    ADAPTER_WEIGHTS_FILE,
-    CONFIG_FILE,
-    TEMPLATE_FILE,
-    RunDir,
-    load_bundle,
-)
+from instructune.bundle import load_bundle
+from instructune.rundir import ADAPTER_WEIGHTS_FILE, CONFIG_FILE, TEMPLATE_FILE, RunDir
 
 
 def _logits(model: Any, vocab: int) -> torch.Tensor:
     ids = torch.randint(0, vocab, (2, 10), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         return model(input_ids=ids).logits.float()
-
-
-def test_run_dir_layout(tiny_lora_run: Path, tiny_model_dir: Path) -> None:
-    run = RunDir(tiny_lora_run)
-    assert run.kind == "adapter"
-    assert run.adapter_weights_file.is_file() and run.metrics_file.is_file()
-    assert run.base_model().path == str(tiny_model_dir)
-    assert run.template_text() == run.template_file.read_text(encoding="utf-8")
-    assert run.config() is not None and run.config().method == "lora"  # type: ignore[union-attr]
-    assert RunDir(tiny_model_dir).kind == "model"
-    assert RunDir(tiny_model_dir).config() is None
-
-
-def test_base_from_adapter_config_without_config_yaml(tiny_lora_run: Path, tmp_path: Path) -> None:
-    copy = tmp_path / "ckpt"
-    shutil.copytree(tiny_lora_run, copy)
-    (copy / CONFIG_FILE).unlink()
-    saved = json.loads((copy / "adapter_config.json").read_text())
-    assert RunDir(copy).base_model().path == saved["base_model_name_or_path"]
 
 
 def test_checkpoint_folder_uses_its_runs_config_and_template(

@@ -10,8 +10,8 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
-from instructune.artifacts import MANIFEST_FILE
 from instructune.config import ConfigError, DataConfig
+from instructune.rundir.names import MANIFEST_FILE
 
 
 def check_output_dir(path: Path, key: str = "output_dir") -> None:

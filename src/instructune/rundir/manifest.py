@@ -1,9 +1,8 @@
-"""What every run writes to its output directory: resolved config, versions, seeds, metrics."""
+"""What every run records: the manifest (command, versions, commit, seeds) and the metrics log."""
 
 from __future__ import annotations
 
 import json
-import os
 import platform
 import subprocess
 import sys
@@ -12,8 +11,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from instructune.artifacts import CONFIG_FILE, MANIFEST_FILE
-from instructune.config import Config, dump_config
+from instructune.config import Config
 from instructune.redact import redact_secrets
 
 _PACKAGES = (
@@ -49,13 +47,9 @@ def git_commit(cwd: Path | None = None) -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
-def write_manifest(out_dir: Path, cfg: Config | None, command: str, extra: dict[str, Any]) -> Path:
-    """Write `config.yaml` (resolved; when there is a config) and `manifest.json`; returns the
-    manifest path. Commands that act on a run (`merge`, `export`) pass its config, or None.
-
-    The manifest comes first and is replaced atomically: it is what marks `out_dir` as written by
-    instructune (`output_dir.claim_output_dir`), so a crash never leaves our files without it."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+def manifest_text(cfg: Config | None, command: str, extra: dict[str, Any]) -> str:
+    """`manifest.json`'s text (`RunDir.write_manifest` writes it): the command, argv, time,
+    versions, commit and seeds, plus `extra`; secrets redacted (argv, stop reasons)."""
     seed = {"data": cfg.data.seed if cfg.data else None, "train": cfg.train.seed} if cfg else None
     manifest = {
         "command": command,
@@ -66,15 +60,7 @@ def write_manifest(out_dir: Path, cfg: Config | None, command: str, extra: dict[
         "seed": seed,
         **extra,
     }
-    path = out_dir / MANIFEST_FILE
-    text = redact_secrets(json.dumps(manifest, indent=2, default=str))  # argv, stop reasons
-    partial = path.with_name(f".{MANIFEST_FILE}.tmp")
-    partial.write_text(text + "\n", encoding="utf-8")
-    os.replace(partial, path)
-    if cfg is not None:
-        # a credential in a URL (synthesize.backend.base_url) is never written
-        (out_dir / CONFIG_FILE).write_text(redact_secrets(dump_config(cfg)), encoding="utf-8")
-    return path
+    return redact_secrets(json.dumps(manifest, indent=2, default=str))
 
 
 class MetricsLog:

@@ -1,175 +1,25 @@
-"""The run directory: its file names (one home) and loading what a run produced.
-
-A training `output_dir` holds `config.yaml` + `manifest.json`, `metrics.jsonl`,
-`training_curves.png`, `train_results.json`, the adapter (`adapter_config.json` +
-`adapter_model.safetensors`) or the full model (`config.json` + weights), the tokenizer files,
-`template.jinja` and `checkpoints/checkpoint-N/`. `RunDir` names those paths; `load_bundle` turns a
-run, a merged folder or any model path into (model, tokenizer, template), which evaluation, the
-inference engine, `merge` and `export` all load through.
+"""Loading what a run produced: `load_bundle` turns a training output_dir, a merged folder or any
+model path into (model, tokenizer, template), which evaluation, the inference engine, `merge` and
+`export` all load through. The run folder itself (its files, `RunDir`) is `instructune.rundir`.
 
 torch, transformers and peft are imported inside the functions: importing this module is cheap.
 """
 
 from __future__ import annotations
 
-import json
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
-from instructune.config import Config, ModelConfig
+from instructune.config import ModelConfig
 from instructune.config.schema import Method, QuantizationConfig
+from instructune.rundir import ADAPTER_CONFIG_FILE, CONFIG_FILE, MODEL_CONFIG_FILE, RunDir
 
 if TYPE_CHECKING:
     import torch
 
     from instructune.data.templates import Template
-
-log = logging.getLogger(__name__)
-
-CONFIG_FILE = "config.yaml"
-MANIFEST_FILE = "manifest.json"
-METRICS_FILE = "metrics.jsonl"
-TEMPLATE_FILE = "template.jinja"
-CHECKPOINTS_DIR = "checkpoints"
-RESULTS_FILE = "train_results.json"
-PLOT_FILE = "training_curves.png"
-ADAPTER_CONFIG_FILE = "adapter_config.json"
-ADAPTER_WEIGHTS_FILE = "adapter_model.safetensors"
-MODEL_CONFIG_FILE = "config.json"
-TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
-
-RunKind = Literal["adapter", "model", "none"]
-
-
-@dataclass(frozen=True)
-class RunDir:
-    """A training output_dir (or a merged / checkpoint folder): where each of its files lives."""
-
-    path: Path
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "path", Path(self.path).expanduser())
-
-    @property
-    def owner(self) -> RunDir | None:
-        """The run a `checkpoints/checkpoint-N` folder belongs to: its config and template are
-        there (the Trainer saves only weights and tokenizer into a checkpoint)."""
-        if self.path.parent.name == CHECKPOINTS_DIR and self.path.name.startswith("checkpoint-"):
-            return RunDir(self.path.parent.parent)
-        return None
-
-    def _own_or_owners(self, name: str) -> Path:
-        here = self.path / name
-        owner = self.owner
-        return owner.path / name if owner is not None and not here.is_file() else here
-
-    @property
-    def config_file(self) -> Path:
-        return self._own_or_owners(CONFIG_FILE)
-
-    @property
-    def manifest_file(self) -> Path:
-        return self.path / MANIFEST_FILE
-
-    @property
-    def metrics_file(self) -> Path:
-        return self.path / METRICS_FILE
-
-    @property
-    def template_file(self) -> Path:
-        return self._own_or_owners(TEMPLATE_FILE)
-
-    @property
-    def checkpoints_dir(self) -> Path:
-        return self.path / CHECKPOINTS_DIR
-
-    @property
-    def results_file(self) -> Path:
-        return self.path / RESULTS_FILE
-
-    @property
-    def plot_file(self) -> Path:
-        return self.path / PLOT_FILE
-
-    @property
-    def adapter_config_file(self) -> Path:
-        return self.path / ADAPTER_CONFIG_FILE
-
-    @property
-    def adapter_weights_file(self) -> Path:
-        return self.path / ADAPTER_WEIGHTS_FILE
-
-    @property
-    def kind(self) -> RunKind:
-        """`adapter` (a LoRA run), `model` (a full or merged model folder), or `none`."""
-        if self.adapter_config_file.is_file():
-            return "adapter"
-        if (self.path / MODEL_CONFIG_FILE).is_file():
-            return "model"
-        return "none"
-
-    def adapter_config(self) -> dict[str, Any]:
-        """The parsed `adapter_config.json`; a one-line error naming the file when it is not a
-        peft adapter config (cut short by a copy, edited by hand)."""
-        path = self.adapter_config_file
-        try:
-            saved = json.loads(path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise ValueError(
-                f"{path} is not valid JSON ({err}); the adapter folder is damaged: copy it again "
-                "or retrain"
-            ) from None
-        if not isinstance(saved, dict) or "peft_type" not in saved:
-            raise ValueError(
-                f"{path} is not a peft adapter config (no peft_type); the adapter folder is "
-                "damaged: copy it again or retrain"
-            )
-        return saved
-
-    @property
-    def has_tokenizer(self) -> bool:
-        return (self.path / TOKENIZER_CONFIG_FILE).is_file()
-
-    def config(self) -> Config | None:
-        """The resolved config the run was trained with, None when the folder has none."""
-        if not self.config_file.is_file():
-            return None
-        from instructune.config import load_config
-
-        return load_config(self.config_file)
-
-    def base_model(self) -> ModelConfig:
-        """The model the run trained on: its config.yaml's `model`, else the adapter's base."""
-        cfg = self.config()
-        if cfg is not None:
-            return cfg.model
-        if self.kind == "adapter":
-            base = self.adapter_config().get("base_model_name_or_path")
-            if base:
-                return ModelConfig(path=str(base))
-            raise ValueError(
-                f"{self.adapter_config_file} names no base_model_name_or_path and {self.path} has "
-                f"no {CONFIG_FILE}: can't tell which model the adapter belongs to"
-            )
-        return ModelConfig(path=str(self.path))
-
-    def template_text(self) -> str | None:
-        """The exact template training rendered with, None when the folder has none."""
-        if not self.template_file.is_file():
-            return None
-        with open(self.template_file, encoding="utf-8", newline="") as handle:
-            return handle.read()
-
-
-def write_template(folder: Path, text: str) -> Path:
-    """Save the template byte for byte (newline="": it is compared against at load time)."""
-    path = Path(folder) / TEMPLATE_FILE
-    with open(path, "w", encoding="utf-8", newline="") as handle:
-        handle.write(text)
-    return path
 
 
 @dataclass
@@ -304,7 +154,8 @@ def load_adapter(
     from peft import PeftModel
 
     adapter_dir = Path(adapter_dir)
-    if not (adapter_dir / ADAPTER_CONFIG_FILE).is_file():
+    run = RunDir(adapter_dir)
+    if not run.adapter_config_file.is_file():
         raise FileNotFoundError(
             f"{adapter_dir} has no {ADAPTER_CONFIG_FILE}; point at a folder written by "
             "save_adapter (a training output_dir or its checkpoint-N folder)"
@@ -313,7 +164,7 @@ def load_adapter(
     from instructune.models.peft_setup import check_adapter_fits
     from instructune.noise import silence_known_noise
 
-    RunDir(adapter_dir).adapter_config()  # peft's own error for a damaged one names no file
+    run.adapter_config()  # peft's own error for a damaged one names no file
     check_adapter_fits(adapter_dir, base_model)
     check_adapter_base(adapter_dir, base_model)  # same shape, but the base it was trained on?
     silence_known_noise()  # peft's adapter-name warning, harmless here (noise.py says why)
@@ -351,22 +202,11 @@ def load_run_template(run: RunDir | None, tokenizer: Any, default: str = "chat")
 
 
 __all__ = [
-    "ADAPTER_CONFIG_FILE",
-    "ADAPTER_WEIGHTS_FILE",
-    "CHECKPOINTS_DIR",
-    "CONFIG_FILE",
-    "MANIFEST_FILE",
-    "METRICS_FILE",
-    "PLOT_FILE",
-    "RESULTS_FILE",
-    "TEMPLATE_FILE",
     "Bundle",
-    "RunDir",
     "load_adapter",
     "load_base",
     "load_bundle",
     "load_run_template",
     "load_run_tokenizer",
     "resolve_adapter",
-    "write_template",
 ]

@@ -1,5 +1,6 @@
-"""A run never writes over a user's files: the output-folder rules of train, prepare, build,
-synthesize, and the output files of generate and export, through the real CLI."""
+"""The run folder: RunDir's paths, readers and writers, and the rule that a run never writes over
+a user's files (the output-folder rules of train, prepare, build, synthesize, and the output files
+of generate and export, through the real CLI)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,14 @@ from typing import Any
 import pytest
 
 from instructune.cli.main import main
-from instructune.config import ConfigError
-from instructune.output_dir import claim_output_dir
+from instructune.config import Config, ConfigError, ModelConfig
+from instructune.rundir import (
+    CONFIG_FILE,
+    MANIFEST_FILE,
+    RunDir,
+    claim_output_dir,
+    written_by_instructune,
+)
 
 ROWS = [{"instruction": f"Say {i}.", "input": "", "output": f"It is {i}."} for i in range(8)]
 
@@ -38,6 +45,91 @@ def _train_config(tmp_path: Path, model: Path, data: Path, out: str | Path) -> P
 
 def _snapshot(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_run_dir_layout(tiny_lora_run: Path, tiny_model_dir: Path) -> None:
+    run = RunDir(tiny_lora_run)
+    assert run.kind == "adapter"
+    assert run.adapter_weights_file.is_file() and run.metrics_file.is_file()
+    assert run.base_model().path == str(tiny_model_dir)
+    assert run.template_text() == run.template_file.read_text(encoding="utf-8")
+    assert run.config() is not None and run.config().method == "lora"  # type: ignore[union-attr]
+    assert RunDir(tiny_model_dir).kind == "model"
+    assert RunDir(tiny_model_dir).config() is None
+
+
+def test_base_from_adapter_config_without_config_yaml(tiny_lora_run: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "ckpt"
+    shutil.copytree(tiny_lora_run, copy)
+    (copy / CONFIG_FILE).unlink()
+    saved = json.loads((copy / "adapter_config.json").read_text())
+    assert RunDir(copy).base_model().path == saved["base_model_name_or_path"]
+
+
+def test_paths_of_a_checkpoint_folder_fall_back_to_its_runs(tmp_path: Path) -> None:
+    run = RunDir(tmp_path / "run")
+    ckpt = RunDir(run.checkpoint(3))
+    ckpt.path.mkdir(parents=True)
+    assert ckpt.owner == run and run.owner is None
+    assert ckpt.config_file == run.path / CONFIG_FILE  # the Trainer saves none into a checkpoint
+    assert ckpt.template_file == run.template_file
+    assert ckpt.metrics_file == ckpt.path / "metrics.jsonl"  # only config and template fall back
+    ckpt.write_template("{{ mine }}")
+    assert ckpt.template_file == ckpt.path / "template.jinja"
+    assert run.manifest() is None and ckpt.manifest() is None
+    run.write_manifest(None, "train", {"base_model": {"sha": "x"}})
+    assert ckpt.manifest() is not None and ckpt.manifest()["base_model"] == {"sha": "x"}  # type: ignore[index]
+
+
+def test_writers_put_each_file_in_its_place(tmp_path: Path) -> None:
+    cfg = Config(model=ModelConfig(path="some/model"), output_dir=str(tmp_path / "out"))
+    run = RunDir(cfg.output_path)
+    manifest = run.write_manifest(cfg, "train", {"results": {"loss": 1.5}})
+    assert manifest == run.manifest_file and written_by_instructune(run.path)
+    saved = json.loads(manifest.read_text(encoding="utf-8"))
+    assert saved["command"] == "train" and saved["results"] == {"loss": 1.5}
+    assert saved["seed"] == {"data": None, "train": cfg.train.seed}
+    assert not list(run.path.glob(f".{MANIFEST_FILE}*"))  # replaced atomically, nothing left
+    assert run.config() == cfg
+    log = run.metrics_log()
+    log.write({"step": 1, "loss": 2.0})
+    log.write({"step": 2, "loss": 1.0})
+    lines = run.metrics_file.read_text(encoding="utf-8").splitlines()
+    assert [json.loads(line)["step"] for line in lines] == [1, 2]
+    text = "{{ messages }}\r\nend\n"  # byte for byte: a \r\n is kept
+    assert run.write_template(text) == run.template_file and run.template_text() == text
+    run.write_results({"train_loss": 0.5})
+    assert json.loads(run.results_file.read_text(encoding="utf-8")) == {"train_loss": 0.5}
+    run.prepared.write_summary({"rows": 3})
+    assert (run.path / "prepared" / "summary.json").read_text() == '{\n  "rows": 3\n}\n'
+
+
+def test_write_manifest_redacts_a_credential(tmp_path: Path, monkeypatch: Any) -> None:
+    argv = ["instructune", "synthesize", "--base-url", "https://me:argvsecret@example.com/v1"]
+    monkeypatch.setattr(sys, "argv", argv)
+    run = RunDir(tmp_path)
+    run.write_manifest(None, "synthesize", {"url": "https://user:hunter2secret@example.com/v1"})
+    text = run.manifest_file.read_text(encoding="utf-8")
+    assert "example.com" in text
+    assert "hunter2secret" not in text and "argvsecret" not in text
+    assert not run.config_file.exists()  # no config: none is written
+
+
+def test_each_run_file_name_is_spelled_only_in_rundir() -> None:
+    """A second spelling of a run-folder file name drifts apart from the first (issue 19)."""
+    from instructune.rundir import names
+
+    spelled = {v for k, v in vars(names).items() if k.isupper() and isinstance(v, str)}
+    src = Path(names.__file__).parents[1]
+    found = [
+        f"{path.relative_to(src)}: {quote}{name}{quote}"
+        for path in src.rglob("*.py")
+        if path != Path(names.__file__)
+        for name in spelled
+        for quote in "\"'"
+        if f"{quote}{name}{quote}" in path.read_text(encoding="utf-8")
+    ]
+    assert found == []
 
 
 def test_train_refuses_a_users_folder_and_keeps_its_files(
