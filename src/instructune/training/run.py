@@ -142,7 +142,7 @@ def _train(
         stop.restore()
     if stop.requested:
         step = trainer.state.global_step
-        saved_at = run.checkpoints_dir / f"checkpoint-{step}"
+        saved_at = run.checkpoint(step)
         raise TrainingInterrupted(saved_at if saved_at.is_dir() else None, step, resumable)
     return output
 
