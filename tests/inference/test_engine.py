@@ -11,8 +11,8 @@ import torch
 from instructune.data.conversation import Conversation, Message
 from instructune.data.templates import load_template
 from instructune.inference.engine import Completion, Engine
-from instructune.inference.prompts import end_of_turn, stop_token_ids
 from instructune.inference.sampling import SamplingParams, penalize
+from instructune.inference.stops import end_of_turn, stop_token_ids
 
 QUESTIONS = [
     "What is the capital of France?",

@@ -14,7 +14,8 @@ from http_fault import FaultServer
 from world import answer
 
 from instructune.config.synthesize import SynthBackendConfig
-from instructune.synthesis.backends import BackendError, GenParams, Request, ScriptedBackend
+from instructune.inference.sampling import SamplingParams
+from instructune.synthesis.backends import BackendError, Request, ScriptedBackend
 from instructune.synthesis.cache import CACHE_FILE
 from instructune.synthesis.openai_backend import OpenAIBackend
 from instructune.synthesis.output import ROWS_FILE
@@ -29,7 +30,7 @@ def backend(url: str, **kw: Any) -> OpenAIBackend:
 
 
 def ask(b: OpenAIBackend, prompt: str = "Say something nice.") -> Any:
-    ((_, response),) = list(b.complete([Request(prompt, GenParams(32))]))
+    ((_, response),) = list(b.complete([Request(prompt, SamplingParams(32))]))
     return response
 
 

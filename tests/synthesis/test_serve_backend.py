@@ -62,7 +62,7 @@ def test_synthesize_through_serve_equals_the_engine(
     cfg = make_cfg(
         **{
             "synthesize.backend": _backend(url, model, concurrency=4),
-            "synthesize.sampling.max_tokens": 12,
+            "synthesize.sampling.max_new_tokens": 12,
             "synthesize.max_stale_steps": 1,
             "synthesize.request_batch_size": 3,
         }

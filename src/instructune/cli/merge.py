@@ -12,7 +12,7 @@ from instructune.config import Config
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from instructune.ship.merge import DTYPES
+    from instructune.config.dtypes import DTYPES
 
     parser.add_argument("--out", required=True, help="new folder for the merged model")
     parser.add_argument(

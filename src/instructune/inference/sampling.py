@@ -9,30 +9,41 @@ with `do_sample=False`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any
+
+from instructune.config.sampling import SamplingConfig
 
 if TYPE_CHECKING:
+    from argparse import Namespace
+
     import torch
+
+# The runtime type restates no default: every one is `SamplingConfig`'s (documented there).
+_DEFAULT = SamplingConfig()
 
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """How one prompt is continued; validated on construction (errors name the field)."""
+    """How one prompt is continued (the fields of `config.SamplingConfig`); validated on
+    construction, errors name the field. Frozen and cheap: one per request row."""
 
-    max_new_tokens: int = 256
-    temperature: float = 0.0
-    """0 is greedy decoding; > 0 samples from softmax(logits / temperature)."""
-    top_p: float = 1.0
-    """Nucleus sampling: keep the smallest set of tokens whose probability reaches top_p."""
-    top_k: int = 0
-    """Keep the k most likely tokens; 0 keeps all."""
-    repetition_penalty: float = 1.0
-    """CTRL-style penalty (> 1 discourages) on every token of the prompt and the output so far."""
-    stop: tuple[str, ...] = ()
-    """Strings that end the output; the output is cut before the first one."""
-    seed: int | None = None
-    """Seed of this row's generator; None draws a fresh one (sampling only)."""
+    max_new_tokens: int = _DEFAULT.max_new_tokens
+    temperature: float = _DEFAULT.temperature
+    top_p: float = _DEFAULT.top_p
+    top_k: int = _DEFAULT.top_k
+    repetition_penalty: float = _DEFAULT.repetition_penalty
+    stop: tuple[str, ...] = tuple(_DEFAULT.stop)
+    seed: int | None = _DEFAULT.seed
+
+    @classmethod
+    def from_config(cls, cfg: SamplingConfig | Namespace, **overrides: Any) -> SamplingParams:
+        """The one conversion from the config's vocabulary: a `SamplingConfig` (a YAML section)
+        or the CLI's parsed flags, which carry the same names; `overrides` replace fields, e.g. a
+        per-row `seed`."""
+        values = {f.name: getattr(cfg, f.name) for f in fields(cls)}
+        values.update(overrides)
+        return cls(**{**values, "stop": tuple(values["stop"])})
 
     def __post_init__(self) -> None:
         checks = [
