@@ -87,12 +87,12 @@ def penalize(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.
     return logits.scatter(0, seen, scores)
 
 
-def sample(logits: torch.Tensor, params: SamplingParams, gen: torch.Generator | None) -> int:
-    """The next token of one row from its (already penalized) float logits [vocab]."""
+def warp(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
+    """Temperature, then top-k, then top-p on one row's (already penalized) float logits [vocab],
+    as `transformers`' `TemperatureLogitsWarper`, `TopKLogitsWarper`, `TopPLogitsWarper`: the
+    tokens they drop get -inf."""
     import torch
 
-    if params.greedy:
-        return int(logits.argmax())
     logits = logits / params.temperature
     if params.top_k > 0 and params.top_k < logits.shape[-1]:
         kth = torch.topk(logits, params.top_k).values[-1]
@@ -104,5 +104,14 @@ def sample(logits: torch.Tensor, params: SamplingParams, gen: torch.Generator | 
         drop = cum <= 1 - params.top_p
         drop[-1] = False
         logits = logits.masked_fill(torch.zeros_like(drop).scatter(0, order, drop), float("-inf"))
-    probs = logits.softmax(-1)
+    return logits
+
+
+def sample(logits: torch.Tensor, params: SamplingParams, gen: torch.Generator | None) -> int:
+    """The next token of one row from its (already penalized) float logits [vocab]."""
+    import torch
+
+    if params.greedy:
+        return int(logits.argmax())
+    probs = warp(logits, params).softmax(-1)
     return int(torch.multinomial(probs, 1, generator=gen))
