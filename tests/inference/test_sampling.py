@@ -3,7 +3,6 @@ pipeline (repetition penalty → temperature → top-k → top-p) against transf
 
 from __future__ import annotations
 
-import argparse
 import re
 from dataclasses import fields
 from typing import Any
@@ -18,7 +17,6 @@ from transformers.generation.logits_process import (
     TopPLogitsWarper,
 )
 
-from instructune.cli.options import add_sampling_arguments, sampling_from_args
 from instructune.config import EvalConfig
 from instructune.config.sampling import SamplingConfig
 from instructune.inference.sampling import SamplingParams, make_generator, penalize, sample, warp
@@ -157,27 +155,3 @@ def test_eval_section_maps_to_params() -> None:
     assert SamplingParams.from_config(EvalConfig()) == SamplingParams(max_new_tokens=128, seed=0)
     sampled = SamplingParams.from_config(EvalConfig(temperature=1.5, top_p=0.9))
     assert (sampled.temperature, sampled.top_p, sampled.greedy) == (1.5, 0.9, False)
-
-
-def _flags(*argv: str, max_new_tokens: int | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
-    if max_new_tokens is None:
-        add_sampling_arguments(parser)
-    else:
-        add_sampling_arguments(parser, max_new_tokens=max_new_tokens)
-    return parser.parse_args(list(argv))
-
-
-def test_cli_flags_default_to_the_config_and_convert_alike() -> None:
-    assert sampling_from_args(_flags()) == SamplingParams()
-    assert sampling_from_args(_flags(max_new_tokens=512)) == SamplingParams(max_new_tokens=512)
-    args = _flags(
-        "--temperature", "0.7", "--top-k", "4", "--stop", "a", "--stop", "b", "--seed", "3"
-    )
-    expected = SamplingConfig(temperature=0.7, top_k=4, stop=["a", "b"], seed=3)
-    assert sampling_from_args(args) == SamplingParams.from_config(expected)
-
-
-def test_bad_cli_flag_names_the_field() -> None:
-    with pytest.raises(ValueError, match=r"^top_p=1\.5: must be a number in \(0, 1\]$"):
-        sampling_from_args(_flags("--top-p", "1.5"))
