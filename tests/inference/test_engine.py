@@ -12,7 +12,6 @@ from instructune.data.conversation import Conversation, Message
 from instructune.data.templates import load_template
 from instructune.inference.engine import Completion, Engine
 from instructune.inference.sampling import SamplingParams
-from instructune.inference.stops import end_of_turn, stop_token_ids
 
 QUESTIONS = [
     "What is the capital of France?",
@@ -125,14 +124,6 @@ def test_stop_string_cuts_output_and_stream(engine: Engine) -> None:
     assert "".join(deltas) == cut.text
     assert list(engine.stream(prompt, SamplingParams(max_new_tokens=12)))  # streams something
     assert "".join(engine.stream(prompt, SamplingParams(max_new_tokens=12))) == full
-
-
-def test_stop_ids_include_eos_and_end_of_turn(tiny_tok: Any) -> None:
-    chat = load_template("chat", tiny_tok)
-    im_end = tiny_tok.convert_tokens_to_ids("<|im_end|>")
-    assert end_of_turn(chat, tiny_tok) == ("<|im_end|>", im_end)
-    assert im_end in stop_token_ids(chat, tiny_tok)
-    assert tiny_tok.eos_token_id in stop_token_ids(load_template("alpaca", tiny_tok), tiny_tok)
 
 
 def test_rendered_prompt_is_the_training_prefix(engine: Engine, tiny_tok: Any) -> None:
