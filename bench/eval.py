@@ -192,10 +192,11 @@ def _score_kv(model: Any, tok: Any, template: Any, items: list[Any]) -> list[str
 def _generate_and_parse(
     model: Any, tok: Any, template: Any, items: list[Any], batch_size: int
 ) -> list[str]:
-    from instructune.evaluation.generation import GenerationSettings, generate
+    from instructune.config import EvalConfig
+    from instructune.evaluation.generation import generate
     from instructune.inference.engine import Engine
 
-    settings = GenerationSettings(max_new_tokens=4, batch_size=batch_size)
+    settings = EvalConfig(max_new_tokens=4, batch_size=batch_size)
     prompts = [template.render(it.prompt_messages, add_generation_prompt=True) for it in items]
     outs = generate(Engine(model, tok, template, max_batch_size=batch_size), prompts, settings)
     preds = []

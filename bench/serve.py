@@ -61,7 +61,7 @@ def baseline(reqs: list[dict[str, Any]], threads: int) -> list[dict[str, Any]]:
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
     from instructune.data.templates import load_template
-    from instructune.inference.prompts import stop_token_ids
+    from instructune.inference.stops import stop_token_ids
     from instructune.models.embedded import ensure_embedded_model
 
     torch.set_num_threads(threads)

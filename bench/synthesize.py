@@ -145,11 +145,12 @@ def bench_local(prompts: int, batch_size: int, max_tokens: int) -> dict[str, Any
     from instructune.bundle import load_bundle
     from instructune.config.synthesize import SynthBackendConfig
     from instructune.inference.engine import Engine
-    from instructune.synthesis.backends import GenParams, Request
+    from instructune.inference.sampling import SamplingParams
+    from instructune.synthesis.backends import Request
     from instructune.synthesis.local_backend import LocalBackend
 
     rows = json.loads(DATA.read_text(encoding="utf-8"))[:prompts]
-    requests = [Request(r["instruction"], GenParams(max_tokens)) for r in rows]
+    requests = [Request(r["instruction"], SamplingParams(max_tokens)) for r in rows]
     bundle = load_bundle("smollm2-135m-instruct")
     cfg = SynthBackendConfig(batch_size=batch_size)
     batched = LocalBackend(cfg, Engine.from_bundle(bundle, max_batch_size=batch_size))

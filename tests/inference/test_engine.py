@@ -11,8 +11,7 @@ import torch
 from instructune.data.conversation import Conversation, Message
 from instructune.data.templates import load_template
 from instructune.inference.engine import Completion, Engine
-from instructune.inference.prompts import end_of_turn, stop_token_ids
-from instructune.inference.sampling import SamplingParams, penalize
+from instructune.inference.sampling import SamplingParams
 
 QUESTIONS = [
     "What is the capital of France?",
@@ -127,14 +126,6 @@ def test_stop_string_cuts_output_and_stream(engine: Engine) -> None:
     assert "".join(engine.stream(prompt, SamplingParams(max_new_tokens=12))) == full
 
 
-def test_stop_ids_include_eos_and_end_of_turn(tiny_tok: Any) -> None:
-    chat = load_template("chat", tiny_tok)
-    im_end = tiny_tok.convert_tokens_to_ids("<|im_end|>")
-    assert end_of_turn(chat, tiny_tok) == ("<|im_end|>", im_end)
-    assert im_end in stop_token_ids(chat, tiny_tok)
-    assert tiny_tok.eos_token_id in stop_token_ids(load_template("alpaca", tiny_tok), tiny_tok)
-
-
 def test_rendered_prompt_is_the_training_prefix(engine: Engine, tiny_tok: Any) -> None:
     from instructune.config.schema import DataConfig, DataSource
     from instructune.data.tokenize import encode_conversations
@@ -168,36 +159,6 @@ def test_sampling_is_seeded_per_row(engine: Engine) -> None:
     top1 = SamplingParams(max_new_tokens=8, temperature=1.0, top_k=1, seed=3)
     greedy = SamplingParams(max_new_tokens=8)
     assert engine.generate(prompts, top1) == engine.generate(prompts, greedy)
-
-
-def test_logit_processing_matches_transformers() -> None:
-    from transformers.generation.logits_process import (
-        RepetitionPenaltyLogitsProcessor,
-        TopPLogitsWarper,
-    )
-
-    from instructune.inference.sampling import sample
-
-    torch.manual_seed(0)
-    logits = torch.randn(50)
-    seen = torch.tensor([1, 4, 4, 9])
-    ref = RepetitionPenaltyLogitsProcessor(1.3)(seen[None], logits[None].clone())[0]
-    assert torch.allclose(penalize(logits, seen, 1.3), ref)
-    warped = TopPLogitsWarper(0.5)(seen[None], logits[None].clone())[0]
-    allowed = set(torch.nonzero(warped > float("-inf")).flatten().tolist())
-    params = SamplingParams(temperature=1.0, top_p=0.5, seed=0)
-    gen = torch.Generator().manual_seed(0)
-    drawn = {sample(logits, params, gen) for _ in range(300)}
-    assert drawn == allowed
-
-
-@pytest.mark.parametrize(
-    ("field", "value"),
-    [("max_new_tokens", 0), ("temperature", -1.0), ("top_p", 0.0), ("top_k", -1), ("stop", ("",))],
-)
-def test_bad_sampling_params_name_the_field(field: str, value: Any) -> None:
-    with pytest.raises(ValueError, match=f"^{field}="):
-        SamplingParams(**{field: value})
 
 
 def test_prompt_longer_than_context_is_an_error(engine: Engine) -> None:

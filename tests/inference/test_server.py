@@ -347,3 +347,21 @@ def test_full_queue_answers_429_and_deadline_504(tiny_model: Any, tiny_tok: Any)
         assert _chat(port, 2)[0] in (200, 504)  # still answering
     finally:
         server.should_exit = True
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("max_body_bytes", 0),
+        ("max_messages", -1),
+        ("max_tokens", 0),
+        ("max_queue", 0),
+        ("timeout_s", 0.0),
+    ],
+)
+def test_bad_limits_name_the_field(field: str, value: float) -> None:
+    from instructune.inference.server import Limits
+
+    with pytest.raises(ValueError, match=rf"^{field}={value}: must be > 0$"):
+        Limits(**{field: value})
+    assert Limits(max_prompt_tokens=None).max_prompt_tokens is None

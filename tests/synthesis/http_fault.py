@@ -17,7 +17,8 @@ from typing import Any
 
 from world import answer
 
-from instructune.synthesis.backends import GenParams, Request, Response
+from instructune.inference.sampling import SamplingParams
+from instructune.synthesis.backends import Request, Response
 
 
 class FaultServer:
@@ -82,7 +83,9 @@ class FaultServer:
                 if fault == "malformed":
                     return self._send(200, {"id": "x", "object": "chat.completion", "choices": []})
                 prompt = body["messages"][-1]["content"]
-                params = GenParams(body["max_tokens"], body["temperature"], seed=body.get("seed"))
+                params = SamplingParams(
+                    body["max_tokens"], body["temperature"], seed=body.get("seed")
+                )
                 out = answer(Request(prompt, params))
                 text = out.text if isinstance(out, Response) else out
                 finish = "length" if fault == "length" else "stop"

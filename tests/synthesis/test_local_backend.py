@@ -14,7 +14,8 @@ import pytest
 from world import write_seeds
 
 from instructune.config.synthesize import SynthBackendConfig
-from instructune.synthesis.backends import GenParams, Request
+from instructune.inference.sampling import SamplingParams
+from instructune.synthesis.backends import Request
 from instructune.synthesis.local_backend import LocalBackend
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,15 +29,15 @@ def test_local_backend_answers_every_request_reproducibly(
     path = request.getfixturevalue(run)
     backend = LocalBackend(SynthBackendConfig(model=str(path), batch_size=2))
     requests = [
-        Request(f"Tell me about {word}.", GenParams(6, temperature=0.8, seed=i))
+        Request(f"Tell me about {word}.", SamplingParams(6, temperature=0.8, seed=i))
         for i, word in enumerate(["cats", "the ocean at night", "tea", "a very long winding road"])
     ]
-    requests.append(Request("Greedy please.", GenParams(4)))
+    requests.append(Request("Greedy please.", SamplingParams(4)))
     first = dict(backend.complete(requests))
     assert sorted(first) == list(range(5))
     for i, response in first.items():
         assert response.finish_reason in ("stop", "length")
-        assert 0 < response.completion_tokens <= requests[i].params.max_tokens
+        assert 0 < response.completion_tokens <= requests[i].params.max_new_tokens
         assert response.prompt_tokens > 0
     again = dict(backend.complete(requests))
     assert [again[i].text for i in range(5)] == [first[i].text for i in range(5)]
@@ -54,7 +55,7 @@ def test_synthesize_self_instruct_config_end_to_end_on_embedded_model(tmp_path: 
         "synthesize.num_instructions=1",
         "synthesize.request_batch_size=2",
         "synthesize.max_stale_steps=1",
-        "synthesize.sampling.max_tokens=32",
+        "synthesize.sampling.max_new_tokens=32",
         "synthesize.self_instruct.max_instances=1",
     ]
     cmd = [

@@ -14,8 +14,9 @@ from http_fault import FaultServer
 from world import ScriptedBackend, answer
 
 from instructune.config.synthesize import SynthBackendConfig
+from instructune.inference.sampling import SamplingParams
 from instructune.rundir import SYNTH_CACHE_FILE, SYNTH_ROWS_FILE
-from instructune.synthesis.backends import BackendError, GenParams, Request
+from instructune.synthesis.backends import BackendError, Request
 from instructune.synthesis.openai_backend import OpenAIBackend
 from instructune.synthesis.run import run_synthesize
 
@@ -28,7 +29,7 @@ def backend(url: str, **kw: Any) -> OpenAIBackend:
 
 
 def ask(b: OpenAIBackend, prompt: str = "Say something nice.") -> Any:
-    ((_, response),) = list(b.complete([Request(prompt, GenParams(32))]))
+    ((_, response),) = list(b.complete([Request(prompt, SamplingParams(32))]))
     return response
 
 

@@ -62,7 +62,10 @@ def test_synthesize_through_serve_equals_the_engine(
     cfg = make_cfg(
         **{
             "synthesize.backend": _backend(url, model, concurrency=4),
-            "synthesize.sampling.max_tokens": 12,
+            "synthesize.sampling.max_new_tokens": 12,
+            # extensions: sent only when set, and honoured by `serve` like by the engine
+            "synthesize.sampling.top_k": 5,
+            "synthesize.sampling.repetition_penalty": 1.3,
             "synthesize.max_stale_steps": 1,
             "synthesize.request_batch_size": 3,
         }
@@ -82,6 +85,8 @@ def test_synthesize_through_serve_equals_the_engine(
         temperature=params["temperature"],
         top_p=params["top_p"],
         seed=params["seed"],
+        top_k=params["top_k"],
+        repetition_penalty=params["repetition_penalty"],
     )
     (expected,) = engine.chat([[{"role": "user", "content": entry["prompt"]}]], sampling)
     assert entry["response"]["text"] == expected.text

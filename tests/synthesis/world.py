@@ -209,8 +209,8 @@ class ScriptedBackend:
             out = self.script(request)
             if isinstance(out, str):
                 words = len(out.split())
-                cut = words > request.params.max_tokens
-                text = " ".join(out.split()[: request.params.max_tokens]) if cut else out
+                cut = words > request.params.max_new_tokens
+                text = " ".join(out.split()[: request.params.max_new_tokens]) if cut else out
                 finish = "length" if cut else "stop"
                 out = Response(text, finish, len(request.prompt.split()), words)
             yield i, out

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from instructune.cli.sampling import (
+from instructune.cli.options import (
     add_model_arguments,
     add_sampling_arguments,
     sampling_from_args,

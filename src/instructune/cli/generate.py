@@ -7,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from instructune.cli.sampling import (
+from instructune.cli.options import (
     add_model_arguments,
     add_sampling_arguments,
     sampling_from_args,

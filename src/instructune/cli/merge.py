@@ -13,7 +13,7 @@ from instructune.config import Config
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from instructune.ship.merge import DTYPES
+    from instructune.config.dtypes import DTYPES
 
     add_checked_output(
         parser,

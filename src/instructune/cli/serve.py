@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from instructune.cli.sampling import (
+from instructune.cli.options import (
     add_model_arguments,
     add_sampling_arguments,
     sampling_from_args,
@@ -57,18 +57,13 @@ def main(args: argparse.Namespace, cfg: None) -> int:
     from instructune.inference.server import Limits, serve_state
 
     defaults = sampling_from_args(args)
+    same_names = ("max_body_bytes", "max_messages", "max_prompt_tokens", "max_queue")
     limits = Limits(
-        max_body_bytes=args.max_body_bytes,
-        max_messages=args.max_messages,
-        max_prompt_tokens=args.max_prompt_tokens,
+        **{name: getattr(args, name) for name in same_names},
         max_tokens=args.max_tokens_cap,
-        max_queue=args.max_queue,
         timeout_s=args.timeout,
         batch_window_s=args.batch_window_ms / 1000,
     )
-    for name in ("max_body_bytes", "max_messages", "max_tokens", "max_queue", "timeout_s"):
-        if getattr(limits, name) <= 0:
-            raise ValueError(f"{name}={getattr(limits, name)}: must be > 0")
     if args.drain_timeout < 0:
         raise ValueError(f"--drain-timeout {args.drain_timeout}: must be >= 0")
     api_key = args.api_key or os.environ.get(API_KEY_ENV) or None

@@ -13,7 +13,9 @@ from pydantic import Field, field_validator, model_validator
 
 from instructune.config.base import StrictModel
 from instructune.config.build import BuildConfig
+from instructune.config.dtypes import DtypeName
 from instructune.config.grpo import GRPOConfig, check_grpo
+from instructune.config.sampling import SamplingConfig
 from instructune.config.synthesize import SynthesizeConfig
 
 EMBEDDED_MODEL = "smollm2-135m-instruct"
@@ -55,7 +57,7 @@ class ModelConfig(StrictModel):
     """Hub revision (branch, tag or commit) when `path` is a Hub id."""
     gguf_file: str | None = None
     """File name inside `path` when `path` is a folder or Hub repo holding GGUF files."""
-    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
+    dtype: Literal["auto", DtypeName] = "auto"
     """Weights dtype at load. `auto` follows `train.precision` when training, else float32."""
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
     trust_remote_code: bool = False
@@ -331,18 +333,19 @@ class EvalTaskConfig(StrictModel):
     _known_format = field_validator("format")(lambda v: known_format(v))
 
 
-class EvalConfig(StrictModel):
+class EvalConfig(SamplingConfig):
+    """The generation tasks' sampling keys (`max_new_tokens`, `temperature`: 0 = greedy, `top_p`,
+    `top_k`, `repetition_penalty`, `stop`) sit in this section itself; row i samples with seed
+    `seed + i`."""
+
     compare_base: bool = True
     tasks: list[EvalTaskConfig] = []
     batch_size: int = Field(default=8, gt=0)
-    max_new_tokens: int = Field(default=128, gt=0)
-    do_sample: bool = False
-    temperature: float = Field(default=1.0, gt=0)
-    top_p: float = Field(default=1.0, gt=0, le=1.0)
+    max_new_tokens: int = Field(default=128, ge=1)
     regression_threshold: float = Field(default=0.02, ge=0)
     """Absolute drop of a task's main metric that counts as a regression."""
     fail_on_regression: bool = False
-    seed: int = 0
+    seed: int = 0  # type: ignore[assignment]  # always set: seeds torch and each generated row
     bootstrap_resamples: int = Field(default=10000, gt=0)
     """Resamples of the paired bootstrap behind the p-values of continuous metrics."""
     show_examples: int = Field(default=3, ge=0)

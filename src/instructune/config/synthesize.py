@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from instructune.config.base import StrictModel
+from instructune.config.sampling import SamplingConfig
 
 SynthMethod = Literal["self_instruct", "evol_instruct", "unnatural"]
 EvolOperation = Literal[
@@ -61,14 +62,22 @@ class SynthBackendConfig(StrictModel):
         return self
 
 
-class SynthSamplingConfig(StrictModel):
-    max_tokens: int = Field(default=512, gt=0)
-    """Completion length limit; answers cut by it (`finish_reason: length`) are handled per step."""
-    temperature: float = Field(default=0.7, ge=0)
-    """Sampling temperature of the creative requests (new instructions, evolutions, paraphrases);
-    answers, instances and yes/no judgements are greedy."""
-    top_p: float = Field(default=1.0, gt=0, le=1.0)
-    """Nucleus sampling for the same requests."""
+class SynthSamplingConfig(SamplingConfig):
+    """How the creative requests (new instructions, evolutions, paraphrases) sample; answers,
+    instances and yes/no judgements are greedy. Each request's seed derives from
+    `synthesize.seed`, so `seed` is not set here."""
+
+    max_new_tokens: int = Field(default=512, ge=1)
+    """Completion length limit (answers too); answers cut by it (`finish_reason: length`) are
+    handled per step."""
+    temperature: float = Field(default=0.7, ge=0.0, le=100.0)
+
+    @field_validator("seed")
+    @classmethod
+    def _no_seed(cls, v: int | None) -> int | None:
+        if v is not None:
+            raise ValueError("set synthesize.seed instead: each request's seed derives from it")
+        return v
 
 
 class SelfInstructConfig(StrictModel):

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from instructune.config import EvalTaskConfig
+    from instructune.config import EvalConfig, EvalTaskConfig
     from instructune.data.conversation import Conversation
     from instructune.evaluation.compare import TaskOutcome
     from instructune.inference.engine import Engine
-    from instructune.inference.prompts import TemplateLike
+    from instructune.inference.stops import TemplateLike
 
 
 @dataclass(frozen=True)
@@ -28,16 +28,6 @@ class PromptItem:
     reference: str
     source: str
     label: str | None = None
-
-
-@dataclass(frozen=True)
-class GenerationSettings:
-    max_new_tokens: int = 128
-    do_sample: bool = False
-    temperature: float = 1.0
-    top_p: float = 1.0
-    batch_size: int = 8
-    seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -61,21 +51,13 @@ def prompt_item(conv: Conversation, template: TemplateLike) -> PromptItem:
     return PromptItem(prompt, conv.messages[last].content, conv.source, conv.label)
 
 
-def generate(
-    engine: Engine, prompts: Sequence[str], settings: GenerationSettings
-) -> list[Generated]:
-    """Generate for every prompt on the engine; row i samples with seed `settings.seed + i`, so
-    an output does not depend on the batch it shared."""
+def generate(engine: Engine, prompts: Sequence[str], settings: EvalConfig) -> list[Generated]:
+    """Generate for every prompt on the engine with the `eval:` section's sampling; row i samples
+    with seed `settings.seed + i`, so an output does not depend on the batch it shared."""
     from instructune.inference.sampling import SamplingParams
 
     params = [
-        SamplingParams(
-            max_new_tokens=settings.max_new_tokens,
-            temperature=settings.temperature if settings.do_sample else 0.0,
-            top_p=settings.top_p,
-            seed=settings.seed + i,
-        )
-        for i in range(len(prompts))
+        SamplingParams.from_config(settings, seed=settings.seed + i) for i in range(len(prompts))
     ]
     was_training = engine.model.training
     try:
@@ -95,7 +77,7 @@ def evaluate_generation(
     template: TemplateLike,
     items: Sequence[PromptItem],
     task: EvalTaskConfig,
-    settings: GenerationSettings,
+    settings: EvalConfig,
 ) -> tuple[TaskOutcome, list[dict[str, Any]]]:
     """Generate for every item, score with the task's metrics; outcome and prediction records."""
     from instructune.evaluation.compare import TaskOutcome

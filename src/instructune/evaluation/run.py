@@ -231,17 +231,9 @@ def evaluate_task(
             model, tok, template, task.payload, task.cfg, ecfg.batch_size
         )
     if task.cfg.type == "generation":
-        from instructune.evaluation.generation import GenerationSettings, evaluate_generation
+        from instructune.evaluation.generation import evaluate_generation
 
-        settings = GenerationSettings(
-            max_new_tokens=ecfg.max_new_tokens,
-            do_sample=ecfg.do_sample,
-            temperature=ecfg.temperature,
-            top_p=ecfg.top_p,
-            batch_size=ecfg.batch_size,
-            seed=ecfg.seed,
-        )
-        return evaluate_generation(model, tok, template, task.payload, task.cfg, settings)
+        return evaluate_generation(model, tok, template, task.payload, task.cfg, ecfg)
     from instructune.evaluation.loss import evaluate_loss
     from instructune.models import pad_token_id
 

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from instructune.evaluation.loss import sequence_logprobs
-from instructune.inference.prompts import TemplateLike, encode_text, stop_token_ids
+from instructune.inference.stops import TemplateLike, encode_text, stop_token_ids
 from instructune.models.labels import IGNORE_INDEX
 
 if TYPE_CHECKING:

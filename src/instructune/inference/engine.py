@@ -16,13 +16,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from instructune.inference.batch import DecodeBatch, Row
-from instructune.inference.prompts import (
+from instructune.inference.sampling import SamplingParams
+from instructune.inference.stops import (
     TemplateLike,
     encode_text,
     end_of_turn,
     stop_token_ids,
 )
-from instructune.inference.sampling import SamplingParams
 from instructune.models.loading import pad_token_id
 
 if TYPE_CHECKING:

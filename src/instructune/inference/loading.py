@@ -7,21 +7,16 @@ from typing import Any
 
 from instructune.inference.engine import Engine
 
-DTYPES = ("float32", "bfloat16", "float16")
-
 
 def load_run(
     run: str, template: str | None = None, dtype: str | None = None, adapters: Sequence[str] = ()
 ) -> Any:
-    """`bundle.load_bundle` with the CLI's spelling of dtypes (one of `DTYPES`)."""
-    import torch
-
+    """`bundle.load_bundle` with the CLI's spelling of dtypes (one of `config.dtypes.DTYPES`)."""
     from instructune.bundle import load_bundle
+    from instructune.config.dtypes import torch_dtype
 
-    if dtype is not None and dtype not in DTYPES:
-        raise ValueError(f"dtype {dtype!r}: choose one of {list(DTYPES)}")
-    torch_dtype = getattr(torch, dtype) if dtype else None
-    return load_bundle(run, adapters=adapters, dtype=torch_dtype, template=template)
+    dtype_ = torch_dtype(dtype) if dtype else None
+    return load_bundle(run, adapters=adapters, dtype=dtype_, template=template)
 
 
 def load_engine(

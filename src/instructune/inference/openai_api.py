@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from dataclasses import fields, replace
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -92,19 +93,11 @@ class _Sampling(_Body):
 
     def sampling(self, defaults: SamplingParams, max_tokens: int) -> SamplingParams:
         """The request's parameters over the server's defaults; `max_tokens` already resolved."""
-        stops = [self.stop] if isinstance(self.stop, str) else self.stop
-        d = defaults
-        return SamplingParams(
-            max_new_tokens=max_tokens,
-            temperature=d.temperature if self.temperature is None else self.temperature,
-            top_p=d.top_p if self.top_p is None else self.top_p,
-            top_k=d.top_k if self.top_k is None else self.top_k,
-            repetition_penalty=(
-                d.repetition_penalty if self.repetition_penalty is None else self.repetition_penalty
-            ),
-            stop=d.stop if stops is None else tuple(stops),
-            seed=d.seed if self.seed is None else self.seed,
-        )
+        names = [f.name for f in fields(SamplingParams) if f.name != "max_new_tokens"]
+        sent = {name: getattr(self, name) for name in names if getattr(self, name) is not None}
+        if isinstance(self.stop, str | list):
+            sent["stop"] = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
+        return replace(defaults, max_new_tokens=max_tokens, **sent)
 
     @property
     def include_usage(self) -> bool:
@@ -231,39 +224,12 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
     }
 
 
-def chat_response(rid: str, model: str, choices: list[dict[str, Any]], use: dict[str, int]) -> Any:
-    return {
-        "id": rid,
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": model,
-        "choices": choices,
-        "usage": use,
-    }
-
-
-def chat_chunk(
-    rid: str, model: str, delta: dict[str, str], finish: str | None, use: Any = None
+def _response(
+    rid: str, kind: str, model: str, choices: list[dict[str, Any]], use: dict[str, int] | None
 ) -> dict[str, Any]:
-    choices = [] if use else [{"index": 0, "delta": delta, "finish_reason": finish}]
-    chunk = {
+    body: dict[str, Any] = {
         "id": rid,
-        "object": "chat.completion.chunk",
-        "created": int(time.time()),
-        "model": model,
-        "choices": choices,
-    }
-    if use:
-        chunk["usage"] = use
-    return chunk
-
-
-def completion_response(
-    rid: str, model: str, choices: list[dict[str, Any]], use: dict[str, int] | None
-) -> dict[str, Any]:
-    body = {
-        "id": rid,
-        "object": "text_completion",
+        "object": kind,
         "created": int(time.time()),
         "model": model,
         "choices": choices,
@@ -271,3 +237,21 @@ def completion_response(
     if use is not None:
         body["usage"] = use
     return body
+
+
+def chat_response(rid: str, model: str, choices: list[dict[str, Any]], use: dict[str, int]) -> Any:
+    return _response(rid, "chat.completion", model, choices, use)
+
+
+def chat_chunk(
+    rid: str, model: str, delta: dict[str, str], finish: str | None, use: Any = None
+) -> dict[str, Any]:
+    """A stream chunk: one delta, or (`use` given) the final usage-only chunk."""
+    choices = [] if use else [{"index": 0, "delta": delta, "finish_reason": finish}]
+    return _response(rid, "chat.completion.chunk", model, choices, use or None)
+
+
+def completion_response(
+    rid: str, model: str, choices: list[dict[str, Any]], use: dict[str, int] | None
+) -> dict[str, Any]:
+    return _response(rid, "text_completion", model, choices, use)

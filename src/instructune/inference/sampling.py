@@ -9,30 +9,41 @@ with `do_sample=False`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any
+
+from instructune.config.sampling import SamplingConfig
 
 if TYPE_CHECKING:
+    from argparse import Namespace
+
     import torch
+
+# The runtime type restates no default: every one is `SamplingConfig`'s (documented there).
+_DEFAULT = SamplingConfig()
 
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """How one prompt is continued; validated on construction (errors name the field)."""
+    """How one prompt is continued (the fields of `config.SamplingConfig`); validated on
+    construction, errors name the field. Frozen and cheap: one per request row."""
 
-    max_new_tokens: int = 256
-    temperature: float = 0.0
-    """0 is greedy decoding; > 0 samples from softmax(logits / temperature)."""
-    top_p: float = 1.0
-    """Nucleus sampling: keep the smallest set of tokens whose probability reaches top_p."""
-    top_k: int = 0
-    """Keep the k most likely tokens; 0 keeps all."""
-    repetition_penalty: float = 1.0
-    """CTRL-style penalty (> 1 discourages) on every token of the prompt and the output so far."""
-    stop: tuple[str, ...] = ()
-    """Strings that end the output; the output is cut before the first one."""
-    seed: int | None = None
-    """Seed of this row's generator; None draws a fresh one (sampling only)."""
+    max_new_tokens: int = _DEFAULT.max_new_tokens
+    temperature: float = _DEFAULT.temperature
+    top_p: float = _DEFAULT.top_p
+    top_k: int = _DEFAULT.top_k
+    repetition_penalty: float = _DEFAULT.repetition_penalty
+    stop: tuple[str, ...] = tuple(_DEFAULT.stop)
+    seed: int | None = _DEFAULT.seed
+
+    @classmethod
+    def from_config(cls, cfg: SamplingConfig | Namespace, **overrides: Any) -> SamplingParams:
+        """The one conversion from the config's vocabulary: a `SamplingConfig` (a YAML section)
+        or the CLI's parsed flags, which carry the same names; `overrides` replace fields, e.g. a
+        per-row `seed`."""
+        values = {f.name: getattr(cfg, f.name) for f in fields(cls)}
+        values.update(overrides)
+        return cls(**{**values, "stop": tuple(values["stop"])})
 
     def __post_init__(self) -> None:
         checks = [
@@ -76,12 +87,12 @@ def penalize(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.
     return logits.scatter(0, seen, scores)
 
 
-def sample(logits: torch.Tensor, params: SamplingParams, gen: torch.Generator | None) -> int:
-    """The next token of one row from its (already penalized) float logits [vocab]."""
+def warp(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
+    """Temperature, then top-k, then top-p on one row's (already penalized) float logits [vocab],
+    as `transformers`' `TemperatureLogitsWarper`, `TopKLogitsWarper`, `TopPLogitsWarper`: the
+    tokens they drop get -inf."""
     import torch
 
-    if params.greedy:
-        return int(logits.argmax())
     logits = logits / params.temperature
     if params.top_k > 0 and params.top_k < logits.shape[-1]:
         kth = torch.topk(logits, params.top_k).values[-1]
@@ -93,5 +104,14 @@ def sample(logits: torch.Tensor, params: SamplingParams, gen: torch.Generator | 
         drop = cum <= 1 - params.top_p
         drop[-1] = False
         logits = logits.masked_fill(torch.zeros_like(drop).scatter(0, order, drop), float("-inf"))
-    probs = logits.softmax(-1)
+    return logits
+
+
+def sample(logits: torch.Tensor, params: SamplingParams, gen: torch.Generator | None) -> int:
+    """The next token of one row from its (already penalized) float logits [vocab]."""
+    import torch
+
+    if params.greedy:
+        return int(logits.argmax())
+    probs = warp(logits, params).softmax(-1)
     return int(torch.multinomial(probs, 1, generator=gen))

@@ -9,19 +9,17 @@ generated schema would describe nothing a client needs while telling anyone with
 is served. Every request is checked before it reaches the decode thread: bearer key, body size,
 JSON shape (depth, valid Unicode), model name, message count, prompt tokens and `max_tokens`; any
 failure is a 4xx with an OpenAI error body and the server goes on. Decoding is the `Scheduler`'s
-(continuous batching, a bounded queue answering 429, a deadline per request); a client that hangs
-up has its rows dropped at the next decode step, whether it streamed or not. Shutdown drains
+(continuous batching, a bounded queue answering 429, a deadline per request); collecting or
+streaming the answer is `inference.answers`', where a client that hangs up has its rows dropped at
+the next decode step, whether it streamed or not. Shutdown drains
 (`inference.drain`): new requests get 503 while running ones finish or are cut.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hmac
-import json
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -33,8 +31,9 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
 from instructune.inference import openai_api as api
+from instructune.inference.answers import answer, chat_stream, completion_stream
 from instructune.inference.sampling import SamplingParams
-from instructune.inference.scheduler import Event, QueueFull, Request, Scheduler, make_request
+from instructune.inference.scheduler import QueueFull, Request, Scheduler, make_request
 
 if TYPE_CHECKING:
     from instructune.inference.engine import Engine
@@ -45,7 +44,8 @@ B = TypeVar("B", bound=BaseModel)
 
 @dataclass(frozen=True)
 class Limits:
-    """What one request may ask for; beyond it the answer is a 4xx (or 429 for the queue)."""
+    """What one request may ask for; beyond it the answer is a 4xx (or 429 for the queue).
+    Validated on construction (errors name the field)."""
 
     max_body_bytes: int = 1 << 20
     max_messages: int = 256
@@ -58,6 +58,11 @@ class Limits:
     batch_window_s: float = 0.01
     max_json_depth: int = 32
     """OpenAI bodies nest a few levels; deeper is refused before it can exhaust the stack."""
+
+    def __post_init__(self) -> None:
+        for name in ("max_body_bytes", "max_messages", "max_tokens", "max_queue", "timeout_s"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name}={getattr(self, name)}: must be > 0")
 
 
 @dataclass
@@ -153,9 +158,10 @@ async def _chat_completion(state: ServerState, request: HttpRequest) -> Any:
             400, f"the chat template refused the messages: {err}", param="messages"
         ) from None
     req = _submit(state, body, prompt, "messages")
+    timeout_s = state.limits.timeout_s
     if body.stream:
-        return StreamingResponse(_chat_stream(state, body, req), media_type="text/event-stream")
-    ((final, text),) = await _answer(state, request, [req])
+        return StreamingResponse(chat_stream(body, req, timeout_s), media_type="text/event-stream")
+    ((final, text),) = await answer(request, [req], timeout_s)
     choice = {
         "index": 0,
         "message": {"role": "assistant", "content": text},
@@ -184,9 +190,9 @@ async def _completion(state: ServerState, request: HttpRequest) -> Any:
             r.cancelled = True
         raise
     if body.stream:
-        stream = _completion_stream(state, body, reqs[0])
+        stream = completion_stream(body, reqs[0], state.limits.timeout_s)
         return StreamingResponse(stream, media_type="text/event-stream")
-    results = await _answer(state, request, reqs)
+    results = await answer(request, reqs, state.limits.timeout_s)
     choices = [
         {"index": i, "text": text, "finish_reason": final.finish_reason, "logprobs": None}
         for i, (final, text) in enumerate(results)
@@ -282,115 +288,6 @@ def _submit(state: ServerState, body: Any, prompt: str, what: str) -> Request:
             code="queue_full",
         ) from None
     return request
-
-
-# ----------------------------------------------------------------------------- answers
-
-
-async def _events(state: ServerState, req: Request) -> AsyncIterator[Event]:
-    """The request's events up to its final one; marks it cancelled if the consumer leaves."""
-    done = False
-    try:
-        while True:
-            event = await asyncio.wait_for(req.events.get(), state.limits.timeout_s + 30)
-            yield event
-            if event.finish_reason is not None:
-                done = True
-                return
-    finally:
-        if not done:
-            req.cancelled = True
-
-
-async def _answer(
-    state: ServerState, http: HttpRequest, reqs: Sequence[Request]
-) -> list[tuple[Event, str]]:
-    """Each request's final event and text; if the client hangs up first, its rows are marked
-    cancelled at once, so the decode thread drops them at its next step."""
-    watcher = asyncio.create_task(_cancel_on_disconnect(http, reqs))
-    try:
-        return list(await asyncio.gather(*(_collect(state, r) for r in reqs)))
-    finally:
-        for r in reqs:  # one prompt failed (or the client left): don't decode the others on
-            r.cancelled = True
-        watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watcher
-
-
-async def _cancel_on_disconnect(http: HttpRequest, reqs: Sequence[Request]) -> None:
-    # The body is read, so the next ASGI message is `http.disconnect`: uvicorn sends it when
-    # the socket closes (or once the response is complete, when this task is already gone).
-    while (await http.receive())["type"] != "http.disconnect":
-        await asyncio.sleep(0.01)
-    for r in reqs:
-        r.cancelled = True
-
-
-def _failure(event: Event) -> api.ApiError:
-    if event.error == "timeout":
-        return api.ApiError(504, "the request ran past the server's timeout", type="timeout")
-    return api.ApiError(503, event.error or "generation stopped", type="server_error")
-
-
-async def _collect(state: ServerState, req: Request) -> tuple[Event, str]:
-    parts = []
-    async for event in _events(state, req):
-        if event.finish_reason is None:
-            parts.append(event.delta)
-        elif event.error is not None or event.finish_reason == "abort":
-            raise _failure(event)
-        else:
-            return event, "".join(parts)
-    raise api.ApiError(503, "generation ended without a result", type="server_error")
-
-
-def _sse(data: Any) -> str:
-    return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
-
-
-async def _chat_stream(
-    state: ServerState, body: api.ChatRequest, req: Request
-) -> AsyncIterator[str]:
-    rid = api.new_id("chatcmpl")
-    yield _sse(api.chat_chunk(rid, body.model, {"role": "assistant", "content": ""}, None))
-    async for event in _events(state, req):
-        if event.finish_reason is None:
-            yield _sse(api.chat_chunk(rid, body.model, {"content": event.delta}, None))
-        elif event.error is not None or event.finish_reason == "abort":
-            yield _sse(_failure(event).body())
-        else:
-            yield _sse(api.chat_chunk(rid, body.model, {}, event.finish_reason))
-            if body.include_usage:
-                use = api.usage(event.prompt_tokens, event.completion_tokens)
-                yield _sse(api.chat_chunk(rid, body.model, {}, None, use))
-    yield "data: [DONE]\n\n"
-
-
-async def _completion_stream(
-    state: ServerState, body: api.CompletionRequest, req: Request
-) -> AsyncIterator[str]:
-    rid = api.new_id("cmpl")
-    async for event in _events(state, req):
-        if event.finish_reason is None:
-            choice = {"index": 0, "text": event.delta, "finish_reason": None, "logprobs": None}
-            yield _sse(api.completion_response(rid, body.model, [choice], None))
-        elif event.error is not None or event.finish_reason == "abort":
-            yield _sse(_failure(event).body())
-        else:
-            choice = {
-                "index": 0,
-                "text": "",
-                "finish_reason": event.finish_reason,
-                "logprobs": None,
-            }
-            use = api.usage(event.prompt_tokens, event.completion_tokens)
-            yield _sse(
-                api.completion_response(
-                    rid, body.model, [choice], use if body.include_usage else None
-                )
-            )
-    yield "data: [DONE]\n\n"
 
 
 # ----------------------------------------------------------------------------- running

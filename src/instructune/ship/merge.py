@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from instructune.bundle import load_bundle
+from instructune.config.dtypes import torch_dtype
 from instructune.rundir import ADAPTER_CONFIG_FILE, RunDir
 from instructune.ship.parity import (
     ParityReport,
@@ -24,13 +25,9 @@ from instructune.ship.parity import (
 )
 
 if TYPE_CHECKING:
-    import torch
-
     from instructune.bundle import Bundle
 
 log = logging.getLogger(__name__)
-
-DTYPES = ("float32", "bfloat16", "float16")
 
 
 @dataclass
@@ -49,16 +46,16 @@ def run_merge(
     into `out`; raises ParityError after writing them when the reloaded model's logits are out of
     the tolerance for `dtype`.
     """
-    torch_dtype = parse_dtype(dtype)
+    weights_dtype = torch_dtype(dtype)
     source = RunDir(Path(run))
     check_mergeable(source)
     out_dir = _fresh_output(source, Path(out))
-    bundle = load_bundle(source.path, dtype=torch_dtype)
+    bundle = load_bundle(source.path, dtype=weights_dtype)
     ids, prompt_source = parity_prompts(source, bundle.template, bundle.tokenizer, prompts)
     reference = compute_logits(bundle.model, ids)
     merge_into(bundle, out_dir, source)
     del bundle  # never hold the reference and the reloaded copy at once
-    merged = load_bundle(out_dir, dtype=torch_dtype)
+    merged = load_bundle(out_dir, dtype=weights_dtype)
     report = compare_logits(
         reference,
         compute_logits(merged.model, ids),
@@ -108,15 +105,6 @@ def check_mergeable(source: RunDir) -> None:
         )
 
 
-def parse_dtype(name: str) -> torch.dtype:
-    import torch
-
-    if name not in DTYPES:
-        raise ValueError(f"--dtype {name!r} is not supported for merging; choose one of {DTYPES}")
-    dtype: torch.dtype = getattr(torch, name)
-    return dtype
-
-
 def _fresh_output(source: RunDir, out: Path) -> Path:
     """`out`, checked: not the run itself, and empty or new (a merge never overwrites files)."""
     if source.kind != "adapter":
@@ -151,4 +139,4 @@ def _write_manifest(source: RunDir, out_dir: Path, dtype: str, report: ParityRep
     return RunDir(out_dir).write_manifest(cfg, "merge", {"merge": merge})
 
 
-__all__ = ["DTYPES", "MergeResult", "merge_into", "parse_dtype", "run_merge"]
+__all__ = ["MergeResult", "merge_into", "run_merge"]

@@ -14,6 +14,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
+from instructune.inference.sampling import SamplingParams
+
 if TYPE_CHECKING:
     from instructune.config.synthesize import SynthBackendConfig
 
@@ -22,29 +24,35 @@ class BackendError(RuntimeError):
     """The backend can't serve requests any more (endpoint down, auth refused, retries spent)."""
 
 
-@dataclass(frozen=True)
-class GenParams:
-    """Sampling parameters of one request; part of its cache key and of each row's meta."""
+def params_record(params: SamplingParams) -> dict[str, object]:
+    """A request's sampling as its cache key and each row's meta record it.
 
-    max_tokens: int
-    temperature: float = 0.0
-    top_p: float = 1.0
-    stop: tuple[str, ...] = ()
-    seed: int | None = None
-
-    def as_dict(self) -> dict[str, object]:
-        return {**asdict(self), "stop": list(self.stop)}
+    The record keeps the names requests were first cached under (`max_tokens`, OpenAI's name) and
+    lists `top_k` and `repetition_penalty` only when set, so caches written before them still hit.
+    """
+    record: dict[str, object] = {
+        "max_tokens": params.max_new_tokens,
+        "temperature": params.temperature,
+        "top_p": params.top_p,
+        "stop": list(params.stop),
+        "seed": params.seed,
+    }
+    if params.top_k:
+        record["top_k"] = params.top_k
+    if params.repetition_penalty != 1.0:
+        record["repetition_penalty"] = params.repetition_penalty
+    return record
 
 
 @dataclass(frozen=True)
 class Request:
     prompt: str
-    params: GenParams
+    params: SamplingParams
 
     def key(self, model_id: str) -> str:
         """sha256 of the model, prompt and parameters: the request cache key."""
         blob = json.dumps(
-            {"model": model_id, "prompt": self.prompt, "params": self.params.as_dict()},
+            {"model": model_id, "prompt": self.prompt, "params": params_record(self.params)},
             sort_keys=True,
             ensure_ascii=False,
         )

@@ -11,7 +11,7 @@ import json
 import threading
 from pathlib import Path
 
-from instructune.synthesis.backends import Request, Response
+from instructune.synthesis.backends import Request, Response, params_record
 
 
 def truncate_torn_tail(path: Path) -> int:
@@ -54,7 +54,7 @@ class RequestCache:
             {
                 "key": key,
                 "prompt": request.prompt,
-                "params": request.params.as_dict(),
+                "params": params_record(request.params),
                 "response": response.as_dict(),
             },
             ensure_ascii=False,

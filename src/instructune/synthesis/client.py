@@ -6,7 +6,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
-from instructune.synthesis.backends import Backend, BackendStats, GenParams, Request, Response
+from instructune.inference.sampling import SamplingParams
+from instructune.synthesis.backends import Backend, BackendStats, Request, Response
 from instructune.synthesis.cache import RequestCache
 
 
@@ -44,7 +45,7 @@ class Client:
     def model_id(self) -> str:
         return f"{self.backend.kind}:{self.backend.model}"
 
-    def request(self, prompt: str, params: GenParams) -> Request:
+    def request(self, prompt: str, params: SamplingParams) -> Request:
         self._counter += 1
         seed = (self.seed * 1_000_003 + self._counter) % 2**31 if params.temperature > 0 else None
         return Request(prompt, replace(params, seed=seed))

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from instructune.config.synthesize import SynthesizeConfig
-from instructune.synthesis.backends import GenParams, Request, Response
+from instructune.inference.sampling import SamplingParams
+from instructune.synthesis.backends import Request, Response, params_record
 from instructune.synthesis.client import Client
 from instructune.synthesis.output import RowSink, Tally
 from instructune.synthesis.prompts import Prompts
@@ -58,14 +59,15 @@ class SynthContext:
     def remaining(self) -> int:
         return self.cfg.num_instructions - self.tally.kept_instructions
 
-    def params(self, purpose: Purpose) -> GenParams:
-        """`generate`: the configured sampling; `answer`: greedy; `judge`: greedy, a few tokens."""
+    def params(self, purpose: Purpose) -> SamplingParams:
+        """`generate`: the configured sampling; `answer`: greedy; `judge`: greedy, a few tokens.
+        Each request's seed is set by the client."""
         s = self.cfg.sampling
         if purpose == "generate":
-            return GenParams(s.max_tokens, s.temperature, s.top_p)
+            return SamplingParams.from_config(s)
         if purpose == "answer":
-            return GenParams(s.max_tokens)
-        return GenParams(_JUDGE_MAX_TOKENS)
+            return SamplingParams(max_new_tokens=s.max_new_tokens)
+        return SamplingParams(max_new_tokens=_JUDGE_MAX_TOKENS)
 
     def ask(self, prompts: list[str], purpose: Purpose) -> list[tuple[Request, Response]]:
         requests = [self.client.request(p, self.params(purpose)) for p in prompts]
@@ -97,7 +99,7 @@ class SynthContext:
             "parent_id": parent_id,
             "backend": self.client.backend.kind,
             "model": self.client.backend.model,
-            "sampling": request.params.as_dict(),
+            "sampling": params_record(request.params),
             "prompt_hash": self.client.key(request),
             **(extra or {}),
         }

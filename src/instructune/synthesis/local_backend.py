@@ -44,23 +44,12 @@ class LocalBackend:
         return self._engine
 
     def complete(self, requests: Sequence[Request]) -> Iterator[tuple[int, Response]]:
-        from instructune.inference.engine import SamplingParams
-
         if not requests:
             return
         chunk = self.batch_size * _CHUNK_BATCHES
         for start in range(0, len(requests), chunk):
             part = requests[start : start + chunk]
-            params = [
-                SamplingParams(
-                    max_new_tokens=r.params.max_tokens,
-                    temperature=r.params.temperature,
-                    top_p=r.params.top_p,
-                    stop=r.params.stop,
-                    seed=r.params.seed,
-                )
-                for r in part
-            ]
+            params = [r.params for r in part]
             conversations = [[{"role": "user", "content": r.prompt}] for r in part]
             for j, c in enumerate(self.engine.chat(conversations, params)):
                 yield (

@@ -118,10 +118,16 @@ class OpenAIBackend:
         kwargs: dict[str, Any] = {
             "model": self.model,
             "messages": [{"role": "user", "content": request.prompt}],
-            "max_tokens": p.max_tokens,
+            "max_tokens": p.max_new_tokens,
             "temperature": p.temperature,
             "top_p": p.top_p,
         }
+        # extensions (instructune serve, vLLM); OpenAI's own API refuses them, so only when set
+        extra: dict[str, float] = {"top_k": p.top_k} if p.top_k else {}
+        if p.repetition_penalty != 1.0:
+            extra["repetition_penalty"] = p.repetition_penalty
+        if extra:
+            kwargs["extra_body"] = extra
         if p.stop:
             kwargs["stop"] = list(p.stop)
         if p.seed is not None:
