@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -53,13 +54,25 @@ def _unit(module: str) -> str:
     return parts[1] if len(parts) > 1 else ""
 
 
-def _imports(modules: dict[str, Path]) -> dict[str, set[str]]:
+def _nodes(node: ast.AST, runtime: bool) -> Iterator[ast.AST]:
+    """Every node under `node`; with `runtime`, not those under `if TYPE_CHECKING:`."""
+    for child in ast.iter_child_nodes(node):
+        test = child.test if isinstance(child, ast.If) else None
+        if runtime and isinstance(test, ast.Name) and test.id == "TYPE_CHECKING":
+            yield from (n for orelse in child.orelse for n in [orelse, *_nodes(orelse, runtime)])
+            continue
+        yield child
+        yield from _nodes(child, runtime)
+
+
+def _imports(modules: dict[str, Path], runtime: bool = False) -> dict[str, set[str]]:
     """module → the instructune modules it imports (a `from pkg import name` counts as
-    `pkg.name` when that is a module, else as `pkg`)."""
+    `pkg.name` when that is a module, else as `pkg`); `runtime`: only the imports that run,
+    not the ones for type checkers."""
     edges: dict[str, set[str]] = defaultdict(set)
     for module, path in modules.items():
         package = module if path.name == "__init__.py" else module.rpartition(".")[0]
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        for node in _nodes(ast.parse(path.read_text(encoding="utf-8")), runtime):
             if isinstance(node, ast.Import):
                 targets = [alias.name for alias in node.names]
             elif isinstance(node, ast.ImportFrom):
@@ -121,6 +134,38 @@ def test_no_import_circle_spans_two_packages() -> None:
     assert circles == []
 
 
+def test_no_module_imports_itself_back_at_run_time() -> None:
+    """No circle of run-time imports between any two modules, inside a package too: a circle
+    makes import order matter (a half-initialised module) and hides which module is the base.
+    An import only for type checkers (`if TYPE_CHECKING:`) is not run and may close one."""
+    graph = _imports(MODULES, runtime=True)
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    circles: list[list[str]] = []
+
+    def visit(module: str) -> None:  # Tarjan's strongly connected components
+        index[module] = low[module] = len(index)
+        stack.append(module)
+        for target in graph.get(module, ()):
+            if target not in index:
+                visit(target)
+                low[module] = min(low[module], low[target])
+            elif target in stack:
+                low[module] = min(low[module], index[target])
+        if low[module] == index[module]:
+            component = []
+            while not component or component[-1] != module:
+                component.append(stack.pop())
+            if len(component) > 1:
+                circles.append(sorted(component))
+
+    for module in sorted(MODULES):
+        if module not in index:
+            visit(module)
+    assert circles == []
+
+
 @pytest.mark.parametrize(
     ("source", "expected"),
     [
@@ -130,6 +175,7 @@ def test_no_import_circle_spans_two_packages() -> None:
         ("from .templates import load_template\n", {"instructune.data.templates"}),
         ("def f():\n    import instructune.models\n", {"instructune.models"}),
         ("import json\n", set()),
+        ("if TYPE_CHECKING:\n    from instructune import config\n", {"instructune.config"}),
     ],
 )
 def test_the_import_reader_sees_every_kind_of_import(
@@ -142,3 +188,17 @@ def test_the_import_reader_sees_every_kind_of_import(
     path.write_text(source, encoding="utf-8")
     modules = {**MODULES, "instructune.data.probe": path}
     assert _imports(modules).get("instructune.data.probe", set()) == expected
+
+
+def test_run_time_imports_leave_out_type_checking_ones(tmp_path: Path) -> None:
+    path = tmp_path / "instructune" / "data" / "probe.py"
+    path.parent.mkdir(parents=True)
+    source = (
+        "if TYPE_CHECKING:\n    from instructune import config\n"
+        "else:\n    import instructune.models\n"
+        "def f():\n    from instructune.data import formats\n"
+    )
+    path.write_text(source, encoding="utf-8")
+    modules = {**MODULES, "instructune.data.probe": path}
+    found = _imports(modules, runtime=True)["instructune.data.probe"]
+    assert found == {"instructune.models", "instructune.data.formats"}

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from instructune.config import ModelConfig
-from instructune.config.schema import Method, QuantizationConfig
+from instructune.config.methods import QuantizationConfig
+from instructune.config.schema import Method
 from instructune.rundir import ADAPTER_CONFIG_FILE, CONFIG_FILE, MODEL_CONFIG_FILE, RunDir
 
 if TYPE_CHECKING:

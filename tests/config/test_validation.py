@@ -148,7 +148,7 @@ def test_unknown_key_lists_that_sections_keys(tmp_path: Path) -> None:
             "train.group_by_length is for sft; set it false for dpo",
         ),
         (["method=prefix_tuning"], "", "method: prefix_tuning needs data.packing: false"),
-        # config/grpo.py (the others are in tests/training/test_online.py)
+        # config/grpo.py (the others are in tests/training/test_grpo.py)
         (
             ["train.objective=grpo", "grpo.reward_model=runs/r", "train.save_steps=5"],
             "",

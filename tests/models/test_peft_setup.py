@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from instructune.bundle import load_adapter
-from instructune.config.schema import LoraConfig, ModelConfig, QuantizationConfig
+from instructune.config.methods import LoraConfig, QuantizationConfig
+from instructune.config.schema import ModelConfig
 from instructune.models.loading import load_model
 from instructune.models.peft_setup import (
     apply_method,

@@ -13,7 +13,8 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from instructune.config.schema import Method, ModelConfig, QuantizationConfig
+from instructune.config.methods import QuantizationConfig
+from instructune.config.schema import Method, ModelConfig
 from instructune.models.resolve import (
     ResolvedModel,
     check_hub_reachable,

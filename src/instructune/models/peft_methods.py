@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from instructune.config.schema import IA3Config, PrefixTuningConfig, PromptTuningConfig
+from instructune.config.methods import IA3Config, PrefixTuningConfig, PromptTuningConfig
 
 if TYPE_CHECKING:
     import torch

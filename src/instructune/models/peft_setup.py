@@ -11,7 +11,8 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from instructune.config.schema import LoraConfig, Method
+from instructune.config.methods import LoraConfig
+from instructune.config.schema import Method
 from instructune.models.peft_methods import ADAPTER_KEY_MARKERS
 from instructune.rundir import ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, RunDir
 

@@ -1,4 +1,5 @@
-"""The `Backend` protocol `synthesize` talks to, its request/response types, and the registry.
+"""The `Backend` protocol `synthesize` talks to and its request/response types (the registry,
+`make_backend`, is in run.py, above the backends that import these).
 
 A backend turns chat prompts (one user message each) into completions. It yields results as they
 finish, in any order, so the caller can put each one in the request cache at once: a crash then
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Protocol
 from instructune.inference.sampling import SamplingParams
 
 if TYPE_CHECKING:
-    from instructune.config.synthesize import SynthBackendConfig
+    pass
 
 
 class BackendError(RuntimeError):
@@ -96,16 +97,3 @@ class Backend(Protocol):
         ...
 
     def close(self) -> None: ...
-
-
-def make_backend(cfg: SynthBackendConfig) -> Backend:
-    """The backend the config names (registry: local, openai)."""
-    if cfg.type == "openai":
-        from instructune.synthesis.openai_backend import OpenAIBackend
-
-        return OpenAIBackend(cfg)
-    if cfg.type == "local":
-        from instructune.synthesis.local_backend import LocalBackend
-
-        return LocalBackend(cfg)
-    raise ValueError(f"unknown synthesize.backend.type {cfg.type!r}; choose one of local, openai")

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from instructune.config import Config
-from instructune.config.synthesize import SynthesizeConfig
+from instructune.config.synthesize import SynthBackendConfig, SynthesizeConfig
 from instructune.rundir import SYNTH_CACHE_FILE, SYNTH_ROWS_FILE, RunDir, claim_output_dir
-from instructune.synthesis.backends import Backend, BackendError, make_backend
+from instructune.synthesis.backends import Backend, BackendError
 from instructune.synthesis.cache import RequestCache
 from instructune.synthesis.client import BudgetExhausted, Client
 from instructune.synthesis.context import Progress, SynthContext
@@ -140,3 +140,17 @@ def _finish(cfg: Config, ctx: SynthContext, stop_reason: str) -> dict[str, Any]:
         },
     )
     return report
+
+
+def make_backend(cfg: SynthBackendConfig) -> Backend:
+    """The backend the config names (registry: local, openai); here, above the backends
+    (which import the protocol from backends.py), so no import circle forms."""
+    if cfg.type == "openai":
+        from instructune.synthesis.openai_backend import OpenAIBackend
+
+        return OpenAIBackend(cfg)
+    if cfg.type == "local":
+        from instructune.synthesis.local_backend import LocalBackend
+
+        return LocalBackend(cfg)
+    raise ValueError(f"unknown synthesize.backend.type {cfg.type!r}; choose one of local, openai")
