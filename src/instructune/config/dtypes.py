@@ -1,5 +1,5 @@
-"""The weights dtypes by name: the one table behind `model.dtype`, the `--dtype` flags of
-`generate`/`chat`/`serve`/`merge`, and their conversion to `torch.dtype`.
+"""The weights dtypes by name: the one table behind `model.dtype`, `quantization.compute_dtype`,
+the `--dtype` flags of `generate`/`chat`/`serve`/`merge`, and their conversion to `torch.dtype`.
 
 GGUF's file types (f32, f16, bf16, q8_0; `ship.gguf_export`) are another vocabulary.
 """

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from instructune.config.base import StrictModel
+from instructune.config.dtypes import DtypeName
 
 
 class LoraConfig(StrictModel):
@@ -67,5 +68,5 @@ class QuantizationConfig(StrictModel):
     """bitsandbytes 4-bit settings used by `method: qlora`."""
 
     quant_type: Literal["nf4", "fp4"] = "nf4"
-    compute_dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
+    compute_dtype: DtypeName = "bfloat16"
     double_quant: bool = True

@@ -13,6 +13,7 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from instructune.config.dtypes import torch_dtype
 from instructune.config.methods import QuantizationConfig
 from instructune.config.schema import Method, ModelConfig
 from instructune.models.resolve import (
@@ -204,7 +205,7 @@ def bnb_config(quantization: QuantizationConfig) -> Any:
     import torch
     from transformers import BitsAndBytesConfig
 
-    compute = getattr(torch, quantization.compute_dtype)
+    compute = torch_dtype(quantization.compute_dtype)
     if compute is torch.bfloat16 and not bf16_supported():
         logger.warning(
             "quantization.compute_dtype is bfloat16 but this %s has no native bf16; "
