@@ -55,16 +55,15 @@ def _grpo(base: dict[str, Any], out: Path, steps: int = 2, **grpo: Any) -> Confi
     )
 
 
+def _reward_run(base: dict[str, Any], out: Path, steps: int) -> Path:
+    """A `train.objective: reward` run on the same data: the reward model GRPO scores with."""
+    train = {"objective": "reward", "max_steps": steps, "micro_batch_size": 4}
+    return run_train(Config.model_validate(base | {"train": train, "output_dir": str(out)})).out_dir
+
+
 def test_grpo_through_run_train(tiny_model_dir: Path, tmp_path: Path) -> None:
     base = _setup(tiny_model_dir, tmp_path)
-    reward_cfg = Config.model_validate(
-        base
-        | {
-            "train": {"objective": "reward", "max_steps": 4, "micro_batch_size": 4},
-            "output_dir": str(tmp_path / "rm"),
-        }
-    )
-    reward_run = run_train(reward_cfg).out_dir
+    reward_run = _reward_run(base, tmp_path / "rm", steps=4)
     scorer = RewardModelScorer(reward_run)
     prompt = [{"role": "user", "content": "Please list 3 colours."}]
     good, bad = scorer([prompt, prompt], ["Red, blue.", "Go away."])
@@ -106,14 +105,7 @@ class CtrlCAt(TrainerCallback):
 
 def test_grpo_ctrl_c_saves_a_checkpoint(tiny_model_dir: Path, tmp_path: Path) -> None:
     base = _setup(tiny_model_dir, tmp_path)
-    reward_cfg = Config.model_validate(
-        base
-        | {
-            "train": {"objective": "reward", "max_steps": 1, "micro_batch_size": 4},
-            "output_dir": str(tmp_path / "rm"),
-        }
-    )
-    reward_run = str(run_train(reward_cfg).out_dir)
+    reward_run = str(_reward_run(base, tmp_path / "rm", steps=1))
     cfg = _grpo(base, tmp_path / "grpo", steps=5, reward_model=reward_run, beta=0.1)
     handler = signal.getsignal(signal.SIGINT)
     with pytest.raises(
