@@ -63,15 +63,24 @@ def _complete_checkpoints(checkpoints: Path) -> list[int]:
     return sorted(steps)
 
 
+def _staged(staging: Path) -> set[str]:
+    """Names in the staging folder now; the trainer removes the folder after each save, so it can
+    vanish between any check and the listing."""
+    try:
+        return set(os.listdir(staging))
+    except FileNotFoundError:
+        return set()
+
+
 def _kill_during_next_save(
     proc: subprocess.Popen[str], staging: Path, after: int, delay: float
 ) -> bool:
     """SIGKILL `proc` `delay` s after it starts staging a checkpoint past step `after`; whether
     the save was still being written when it died."""
-    stale = set(os.listdir(staging)) if staging.is_dir() else set()
+    stale = _staged(staging)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
-        names = set(os.listdir(staging)) if staging.is_dir() else set()
+        names = _staged(staging)
         if stale:  # what the last kill left: the new process removes it at startup
             stale &= names
             time.sleep(0.01)
@@ -85,13 +94,15 @@ def _kill_during_next_save(
     time.sleep(delay)
     proc.kill()
     proc.communicate()
-    return staging.is_dir() and any(staging.iterdir())
+    return bool(_staged(staging))  # the process is dead: nothing removes the folder now
 
 
 def test_kill_at_many_points_of_a_save_then_resume(make_config: Any, tmp_path: Path) -> None:
     # threads fixed: the thread policy follows the machine's load, and a resumed segment run at
     # another thread count than the uninterrupted run differs in the last bits (see README)
-    train = {"max_steps": 14, "save_steps": 1, "save_total_limit": 2, "num_threads": 2}
+    # 24 steps: the 0.4 s kill lands 6-8 steps past the last checkpoint here, and a faster machine
+    # must not finish the run before the last kill
+    train = {"max_steps": 24, "save_steps": 1, "save_total_limit": 2, "num_threads": 2}
     full = run_train(make_config(train=train, out="full"))
     cfg = make_config(train=train, out="killed")
     path = str(_write_config(cfg, tmp_path / "killed.yaml"))
